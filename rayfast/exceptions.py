@@ -1,0 +1,154 @@
+"""Exception classes, named and related like Ray's so `except ray.exceptions.X` ports over.
+
+A task failure travels as a pickled RayTaskError; `get` re-raises it as an
+instance of a class derived from both RayTaskError and the user's exception
+class, so `except ValueError` still catches a ValueError raised remotely.
+"""
+from __future__ import annotations
+
+
+class RayError(Exception):
+    """Base of every error rayfast raises."""
+
+
+class RaySystemError(RayError):
+    pass
+
+
+class RayTaskError(RayError):
+    """A task or actor method raised; carries the remote traceback."""
+
+    def __init__(self, function_name="<unknown>", traceback_str="", cause=None, pid=None, ip=None):
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.pid = pid
+        self.ip = ip
+        super().__init__(self._message())
+
+    def _message(self):
+        cause = f"{type(self.cause).__name__}" if self.cause is not None else "Error"
+        where = f" (pid={self.pid}, ip={self.ip})" if self.pid is not None else ""
+        return f"{cause}: task {self.function_name}{where} failed:\n{self.traceback_str}"
+
+    def __reduce__(self):
+        return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.pid, self.ip))
+
+    def __str__(self):
+        return self._message()
+
+    def as_instanceof_cause(self):
+        """An exception that is both this RayTaskError and an instance of the cause's class."""
+        cause_cls = type(self.cause) if self.cause is not None else None
+        if cause_cls is None or issubclass(cause_cls, RayTaskError) or not _subclassable(cause_cls):
+            return self
+        derived = _derived_class(cause_cls)
+        err = derived.__new__(derived)
+        # Bypass the cause class's __init__: its signature is unknown to us.
+        RayTaskError.__init__(err, self.function_name, self.traceback_str, self.cause, self.pid, self.ip)
+        err.args = self.cause.args if isinstance(self.cause, BaseException) else err.args
+        return err
+
+
+_DERIVED: dict = {}
+
+
+def _subclassable(cls):
+    try:
+        type("probe", (RayTaskError, cls), {})
+        return True
+    except TypeError:
+        return False
+
+
+def _derived_class(cause_cls):
+    derived = _DERIVED.get(cause_cls)
+    if derived is None:
+        def __str__(self):
+            return RayTaskError._message(self)
+
+        derived = type(
+            f"RayTaskError({cause_cls.__name__})",
+            (RayTaskError, cause_cls),
+            {"__str__": __str__, "__reduce__": RayTaskError.__reduce__, "__module__": __name__},
+        )
+        _DERIVED[cause_cls] = derived
+    return derived
+
+
+def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
+    return RayTaskError(function_name, traceback_str, cause, pid, ip)
+
+
+class WorkerCrashedError(RayError):
+    """The worker running the task died and no retries were left."""
+
+    def __init__(self, message="The worker died unexpectedly while executing this task."):
+        super().__init__(message)
+
+
+class RayActorError(RayError):
+    """The actor died, was killed, or failed in its constructor."""
+
+    def __init__(self, message="The actor died unexpectedly before finishing this task.", cause=None):
+        self.cause = cause
+        super().__init__(message)
+
+
+ActorDiedError = RayActorError
+
+
+class ActorUnavailableError(RayActorError):
+    pass
+
+
+class TaskCancelledError(RayError):
+    def __init__(self, task_id=None):
+        self.task_id = task_id
+        super().__init__(f"Task {task_id} was cancelled" if task_id else "This task was cancelled")
+
+
+class GetTimeoutError(RayError, TimeoutError):
+    pass
+
+
+class ObjectLostError(RayError):
+    def __init__(self, object_ref_hex="", message=None):
+        self.object_ref_hex = object_ref_hex
+        super().__init__(message or f"Object {object_ref_hex} is lost and cannot be reconstructed.")
+
+
+class ReferenceCountingAssertionError(ObjectLostError):
+    pass
+
+
+class OwnerDiedError(ObjectLostError):
+    pass
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    pass
+
+
+class ObjectStoreFullError(RayError):
+    pass
+
+
+class OutOfMemoryError(RayError):
+    pass
+
+
+class RuntimeEnvSetupError(RayError):
+    pass
+
+
+class NodeDiedError(RayError):
+    pass
+
+
+class RaySystemExit(RayError):
+    pass
+
+
+class PendingCallsLimitExceeded(RayError):
+    pass
