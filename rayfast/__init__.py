@@ -1,0 +1,58 @@
+"""rayfast: a fast distributed futures runtime for Python, in the model of Ray.
+
+    import rayfast
+    rayfast.init()
+
+    @rayfast.remote
+    def f(x):
+        return x * x
+
+    assert rayfast.get(f.remote(3)) == 9
+"""
+from rayfast import exceptions
+from rayfast._core.ids import ObjectID, ObjectRef, TaskID
+from rayfast.api import (available_resources, cancel, cluster_resources, get, get_runtime_context, init,
+                         is_initialized, nodes, put, shutdown, wait)
+from rayfast.remote_function import RemoteFunction
+
+__version__ = "0.1.0"
+
+
+def remote(*args, **options):
+    """Make a function a remote task, or a class an actor: `@remote` or `@remote(num_cpus=..)`."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("The @rayfast.remote decorator takes either a function/class, or only keyword "
+                        "options, e.g. @rayfast.remote(num_cpus=2)")
+
+    def decorator(obj):
+        return _make_remote(obj, options)
+    return decorator
+
+
+def _make_remote(obj, options):
+    import inspect
+
+    if inspect.isclass(obj):
+        from rayfast.actor import make_actor_class
+        return make_actor_class(obj, options)
+    if not callable(obj):
+        raise TypeError(f"@rayfast.remote can only be applied to a function or a class, not {obj!r}")
+    return RemoteFunction(obj, options)
+
+
+def __getattr__(name):
+    # Actor and observability APIs live in their own modules; load them on first use.
+    if name in ("get_actor", "kill", "method", "ActorHandle", "ActorClass"):
+        from rayfast import actor
+        return getattr(actor, name)
+    if name in ("timeline", "summary"):
+        from rayfast import observability
+        return getattr(observability, name)
+    raise AttributeError(f"module 'rayfast' has no attribute {name!r}")
+
+
+__all__ = ["init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "kill",
+           "get_actor", "method", "nodes", "cluster_resources", "available_resources", "timeline",
+           "ObjectRef", "ObjectID", "TaskID", "ActorHandle", "exceptions", "get_runtime_context"]

@@ -1,0 +1,233 @@
+"""The public face: init, shutdown, get, put, wait, cancel and cluster queries."""
+from __future__ import annotations
+
+import atexit
+import numbers
+import os
+import threading
+import time
+
+from rayfast import core_worker
+from rayfast import protocol as P
+from rayfast._core.ids import ObjectRef
+from rayfast.config import DEFAULT_GCS_SHARDS
+from rayfast.core_worker import CoreWorker
+from rayfast.exceptions import GetTimeoutError
+
+_lock = threading.RLock()
+_state = {"node": None, "cw": None, "namespace": None}
+
+_INIT_KWARGS = {"include_dashboard", "dashboard_host", "dashboard_port", "log_to_driver", "logging_level",
+                "logging_format", "configure_logging", "runtime_env", "local_mode", "job_config",
+                "_system_config", "_temp_dir", "_node_ip_address", "num_gpus", "storage",
+                "_enable_object_reconstruction", "_plasma_directory", "_metrics_export_port"}
+
+
+class RayContext(dict):
+    """What init() returns; a dict of addresses, as Ray's is."""
+
+    def __init__(self, info):
+        super().__init__(info)
+        self.address_info = dict(info)
+        self.dashboard_url = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+
+def is_initialized():
+    cw = _state["cw"]
+    return cw is not None and core_worker._pid == os.getpid()
+
+
+def init(address=None, *, num_cpus=None, resources=None, object_store_memory=None,
+         gcs_shards=DEFAULT_GCS_SHARDS, ignore_reinit_error=False, namespace=None,
+         object_spilling_directory=None, **kwargs):
+    """Start a local cluster (or connect to one) and make this process its driver."""
+    unknown = set(kwargs) - _INIT_KWARGS
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    from rayfast.session import default_object_store_memory, start_local_node
+
+    with _lock:
+        if is_initialized():
+            if ignore_reinit_error:
+                return RayContext(_state["cw"].node_info)
+            raise RuntimeError("Maybe you called rayfast.init twice by accident? This error can be "
+                               "suppressed by passing in 'ignore_reinit_error=True' or by calling "
+                               "'rayfast.shutdown()' prior to 'rayfast.init()'.")
+        if num_cpus is None:
+            num_cpus = os.cpu_count() or 1
+        if not isinstance(num_cpus, numbers.Integral) or isinstance(num_cpus, bool) or num_cpus < 0:
+            raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
+        if resources is not None and not isinstance(resources, dict):
+            raise TypeError("resources must be a dict of name -> amount")
+        for k, v in (resources or {}).items():
+            if k in ("CPU", "GPU"):
+                raise ValueError(f"Use num_cpus/num_gpus instead of resources={{'{k}': ...}}")
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r}")
+        res = dict(resources or {})
+        if kwargs.get("num_gpus"):
+            res["GPU"] = float(kwargs["num_gpus"])
+        if object_store_memory is None:
+            object_store_memory = default_object_store_memory()
+        elif not isinstance(object_store_memory, numbers.Integral) or object_store_memory <= 0:
+            raise ValueError(f"object_store_memory must be a positive integer, got {object_store_memory!r}")
+        if not isinstance(gcs_shards, int) or gcs_shards < 1:
+            raise ValueError(f"gcs_shards must be a positive integer, got {gcs_shards!r}")
+        if address not in (None, "local"):
+            from rayfast.cluster import connect_driver
+            node, conn, info = connect_driver(address)
+        else:
+            node = start_local_node(int(num_cpus), res, int(object_store_memory), object_spilling_directory,
+                                    gcs_shards, kwargs.get("_temp_dir"))
+            try:
+                conn, info = _hello(node.socket_path)
+            except BaseException:
+                node.stop()
+                raise
+        from rayfast._core.store import ObjectStore
+
+        store = ObjectStore.attach(info["store_name"])
+        cw = CoreWorker(conn, "driver", store, info)
+        cw.namespace = namespace or "default"
+        _state.update(node=node, cw=cw, namespace=cw.namespace)
+        core_worker.set_current(cw)
+        return RayContext({"node_id": info["node_id"].hex(), "session_dir": info["session_dir"],
+                           "gcs_address": ",".join(info["gcs_addresses"]),
+                           "object_store_address": info["store_name"], "address": info["socket"]})
+
+
+def _hello(socket_path, owner=True):
+    conn = P.connect(socket_path)
+    conn.send((P.HELLO, "driver", os.getpid(), None, owner))
+    conn.flush()
+    while True:
+        for m in conn.recv(30.0):
+            if m[0] == P.WELCOME:
+                return conn, m[1]
+        raise RuntimeError("the rayfast node did not answer")
+
+
+def shutdown(_exiting_interpreter=False):
+    """Stop the driver's connection and, for a cluster it started, the whole cluster."""
+    with _lock:
+        cw = _state["cw"]
+        node = _state["node"]
+        _state.update(cw=None, node=None)
+        if cw is None or core_worker._pid != os.getpid():
+            return
+        core_worker.set_current(None)
+        try:
+            cw.flush()
+        except Exception:
+            pass
+        cw.close()
+        try:
+            cw.store.close()
+        except Exception:
+            pass
+        if node is not None:
+            node.stop()
+
+
+atexit.register(shutdown, True)
+
+
+def _check_refs(object_refs, what):
+    if isinstance(object_refs, ObjectRef):
+        return [object_refs], True
+    if isinstance(object_refs, (list, tuple)):
+        for r in object_refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(f"{what} expects an ObjectRef or a list of ObjectRefs, but the list "
+                                f"holds a {type(r).__name__}: {r!r}")
+        return list(object_refs), False
+    raise TypeError(f"{what} expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}")
+
+
+def _check_timeout(timeout):
+    if timeout is None:
+        return None
+    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or timeout < 0:
+        raise ValueError(f"timeout must be None or a non-negative number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def get(object_refs, *, timeout=None, progress=False):
+    """The value(s) of object_refs, waiting for them; raises the task's error if one failed."""
+    cw = core_worker.current()
+    if type(object_refs) is ObjectRef:  # the hot path
+        key = object_refs.binary()
+        if key not in cw._results:
+            deadline = None if timeout is None else time.monotonic() + _check_timeout(timeout)
+            if not cw.wait_objects([key], 1, deadline):
+                raise GetTimeoutError(f"get timed out after {timeout} s: the object is not ready")
+        return cw.value_of(key)
+    refs, single = _check_refs(object_refs, "get()")
+    timeout = _check_timeout(timeout)
+    if progress and len(refs) > 1:
+        from rayfast.progress import get_with_progress
+        return get_with_progress(cw, refs, timeout)
+    values = cw.get(refs, timeout)
+    return values[0] if single else values
+
+
+def put(value, *, _owner=None):
+    """Store value in the cluster and return a ref to it."""
+    return core_worker.current().put(value)
+
+
+def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
+    """(ready, not_ready): the first num_returns refs to be ready, in the order given."""
+    cw = core_worker.current()
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
+    refs, _ = _check_refs(object_refs, "wait()")
+    keys = [r.binary() for r in refs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("wait() got duplicate ObjectRefs in its list")
+    if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
+        raise ValueError(f"num_returns must be a positive integer, got {num_returns!r}")
+    if num_returns > len(refs):
+        raise ValueError(f"num_returns ({num_returns}) cannot exceed the number of refs ({len(refs)})")
+    timeout = _check_timeout(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    cw.wait_objects(keys, num_returns, deadline)
+    results = cw._results
+    ready, not_ready = [], []
+    for r, k in zip(refs, keys):
+        if k in results and len(ready) < num_returns:
+            ready.append(r)
+        else:
+            not_ready.append(r)
+    return ready, not_ready
+
+
+def cancel(object_ref, *, force=False, recursive=True):
+    """Cancel the task that produces object_ref; its get raises TaskCancelledError."""
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    cw = core_worker.current()
+    cw.send((P.CANCEL, object_ref.binary(), bool(force), bool(recursive)))
+
+
+def nodes():
+    return core_worker.current().request("nodes")
+
+
+def cluster_resources():
+    return core_worker.current().request("cluster_resources")
+
+
+def available_resources():
+    return core_worker.current().request("available_resources")
+
+
+def get_runtime_context():
+    from rayfast.runtime_context import RuntimeContext
+    return RuntimeContext(core_worker.current())

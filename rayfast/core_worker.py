@@ -1,0 +1,312 @@
+"""What every driver and worker embeds: submitting tasks, holding refs, get/put/wait.
+
+One CoreWorker per process talks to its node manager over one socket. There
+is no I/O thread: the thread that needs a message reads the socket itself
+(leader/follower). Whoever holds the `_reading` role reads one batch with
+the condition's lock released, then files every message (object values
+into `_results`, tasks into `_inbox`, replies into `_replies`) and wakes the
+other waiters. A single-threaded driver therefore pays no thread hand-off
+on the get path, and threaded actors still share the one connection.
+
+Reference counting: ObjectRef instances are counted per process in C (see
+`_core/ids`). Before each outgoing batch the changes are drained; ids that
+became held are announced at the front of the batch and ids that were
+dropped at its end, so the node manager never frees an object that a
+message in the same batch still names.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from collections import deque
+
+from rayfast import protocol as P
+from rayfast import serialization
+from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes
+from rayfast.config import INLINE_THRESHOLD
+from rayfast.exceptions import GetTimeoutError, ObjectLostError, RaySystemError
+
+
+class CoreWorker:
+    def __init__(self, conn, mode, store, node_info, task_id=None, worker_id=None):
+        self.conn = conn
+        self.mode = mode                      # "driver" or "worker"
+        self.store = store
+        self.node_info = node_info
+        self.worker_id = worker_id
+        self.current_task_id = task_id or TaskID.random()
+        self._task_counter = 0
+        self._put_counter = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._send_lock = threading.Lock()
+        self._reading = False
+        self._closed = False
+        self._results = {}                    # oid -> (kind, data)
+        self._subscribed = set()
+        self._callbacks = {}                  # oid -> [fn(kind, data)]  for futures / asyncio
+        self._inbox = deque()                 # TASK messages (workers)
+        self._replies = {}
+        self._req_counter = 0
+        self._exported = set()
+        self.feasible_shapes = set()
+        self.in_task = False                  # a worker running a task reports BLOCKED in get
+        self.exit_requested = False
+
+    # --- sending ----------------------------------------------------------
+    def flush(self):
+        added, released = drain_ref_changes()
+        for oid in released:
+            self._results.pop(oid, None)
+            self._subscribed.discard(oid)
+        conn = self.conn
+        with self._send_lock:
+            if added:
+                conn._out.insert(0, (P.REFS, added, ()))
+            if released:
+                conn._out.append((P.REFS, (), released))
+            try:
+                conn.flush()
+            except OSError as e:
+                raise RaySystemError(f"lost the connection to the node manager: {e}") from None
+
+    def send(self, msg, flush=True):
+        self.conn.send(msg)
+        if flush:
+            self.flush()
+
+    def request(self, what, *args, timeout=None):
+        """A synchronous request to the node manager (cluster info, actor lookups, ...)."""
+        with self._cond:
+            self._req_counter += 1
+            req_id = self._req_counter
+        self.send((P.REQUEST, req_id, what, args))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while req_id not in self._replies:
+                if not self._pump(deadline):
+                    raise GetTimeoutError(f"no reply from the node manager to {what!r}")
+            value = self._replies.pop(req_id)
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    # --- receiving --------------------------------------------------------
+    def _pump(self, deadline):
+        """Wait for progress with self._cond held. False once the deadline passed."""
+        remaining = None
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+        if self._reading:
+            self._cond.wait(remaining)
+            return True
+        self._reading = True
+        self._cond.release()
+        try:
+            msgs = self.conn.recv(remaining)
+        except P.ConnectionClosed:
+            self._closed = True
+            msgs = None
+        finally:
+            self._cond.acquire()
+            self._reading = False
+        if msgs:
+            self._dispatch(msgs)
+        self._cond.notify_all()
+        if self._closed:
+            raise RaySystemError("the node manager has gone away (was rayfast shut down?)")
+        return True
+
+    def _dispatch(self, msgs):
+        results = self._results
+        for m in msgs:
+            t = m[0]
+            if t == P.OBJ:
+                results[m[1]] = (m[2], m[3])
+                cbs = self._callbacks.pop(m[1], None)
+                if cbs:
+                    for cb in cbs:
+                        cb(m[2], m[3])
+            elif t == P.TASK:
+                self._inbox.append(m)
+            elif t == P.REPLY:
+                self._replies[m[1]] = m[2]
+            elif t == P.EXIT:
+                self.exit_requested = True
+                self._inbox.append(m)
+
+    def next_task(self):
+        """Block until the node manager hands this worker a message for its task loop."""
+        with self._cond:
+            while not self._inbox:
+                self._pump(None)
+            return self._inbox.popleft()
+
+    # --- tasks ------------------------------------------------------------
+    def export_function(self, function_id, pickled):
+        if function_id not in self._exported:
+            self._exported.add(function_id)
+            self.conn.send((P.EXPORT, function_id, pickled))
+
+    def next_task_id(self):
+        self._task_counter += 1
+        return self.current_task_id.child(self._task_counter)
+
+    def submit(self, spec, task_id, num_returns):
+        self.send((P.SUBMIT, spec))
+        return [ObjectRef(task_id.object_id(i)) for i in range(1, num_returns + 1)]
+
+    # --- objects ----------------------------------------------------------
+    def put(self, value):
+        if isinstance(value, ObjectRef):
+            raise TypeError("Calling put() on an ObjectRef is not allowed; put the value itself "
+                            "or pass the ref to tasks directly.")
+        self._put_counter += 1
+        oid = self.current_task_id.put_id(self._put_counter)
+        key = oid.binary()
+        inline, parts, contained = serialization.serialize(value, INLINE_THRESHOLD)
+        ref = ObjectRef(key)
+        if inline is not None:
+            self._results[key] = (P.INLINE, inline)
+            self.send((P.PUT, key, P.INLINE, inline, contained))
+        else:
+            self.write_to_store(key, parts)
+            self.send((P.PUT, key, P.STORE, parts[3], contained))
+        return ref
+
+    def write_to_store(self, key, parts):
+        buf = self.store.create_object(key, parts[3])
+        try:
+            serialization.write_parts(buf, parts)
+        except BaseException:
+            del buf
+            self.store.abort(key)
+            raise
+        del buf
+        self.store.seal(key)
+
+    def wait_objects(self, keys, num_ready, deadline):
+        """Subscribe to keys and wait until at least num_ready of them have values.
+
+        Returns True when enough are ready, False when the deadline passed.
+        """
+        results = self._results
+        missing = [k for k in keys if k not in results]
+        if len(keys) - len(missing) >= num_ready:
+            return True
+        new = [k for k in missing if k not in self._subscribed]
+        if new:
+            self._subscribed.update(new)
+            self.conn.send((P.GET, tuple(new)))
+        blocked = self.in_task and self.mode == "worker"
+        if blocked:
+            self.conn.send((P.BLOCKED,))
+        self.flush()
+        try:
+            with self._cond:
+                while sum(1 for k in missing if k in results) < num_ready - (len(keys) - len(missing)):
+                    if not self._pump(deadline):
+                        return False
+            return True
+        finally:
+            if blocked:
+                self.send((P.UNBLOCKED,))
+
+    def get(self, refs, timeout=None):
+        keys = [r.binary() for r in refs]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.wait_objects(keys, len(keys), deadline):
+            ready = sum(1 for k in keys if k in self._results)
+            raise GetTimeoutError(
+                f"get timed out after {timeout} s: {len(keys) - ready} of {len(keys)} objects not ready")
+        return [self.value_of(k) for k in keys]
+
+    def value_of(self, key, raise_errors=True):
+        kind, data = self._results[key]
+        if kind == P.ERROR and not raise_errors:
+            return serialization.loads_inline(data)
+        return decode_value(self.store, key, kind, data)
+
+    def add_callback(self, key, fn):
+        """Call fn(kind, data) once key's value arrives (immediately if it has)."""
+        with self._cond:
+            if key in self._results:
+                kind, data = self._results[key]
+            else:
+                self._callbacks.setdefault(key, []).append(fn)
+                if key not in self._subscribed:
+                    self._subscribed.add(key)
+                    self.conn.send((P.GET, (key,)))
+                kind = None
+        if kind is None:
+            self.flush()
+            self._kick_reader()
+        else:
+            fn(kind, data)
+
+    def _kick_reader(self):
+        """Make sure some thread reads the socket so callbacks fire without a get()."""
+        with self._cond:
+            if getattr(self, "_pump_thread", None) is not None:
+                return
+            self._pump_thread = threading.Thread(target=self._pump_forever, daemon=True,
+                                                 name="rayfast-callbacks")
+            self._pump_thread.start()
+
+    def _pump_forever(self):
+        try:
+            with self._cond:
+                while not self._closed:
+                    if not self._callbacks:
+                        self._cond.wait(0.5)
+                        continue
+                    self._pump(time.monotonic() + 0.5)
+        except RaySystemError:
+            pass
+        finally:
+            self._pump_thread = None
+
+    def close(self):
+        self._closed = True
+        self.conn.close()
+
+
+def decode_value(store, key, kind, data):
+    """The value of an object from what the node manager sent; raises it if it is an error."""
+    if kind == P.INLINE:
+        return serialization.loads_inline(data)
+    if kind == P.STORE:
+        try:
+            view = store.get(key, 10.0)
+        except (KeyError, TimeoutError):
+            raise ObjectLostError(key.hex()) from None
+        return serialization.deserialize_view(view)
+    err = serialization.loads_inline(data)
+    if hasattr(err, "as_instanceof_cause"):
+        raise err.as_instanceof_cause()
+    raise err
+
+
+def format_exception(exc):
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+_current = None
+_pid = None
+
+
+def current():
+    """The process's CoreWorker; RaySystemError if rayfast is not initialized here."""
+    cw = _current
+    if cw is None or _pid != os.getpid():
+        raise RaySystemError("rayfast is not initialized: call rayfast.init() first")
+    return cw
+
+
+def set_current(cw):
+    global _current, _pid
+    _current = cw
+    _pid = os.getpid() if cw is not None else None

@@ -1,0 +1,104 @@
+"""Bringing a node up and tearing it down (the body of `python -m rayfast.node.main`)."""
+import json
+import os
+import shutil
+import signal
+import sys
+
+
+def run_node(args):
+    from rayfast._core.store import ObjectStore
+    from rayfast.gcs.server import start_shards, stop_shards
+    from rayfast.node.manager import NodeManager
+
+    session_dir = args.session_dir
+    os.makedirs(session_dir, exist_ok=True)
+    node_id = os.urandom(16)
+    shards = []
+    store = None
+    gcs = None
+    cleaned = []
+
+    def cleanup():
+        if cleaned:
+            return
+        cleaned.append(True)
+        if gcs is not None:
+            gcs.close()
+        if shards:
+            stop_shards(shards)
+        if store is not None:
+            try:
+                store.unlink()
+            except Exception:
+                pass
+        if args.spill_dir and os.path.isdir(args.spill_dir) and args.remove_session_dir:
+            shutil.rmtree(args.spill_dir, ignore_errors=True)
+        if args.remove_session_dir:
+            shutil.rmtree(session_dir, ignore_errors=True)
+
+    def on_term(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        resources = {"CPU": float(args.num_cpus)}
+        resources.update(json.loads(args.resources))
+        store_name = "/rayfast-" + os.path.basename(session_dir.rstrip("/"))
+        try:
+            store = ObjectStore.create(store_name, args.object_store_memory, args.spill_dir)
+        except Exception as e:
+            _fail(session_dir, f"cannot create the object store: {e}")
+            return 1
+        if args.head:
+            try:
+                shards = start_shards(args.gcs_shards, os.path.join(session_dir, "gcs"),
+                                      ports=[args.gcs_port] + [0] * (args.gcs_shards - 1)
+                                      if args.gcs_port else None)
+            except Exception as e:
+                _fail(session_dir, f"cannot start the GCS: {e}")
+                return 1
+            addresses = [s.address for s in shards]
+        else:
+            addresses = args.gcs_address.split(",")
+        nm = NodeManager(os.path.join(session_dir, "node.sock"), node_id, resources, store,
+                         None, session_dir)
+        nm.start_workers(max(args.num_cpus, 1))
+        from rayfast.node.gcs_link import NodeGcs
+        gcs = NodeGcs(addresses)
+        nm.gcs = gcs
+        if shards:
+            with open(os.path.join(session_dir, "gcs_addresses"), "w") as f:
+                json.dump({"unix": addresses, "tcp": [s.tcp_address for s in shards]}, f)
+        gcs.register_node(node_id, {"resources": resources, "session_dir": session_dir,
+                                    "pid": os.getpid(), "store": store_name})
+        _attach_actor_manager(nm)
+        nm.listen()
+        if args.ready_fd >= 0:
+            os.write(args.ready_fd, b"ready\n")
+            os.close(args.ready_fd)
+        nm.run()
+    except SystemExit:
+        pass
+    finally:
+        try:
+            if "nm" in locals():
+                nm.shutdown()
+        except Exception:
+            pass
+        cleanup()
+    return 0
+
+
+def _attach_actor_manager(nm):
+    try:
+        from rayfast.node.actors import ActorManager
+    except ImportError:
+        return
+    nm.actors = ActorManager(nm)
+
+
+def _fail(session_dir, message):
+    with open(os.path.join(session_dir, "node.error"), "w") as f:
+        f.write(message)

@@ -1,0 +1,698 @@
+"""The node manager: local scheduler, worker pool, object table and failure detector.
+
+It is one single-threaded epoll loop. Every driver and worker of the node
+holds one socket to it. A loop turn reads every readable socket, handles
+the whole batch of messages (submissions, results, ref changes), schedules
+what became runnable, and then writes each client's outgoing batch as one
+frame. Batching on both sides is what keeps the per-task cost low: under
+load one syscall carries hundreds of messages.
+
+Scheduling is bottom-up: a task whose arguments are all ready (the
+dependency table, in C) goes to the ready queue of its resource shape (a
+C queue per shape) and runs on an idle worker when the node's resources
+allow. A worker blocked in get() gives its CPU back, and the pool forks a
+new worker when runnable tasks would otherwise wait on blocked ones.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import socket
+import struct
+import time
+
+from rayfast import protocol as P
+from rayfast import serialization
+from rayfast._core.deps import DependencyTable
+from rayfast._core.queue import TaskQueue
+from rayfast.config import MAX_WORKERS_PER_CPU
+from rayfast.exceptions import TaskCancelledError, WorkerCrashedError
+from rayfast.node.object_table import READY, ObjectTable
+from rayfast.node.worker_pool import BUSY, IDLE, WorkerPool
+from rayfast.node.stats import FunctionStats
+
+_HDR = struct.Struct("<I")
+_RETURN_SUFFIX = [i.to_bytes(4, "little") for i in range(0, 64)]
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+
+
+def return_ids(task_id, n):
+    if n < 64:
+        return [task_id + _RETURN_SUFFIX[i] for i in range(1, n + 1)]
+    return [task_id + i.to_bytes(4, "little") for i in range(1, n + 1)]
+
+
+class Client:
+    __slots__ = ("id", "sock", "fd", "rbuf", "out", "wbuf", "kind", "pid", "worker", "held",
+                 "owner", "closed", "actor_handles")
+
+    def __init__(self, cid, sock):
+        self.id = cid
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.rbuf = b""
+        self.out = []
+        self.wbuf = b""
+        self.kind = None
+        self.pid = None
+        self.worker = None
+        self.held = set()
+        self.owner = False
+        self.closed = False
+        self.actor_handles = {}
+
+
+class TaskRecord:
+    __slots__ = ("handle", "spec", "owner", "retries_left", "deps", "worker", "shape",
+                 "submitted", "cancelled", "returns", "done")
+
+    def __init__(self, handle, spec, owner, shape, returns):
+        self.handle = handle
+        self.spec = spec
+        self.owner = owner
+        self.retries_left = spec[P.S_MAX_RETRIES]
+        self.deps = ()
+        self.worker = None
+        self.shape = shape
+        self.submitted = time.time()
+        self.cancelled = False
+        self.returns = returns
+        self.done = False
+
+
+class NodeManager:
+    def __init__(self, socket_path, node_id, resources, store, gcs=None, session_dir=None):
+        self.socket_path = socket_path
+        self.node_id = node_id
+        self.total = dict(resources)
+        self.avail = dict(resources)
+        self.num_cpus = int(resources.get("CPU", 1))
+        self.store = store
+        self.gcs = gcs
+        self.session_dir = session_dir
+        self.objects = ObjectTable(store, on_free=self._on_object_freed)
+        self.deps = DependencyTable()
+        self.queues = {}                   # shape -> TaskQueue of handles
+        self.tasks = {}                    # handle -> TaskRecord
+        self.task_by_id = {}               # task id -> handle, for cancel
+        self.functions = {}                # function id -> pickled
+        self.clients = {}                  # fd -> Client
+        self.idle = []                     # idle WorkerStates (LIFO keeps caches warm)
+        self.starting = 0                  # forked workers that have not said HELLO yet
+        self.stats = FunctionStats()
+        self.events = []                   # timeline events not yet written to the GCS
+        self._next_handle = 0
+        self._next_client = 0
+        self._dirty = set()
+        self._running = True
+        self.ep = select.epoll()
+        self.listener = None
+        self.pool = None
+        self.actors = None                 # ActorManager, attached by rayfast.node.actors
+
+    # --- setup ------------------------------------------------------------
+    def listen(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(self.socket_path)
+        sock.listen(256)
+        sock.setblocking(False)
+        self.listener = sock
+        self.ep.register(sock.fileno(), _EPOLLIN)
+
+    def node_info(self):
+        return {"node_id": self.node_id, "resources": dict(self.total), "store_name": self.store.name,
+                "store_capacity": self.store.capacity, "socket": self.socket_path,
+                "session_dir": self.session_dir,
+                "gcs_addresses": self.gcs.addresses if self.gcs is not None else []}
+
+    def start_workers(self, n):
+        self.pool = WorkerPool(self.store.name, self.node_info())
+        for _ in range(n):
+            self._spawn_worker()
+
+    def _inherited_fds(self):
+        fds = [self.ep.fileno()]
+        if self.listener is not None:
+            fds.append(self.listener.fileno())
+        fds.extend(self.clients.keys())
+        if self.gcs is not None:
+            fds.extend(self.gcs.fds())
+        return fds
+
+    def _spawn_worker(self):
+        w, sock = self.pool.spawn(self._inherited_fds)
+        c = self._add_client(sock)
+        c.kind = "worker"
+        c.worker = w
+        c.pid = w.pid
+        w.client = c
+        self.starting += 1
+        return w
+
+    def _add_client(self, sock):
+        sock.setblocking(False)
+        self._next_client += 1
+        c = Client(self._next_client, sock)
+        self.clients[c.fd] = c
+        self.ep.register(c.fd, _EPOLLIN)
+        return c
+
+    # --- the loop ---------------------------------------------------------
+    def run(self):
+        ep = self.ep
+        clients = self.clients
+        lfd = self.listener.fileno() if self.listener else -1
+        while self._running:
+            timeout = 0 if self._dirty else 1.0
+            try:
+                events = ep.poll(timeout)
+            except InterruptedError:
+                events = ()
+            for fd, ev in events:
+                if fd == lfd:
+                    self._accept()
+                    continue
+                c = clients.get(fd)
+                if c is None:
+                    continue
+                if ev & _EPOLLOUT:
+                    self._write(c)
+                if ev & (_EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                    self._read(c)
+            self._schedule()
+            self._flush_all()
+            if self.gcs is not None:
+                self._flush_gcs()
+            if not events:
+                self.pool.reap()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            self._add_client(sock)
+
+    def _read(self, c):
+        try:
+            chunk = c.sock.recv(1 << 22)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._disconnect(c)
+            return
+        buf = c.rbuf + chunk if c.rbuf else chunk
+        pos = 0
+        n = len(buf)
+        loads = P._loads
+        while n - pos >= 4:
+            (length,) = _HDR.unpack_from(buf, pos)
+            if n - pos - 4 < length:
+                break
+            msgs = loads(buf[pos + 4:pos + 4 + length])
+            pos += 4 + length
+            self._handle(c, msgs)
+            if c.closed:
+                return
+        c.rbuf = buf[pos:] if pos < n else b""
+
+    def send(self, c, msg):
+        if not c.closed:
+            c.out.append(msg)
+            self._dirty.add(c)
+
+    def _flush_all(self):
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = set()
+        for c in dirty:
+            if c.closed or not c.out:
+                continue
+            data = P.encode(c.out)
+            c.out = []
+            c.wbuf = c.wbuf + data if c.wbuf else data
+            self._write(c)
+
+    def _write(self, c):
+        if c.closed or not c.wbuf:
+            return
+        try:
+            n = c.sock.send(c.wbuf)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self._disconnect(c)
+            return
+        had_rest = len(c.wbuf) > 0
+        c.wbuf = c.wbuf[n:]
+        if c.wbuf:
+            self.ep.modify(c.fd, _EPOLLIN | _EPOLLOUT)
+        elif had_rest:
+            self.ep.modify(c.fd, _EPOLLIN)
+
+    # --- messages ---------------------------------------------------------
+    def _handle(self, c, msgs):
+        objects = self.objects
+        for m in msgs:
+            t = m[0]
+            if t == P.SUBMIT:
+                self._submit(c, m[1])
+            elif t == P.DONE:
+                self._done(c, m[1], m[2], m[3], m[4])
+            elif t == P.REFS:
+                cid = c.id
+                for oid in m[1]:
+                    objects.entry(oid).holders.add(cid)
+                    c.held.add(oid)
+                for oid in m[2]:
+                    c.held.discard(oid)
+                    objects.release_holder(oid, cid)
+            elif t == P.GET:
+                self._subscribe(c, m[1])
+            elif t == P.PUT:
+                self._put(c, m[1], m[2], m[3], m[4])
+            elif t == P.EXPORT:
+                if m[1] not in self.functions:
+                    self.functions[m[1]] = m[2]
+                    if self.gcs is not None:
+                        self.gcs.export_function_async(m[1], m[2])
+            elif t == P.BLOCKED:
+                self._blocked(c, True)
+            elif t == P.UNBLOCKED:
+                self._blocked(c, False)
+            elif t == P.HELLO:
+                self._hello(c, m)
+            elif t == P.CANCEL:
+                self._cancel(m[1], m[2], m[3])
+            elif t == P.REQUEST:
+                self._request(c, m[1], m[2], m[3])
+            elif self.actors is not None and self.actors.handle(c, m):
+                pass
+            else:
+                raise ValueError(f"unknown message {t}")
+
+    def _hello(self, c, m):
+        c.kind = m[1]
+        c.pid = m[2]
+        if c.kind == "worker":
+            w = c.worker
+            w.started = True
+            self.starting -= 1
+            if w.state == IDLE and w.task is None and w.actor_id is None:
+                self.idle.append(w)
+        else:
+            c.owner = len(m) > 4 and m[4]
+            self.send(c, (P.WELCOME, self.node_info()))
+
+    def _submit(self, c, spec):
+        self._next_handle += 1
+        handle = self._next_handle
+        task_id = spec[P.S_TASK_ID]
+        returns = return_ids(task_id, max(spec[P.S_NUM_RETURNS], 1))
+        rec = TaskRecord(handle, spec, c, spec[P.S_RESOURCES], returns)
+        self.tasks[handle] = rec
+        self.task_by_id[task_id] = handle
+        objects = self.objects
+        cid = c.id
+        for oid in returns:
+            e = objects.entry(oid)
+            e.holders.add(cid)
+            e.producer = handle
+            c.held.add(oid)
+        deps = [oid for _, oid in spec[P.S_ARG_REFS]]
+        for oid in deps:
+            objects.entry(oid).task_refs += 1
+        for oid in spec[P.S_BORROWED]:
+            objects.entry(oid).task_refs += 1
+        rec.deps = deps
+        self.stats.submitted(spec[P.S_NAME])
+        if self.gcs is not None:
+            self.gcs.put_task_async(task_id, spec)
+        if spec[P.S_KIND] != P.TASK_NORMAL:
+            self.actors.submit(rec)
+            return
+        if not deps or self.deps.add_task(handle, deps) == 0:
+            self._enqueue(rec)
+
+    def _enqueue(self, rec):
+        q = self.queues.get(rec.shape)
+        if q is None:
+            q = self.queues[rec.shape] = TaskQueue()
+        q.push(rec.handle)
+
+    def _put(self, c, oid, kind, data, contained):
+        e = self.objects.entry(oid)
+        e.holders.add(c.id)
+        c.held.add(oid)
+        self._object_ready(e, kind, data, contained)
+
+    def _object_ready(self, e, kind, data, contained):
+        subs = self.objects.set_ready(e, kind, data, contained)
+        if subs:
+            msg = (P.OBJ, e.oid, kind, data)
+            for s in subs:
+                self.send(s, msg)
+        for handle in self.deps.mark_ready(e.oid):
+            rec = self.tasks.get(handle)
+            if rec is None:
+                continue
+            if rec.spec[P.S_KIND] == P.TASK_NORMAL:
+                self._enqueue(rec)
+            else:
+                self.actors.deps_ready(rec)
+        self.objects.maybe_free(e)
+
+    def _subscribe(self, c, oids):
+        objects = self.objects
+        for oid in oids:
+            e = objects.entry(oid)
+            if e.state == READY:
+                self.send(c, (P.OBJ, oid, e.kind, e.data))
+            else:
+                if e.subscribers is None:
+                    e.subscribers = [c]
+                else:
+                    e.subscribers.append(c)
+
+    def _blocked(self, c, blocked):
+        w = c.worker
+        if w is None or w.task is None or w.blocked == blocked:
+            return
+        w.blocked = blocked
+        cpu = dict(w.task.shape).get("CPU", 0)
+        if cpu:
+            self.avail["CPU"] += cpu if blocked else -cpu
+
+    # --- scheduling -------------------------------------------------------
+    def _fits(self, shape):
+        avail = self.avail
+        for name, amount in shape:
+            if avail.get(name, 0) < amount - 1e-9:
+                return False
+        return True
+
+    def _schedule(self):
+        if not self.queues:
+            return
+        idle = self.idle
+        for shape, q in self.queues.items():
+            while len(q):
+                if not self._fits(shape):
+                    break
+                if not idle:
+                    if self.starting == 0 and self._may_grow():
+                        self._spawn_worker()
+                    break
+                handle = q.pop()
+                rec = self.tasks.get(handle)
+                if rec is None or rec.done:
+                    continue
+                self._dispatch(rec, idle.pop())
+
+    def _may_grow(self):
+        n = sum(1 for w in self.pool.workers.values() if w.actor_id is None)
+        return n < max(self.num_cpus, 1) * MAX_WORKERS_PER_CPU
+
+    def _resolve(self, rec):
+        """(oid, kind, data) of each top-level argument, or the error entry of a failed one."""
+        objects = self.objects.entries
+        resolved = []
+        for oid in rec.deps:
+            e = objects[oid]
+            if e.kind == P.ERROR:
+                return None, e
+            resolved.append((oid, e.kind, e.data))
+        return tuple(resolved), None
+
+    def _dispatch(self, rec, w):
+        resolved, failed = self._resolve(rec)
+        if failed is not None:
+            w.state = IDLE
+            self.idle.append(w)
+            self._finish(rec, tuple((oid, P.ERROR, failed.data, ()) for oid in rec.returns))
+            return
+        avail = self.avail
+        for name, amount in rec.shape:
+            avail[name] = avail.get(name, 0) - amount
+        spec = rec.spec
+        fid = spec[P.S_FUNCTION_ID]
+        if fid in w.functions:
+            fn = None
+        else:
+            fn = self.functions.get(fid)
+            w.functions.add(fid)
+        w.state = BUSY
+        w.task = rec
+        rec.worker = w
+        self.stats.started(spec[P.S_NAME], time.time() - rec.submitted)
+        self.send(w.client, (P.TASK, rec.handle, spec, resolved, fn))
+
+    def _release_resources(self, rec, w):
+        avail = self.avail
+        for name, amount in rec.shape:
+            if name == "CPU" and w is not None and w.blocked:
+                continue  # already given back while blocked
+            avail[name] = avail.get(name, 0) + amount
+        if w is not None:
+            w.blocked = False
+
+    def _done(self, c, handle, results, start, end):
+        rec = self.tasks.get(handle)
+        w = c.worker
+        if rec is None:
+            return
+        if rec.spec[P.S_KIND] != P.TASK_NORMAL:
+            self.actors.done(c, rec, results, start, end)
+            return
+        self._release_resources(rec, w)
+        if w is not None:
+            w.task = None
+            w.state = IDLE
+            self.idle.append(w)
+        self.stats.finished(rec.spec[P.S_NAME], start, end)
+        self.events.append((rec.spec[P.S_NAME], rec.spec[P.S_TASK_ID], w.worker_id if w else 0,
+                            os.getpid() if w is None else w.pid, start, end))
+        if rec.cancelled:
+            results = self._error_results(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
+        self._finish(rec, results)
+
+    def _finish(self, rec, results):
+        """Record a task's outcome and drop its hold on its arguments."""
+        rec.done = True
+        self.tasks.pop(rec.handle, None)
+        tid = rec.spec[P.S_TASK_ID]
+        if self.task_by_id.get(tid) == rec.handle:
+            del self.task_by_id[tid]
+        objects = self.objects
+        for oid, kind, data, contained in results:
+            e = objects.get(oid)
+            if e is None:
+                # nobody holds it any more: keep store space tidy
+                if kind == P.STORE:
+                    try:
+                        self.store.release(oid)
+                    except KeyError:
+                        pass
+                continue
+            self._object_ready(e, kind, data, contained)
+        for oid in rec.deps:
+            objects.release_task_ref(oid)
+        for oid in rec.spec[P.S_BORROWED]:
+            objects.release_task_ref(oid)
+
+    def _error_results(self, rec, exc):
+        data, _ = serialization.dumps(exc)
+        return tuple((oid, P.ERROR, data, ()) for oid in rec.returns)
+
+    def fail_task(self, rec, exc):
+        self._finish(rec, self._error_results(rec, exc))
+
+    # --- cancellation -----------------------------------------------------
+    def _cancel(self, oid, force, recursive):
+        handle = self.task_by_id.get(oid[:16])
+        rec = self.tasks.get(handle) if handle is not None else None
+        if rec is None or rec.done:
+            return
+        if rec.spec[P.S_KIND] != P.TASK_NORMAL:
+            return
+        rec.cancelled = True
+        w = rec.worker
+        if w is None:
+            self.deps.remove_task(handle)
+            q = self.queues.get(rec.shape)
+            if q is not None:
+                q.remove(handle)
+            self.fail_task(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
+        elif force:
+            rec.retries_left = 0
+            self.pool.kill(w)
+        else:
+            self.pool.kill(w, signal.SIGINT)
+
+    # --- failures ---------------------------------------------------------
+    def _disconnect(self, c):
+        if c.closed:
+            return
+        c.closed = True
+        self.clients.pop(c.fd, None)
+        try:
+            self.ep.unregister(c.fd)
+        except (OSError, ValueError):
+            pass
+        c.sock.close()
+        self._dirty.discard(c)
+        w = c.worker
+        if w is not None:
+            self._worker_died(w)
+        if self.actors is not None:
+            self.actors.client_gone(c)
+        cid = c.id
+        objects = self.objects
+        for oid in c.held:
+            objects.release_holder(oid, cid)
+        c.held = set()
+        for e in list(objects.entries.values()):
+            if e.subscribers and c in e.subscribers:
+                e.subscribers.remove(c)
+        if c.owner:
+            self._running = False
+
+    def _worker_died(self, w):
+        if not w.started:
+            self.starting -= 1
+        try:
+            self.idle.remove(w)
+        except ValueError:
+            pass
+        self.pool.remove(w)
+        self.pool.reap()
+        rec = w.task
+        w.task = None
+        if w.actor_id is not None and self.actors is not None:
+            self.actors.worker_died(w)
+        elif rec is not None and not rec.done:
+            self._release_resources(rec, w)
+            rec.worker = None
+            if rec.cancelled:
+                self.fail_task(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
+            elif rec.retries_left != 0:
+                if rec.retries_left > 0:
+                    rec.retries_left -= 1
+                q = self.queues.get(rec.shape)
+                if q is None:
+                    q = self.queues[rec.shape] = TaskQueue()
+                q.push_front(rec.handle)
+            else:
+                self.fail_task(rec, WorkerCrashedError(
+                    f"The worker running {rec.spec[P.S_NAME]} (pid {w.pid}) died unexpectedly "
+                    f"and no retries were left (max_retries={rec.spec[P.S_MAX_RETRIES]})."))
+        if self._running and self._count_task_workers() < self.num_cpus:
+            self._spawn_worker()
+
+    def _count_task_workers(self):
+        return sum(1 for w in self.pool.workers.values() if w.actor_id is None)
+
+    def _on_object_freed(self, oid):
+        self.deps.mark_missing(oid)
+
+    # --- requests ---------------------------------------------------------
+    def _request(self, c, req_id, what, args):
+        try:
+            value = self.answer(what, args, c)
+        except Exception as e:  # the caller re-raises it
+            value = e
+        self.send(c, (P.REPLY, req_id, value))
+
+    def answer(self, what, args, c):
+        if what == "cluster_resources":
+            return dict(self.total)
+        if what == "available_resources":
+            return {k: v for k, v in self.avail.items() if v > 0}
+        if what == "nodes":
+            return [self.node_record()]
+        if what == "statistics":
+            return self.statistics()
+        if what == "timeline":
+            return list(self.events)
+        if what == "summary":
+            return self.stats.summary()
+        if what == "shutdown":
+            self._running = False
+            return True
+        if self.actors is not None:
+            return self.actors.answer(what, args, c)
+        raise ValueError(f"unknown request {what!r}")
+
+    def node_record(self):
+        return {"NodeID": self.node_id.hex(), "Alive": True, "NodeManagerAddress": "127.0.0.1",
+                "NodeManagerHostname": socket.gethostname(), "Resources": dict(self.total),
+                "alive": True, "ObjectStoreSocketName": self.store.name,
+                "NodeManagerPort": 0, "MetricsExportPort": 0}
+
+    def statistics(self):
+        queued = sum(len(q) for q in self.queues.values())
+        return {"node_id": self.node_id.hex(), "resources_total": dict(self.total),
+                "resources_available": dict(self.avail), "tasks_queued": queued,
+                "tasks_waiting_for_args": len(self.deps), "tasks_in_flight": len(self.tasks),
+                "workers": self.pool.statistics(), "objects": self.objects.statistics(),
+                "dependency_table": self.deps.statistics(),
+                "queues": {str(k): q.statistics() for k, q in self.queues.items()},
+                "store": self.store.statistics(), "functions": self.stats.summary(),
+                "gcs": self.gcs.statistics() if self.gcs is not None else {}}
+
+    def _flush_gcs(self):
+        if self.events:
+            ev, self.events = self.events, []
+            self.gcs.add_events_async(self.node_id, ev)
+        self.gcs.flush_pending()
+
+    # --- shutdown ---------------------------------------------------------
+    def stop(self):
+        self._running = False
+
+    def shutdown(self):
+        """Stop every worker and close every socket; idempotent."""
+        if self.pool is None:
+            return
+        workers = list(self.pool.workers.values()) if self.pool else []
+        for w in workers:
+            if w.client is not None and not w.client.closed:
+                try:
+                    w.client.sock.setblocking(True)
+                    w.client.sock.sendall(P.encode([(P.EXIT,)]))
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 1.0
+        for w in workers:
+            while time.monotonic() < deadline:
+                try:
+                    pid, _ = os.waitpid(w.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid:
+                    break
+                time.sleep(0.005)
+            else:
+                self.pool.kill(w)
+        for w in workers:
+            self.pool.kill(w)
+            try:
+                os.waitpid(w.pid, 0)
+            except ChildProcessError:
+                pass
+        for c in list(self.clients.values()):
+            c.sock.close()
+        if self.listener is not None:
+            self.listener.close()
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
+        self.pool = None

@@ -1,0 +1,164 @@
+"""A worker process: receives tasks from its node manager and runs them one at a time.
+
+Workers are forked by the node manager after it has imported everything a
+worker needs, so starting one costs a fork, not an interpreter start.
+"""
+import os
+import signal
+import socket
+import sys
+import time
+
+from rayfast import protocol as P
+from rayfast import serialization
+from rayfast._core.ids import TaskID
+from rayfast.config import INLINE_THRESHOLD
+from rayfast.core_worker import CoreWorker, decode_value, format_exception, set_current
+from rayfast.exceptions import RayTaskError
+
+
+class TaskExecutor:
+    """Runs normal tasks; actor tasks are delegated to an ActorExecutor once one exists."""
+
+    def __init__(self, cw):
+        self.cw = cw
+        self.functions = {}
+        self.actor = None
+
+    def function(self, spec, pickled):
+        fid = spec[P.S_FUNCTION_ID]
+        if pickled is not None:
+            self.functions[fid] = serialization.loads_inline(pickled)
+        return self.functions[fid]
+
+    def resolve_args(self, spec, resolved):
+        """The (args, kwargs) of a task with its top-level refs replaced by their values."""
+        args, kwargs = serialization.loads_inline(spec[P.S_PAYLOAD])
+        arg_refs = spec[P.S_ARG_REFS]
+        if arg_refs:
+            values = {oid: (kind, data) for oid, kind, data in resolved}
+            store = self.cw.store
+            for pos, oid in arg_refs:
+                kind, data = values[oid]
+                v = decode_value(store, oid, kind, data)
+                if type(pos) is int:
+                    args[pos] = v
+                else:
+                    kwargs[pos] = v
+        return args, kwargs
+
+    def execute(self, msg):
+        _, handle, spec, resolved, pickled = msg
+        cw = self.cw
+        cw.current_task_id = TaskID(spec[P.S_TASK_ID])
+        cw._task_counter = 0
+        cw._put_counter = 0
+        start = time.time()
+        cw.in_task = True
+        try:
+            if spec[P.S_KIND] == P.TASK_NORMAL:
+                fn = self.function(spec, pickled)
+                args, kwargs = self.resolve_args(spec, resolved)
+                out = fn(*args, **kwargs)
+            else:
+                out = self.actor_call(spec, resolved, pickled)
+            results = self.pack_results(spec, out)
+        except BaseException as e:  # KeyboardInterrupt too: that is how cancel() reaches a task
+            if isinstance(e, SystemExit) and spec[P.S_KIND] != P.TASK_NORMAL:
+                raise
+            results = self.error_results(spec, e)
+        finally:
+            cw.in_task = False
+        cw.send((P.DONE, handle, results, start, time.time()))
+
+    def actor_call(self, spec, resolved, pickled):
+        raise NotImplementedError("actor tasks need rayfast.actor")
+
+    def pack_results(self, spec, out):
+        n = spec[P.S_NUM_RETURNS]
+        if n == 1:
+            values = (out,)
+        elif n == 0:
+            return ()
+        else:
+            if not isinstance(out, (tuple, list)) or len(out) != n:
+                got = len(out) if isinstance(out, (tuple, list)) else "a non-sequence"
+                raise ValueError(
+                    f"Task {spec[P.S_NAME]} returned {got} values, but num_returns={n}: return a tuple "
+                    f"or list of exactly {n} values.")
+            values = out
+        tid = spec[P.S_TASK_ID]
+        results = []
+        for i, v in enumerate(values, 1):
+            oid = tid + i.to_bytes(4, "little")
+            inline, parts, contained = serialization.serialize(v, INLINE_THRESHOLD)
+            if inline is not None:
+                results.append((oid, P.INLINE, inline, contained))
+            else:
+                self.cw.write_to_store(oid, parts)
+                results.append((oid, P.STORE, parts[3], contained))
+        return tuple(results)
+
+    def error_results(self, spec, exc):
+        # A RayTaskError from a nested get travels on unchanged: its cause is the original error.
+        err = exc if isinstance(exc, RayTaskError) else None
+        if err is None:
+            err = RayTaskError(spec[P.S_NAME], format_exception(exc), exc, os.getpid(), "127.0.0.1")
+        try:
+            data, _ = serialization.dumps(err)
+        except Exception:
+            # the exception itself does not pickle: keep its text, lose its class
+            err = RayTaskError(spec[P.S_NAME], format_exception(exc), None, os.getpid(), "127.0.0.1")
+            data, _ = serialization.dumps(err)
+        tid = spec[P.S_TASK_ID]
+        n = max(spec[P.S_NUM_RETURNS], 1) if spec[P.S_KIND] != P.TASK_ACTOR_CREATE else 1
+        return tuple((tid + i.to_bytes(4, "little"), P.ERROR, data, ()) for i in range(1, n + 1))
+
+
+def _on_sigint(cw):
+    def handler(signum, frame):
+        if cw.in_task:
+            raise KeyboardInterrupt("task cancelled")
+    return handler
+
+
+def worker_main(sock_fd, worker_id, store_name, node_info):
+    """Entry point of a forked worker; never returns."""
+    code = 0
+    try:
+        from rayfast._core.store import ObjectStore
+
+        conn = P.Connection(socket.socket(fileno=sock_fd))
+        store = ObjectStore.attach(store_name)
+        cw = CoreWorker(conn, "worker", store, node_info, worker_id=worker_id)
+        set_current(cw)
+        signal.signal(signal.SIGINT, _on_sigint(cw))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        executor = make_executor(cw)
+        cw.send((P.HELLO, "worker", os.getpid(), worker_id))
+        while True:
+            msg = cw.next_task()
+            if msg[0] == P.EXIT:
+                break
+            executor.execute(msg)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os._exit(code)
+
+
+def make_executor(cw):
+    try:
+        from rayfast.actor import ActorTaskExecutor
+    except ImportError:
+        return TaskExecutor(cw)
+    return ActorTaskExecutor(cw)

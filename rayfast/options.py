@@ -1,0 +1,90 @@
+"""Validating `.options()` / `@remote(...)` arguments and turning them into a resource shape."""
+import math
+
+from rayfast.config import DEFAULT_MAX_RETRIES
+
+TASK_OPTIONS = {
+    "num_returns", "num_cpus", "num_gpus", "resources", "max_retries", "retry_exceptions", "name",
+    "scheduling_strategy", "runtime_env", "memory", "accelerator_type", "max_calls",
+    "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
+    "_metadata", "label_selector", "enable_task_events",
+}
+ACTOR_OPTIONS = {
+    "num_cpus", "num_gpus", "resources", "max_restarts", "max_task_retries", "max_concurrency",
+    "name", "namespace", "lifetime", "get_if_exists", "scheduling_strategy", "runtime_env", "memory",
+    "accelerator_type", "placement_group", "placement_group_bundle_index",
+    "placement_group_capture_child_tasks", "max_pending_calls", "concurrency_groups", "_metadata",
+    "label_selector", "enable_task_events", "allow_out_of_order_execution",
+}
+METHOD_OPTIONS = {"num_returns", "name", "concurrency_group", "max_task_retries", "retry_exceptions",
+                  "enable_task_events", "_metadata"}
+
+
+def validate(options, allowed, what):
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"Invalid option keyword(s) {sorted(unknown)} for {what}. "
+                         f"Valid ones are: {', '.join(sorted(allowed))}.")
+    for key in ("num_cpus", "num_gpus", "memory"):
+        v = options.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
+                              or math.isnan(v)):
+            raise ValueError(f"{key} must be a non-negative number, got {v!r}")
+    res = options.get("resources")
+    if res is not None:
+        if not isinstance(res, dict):
+            raise TypeError(f"resources must be a dict of name -> amount, got {type(res).__name__}")
+        for k, v in res.items():
+            if not isinstance(k, str):
+                raise TypeError(f"resource names must be strings, got {k!r}")
+            if k in ("CPU", "GPU"):
+                raise ValueError(f"Use the num_cpus/num_gpus options for {k}, not resources={{'{k}': ...}}")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r}")
+    nr = options.get("num_returns")
+    if nr is not None and nr != "dynamic" and nr != "streaming":
+        if not isinstance(nr, int) or isinstance(nr, bool) or nr < 0:
+            raise ValueError(f"num_returns must be a non-negative integer, got {nr!r}")
+    for key in ("max_retries", "max_restarts", "max_task_retries"):
+        v = options.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < -1):
+            raise ValueError(f"{key} must be an integer >= -1 (-1: forever), got {v!r}")
+    mc = options.get("max_concurrency")
+    if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
+        raise ValueError(f"max_concurrency must be a positive integer, got {mc!r}")
+    lt = options.get("lifetime")
+    if lt is not None and lt not in ("detached", "non_detached"):
+        raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lt!r}")
+    name = options.get("name")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    return options
+
+
+def resource_shape(options, default_cpus):
+    """The sorted (name, amount) tuple a task or actor asks of a node."""
+    cpus = options.get("num_cpus")
+    shape = {"CPU": float(default_cpus if cpus is None else cpus)}
+    gpus = options.get("num_gpus")
+    if gpus:
+        shape["GPU"] = float(gpus)
+    mem = options.get("memory")
+    if mem:
+        shape["memory"] = float(mem)
+    for k, v in (options.get("resources") or {}).items():
+        shape[k] = float(v)
+    return tuple(sorted((k, v) for k, v in shape.items() if v > 0))
+
+
+def check_feasible(shape, total, what):
+    for name, amount in shape:
+        have = total.get(name, 0)
+        if amount > have + 1e-9:
+            raise ValueError(
+                f"{what} asks for {amount:g} {name} but the cluster has {have:g} in total "
+                f"({', '.join(f'{k}: {v:g}' for k, v in sorted(total.items()))}); it could never be scheduled.")
+
+
+def max_retries(options):
+    v = options.get("max_retries")
+    return DEFAULT_MAX_RETRIES if v is None else v

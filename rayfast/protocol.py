@@ -1,0 +1,153 @@
+"""Messages between the node manager and the processes it serves.
+
+Every process talks to its node manager over one Unix stream socket. A
+frame is a 4-byte little-endian length followed by one pickle of a *list*
+of message tuples: senders batch everything they have into one frame, so a
+burst of 10,000 submissions costs a handful of syscalls and one pickle call
+per batch rather than per message. Tuples of bytes/ints/strs pickle and
+unpickle in C, which keeps Python off the per-message path as far as it can.
+"""
+import pickle
+import select
+import socket
+import struct
+
+_HDR = struct.Struct("<I")
+_dumps = pickle.dumps
+_loads = pickle.loads
+
+# --- client -> node manager -------------------------------------------------
+HELLO = 1          # (HELLO, kind, pid, worker_id)
+SUBMIT = 2         # (SUBMIT, spec)
+EXPORT = 3         # (EXPORT, function_id, pickled)
+PUT = 4            # (PUT, oid, kind, data, contained)
+GET = 5            # (GET, oids)         subscribe: the node manager answers OBJ as each is ready
+REFS = 6           # (REFS, added, released)
+DONE = 7           # (DONE, handle, results)     results: tuple of (oid, kind, data, contained)
+BLOCKED = 8        # (BLOCKED,)  the worker's running task waits in get(): give its CPU back
+UNBLOCKED = 9      # (UNBLOCKED,)
+CANCEL = 10        # (CANCEL, oid, force, recursive)
+REQUEST = 11       # (REQUEST, req_id, what, args)
+KILL_ACTOR = 12    # (KILL_ACTOR, actor_id, no_restart)
+ACTOR_REF = 13     # (ACTOR_REF, actor_id, delta)  handles held by this process
+# --- node manager -> client -------------------------------------------------
+OBJ = 20           # (OBJ, oid, kind, data)
+TASK = 21          # (TASK, handle, spec, resolved, function)   resolved: tuple of (oid, kind, data)
+REPLY = 22         # (REPLY, req_id, value)
+EXIT = 23          # (EXIT,)
+WELCOME = 24       # (WELCOME, info)
+
+# Object kinds, as carried in OBJ / PUT / DONE.
+INLINE = 0         # data: serialized bytes
+STORE = 1          # data: size in bytes; the value is in the node's shared-memory store
+ERROR = 2          # data: serialized exception (RayTaskError, WorkerCrashedError, ...)
+
+# Task spec: a tuple, indexed by these constants (tuples pickle fastest).
+S_TASK_ID = 0      # bytes(16)
+S_KIND = 1         # TASK_NORMAL / TASK_ACTOR_CREATE / TASK_ACTOR_METHOD
+S_FUNCTION_ID = 2  # bytes
+S_NAME = 3         # str, for errors and the timeline
+S_PAYLOAD = 4      # bytes: pickled (args, kwargs) with top-level refs replaced by None
+S_ARG_REFS = 5     # tuple of (position: int | str, oid: bytes)  top-level refs, resolved before running
+S_BORROWED = 6     # tuple of oid: refs nested inside the arguments (counted, not resolved)
+S_NUM_RETURNS = 7  # int
+S_RESOURCES = 8    # tuple of (name, amount), sorted
+S_MAX_RETRIES = 9  # int
+S_ACTOR_ID = 10    # bytes or None
+S_METHOD = 11      # str or None (actor method name)
+S_OPTIONS = 12     # dict or None: rarely used extras (actor options, names, ...)
+
+TASK_NORMAL = 0
+TASK_ACTOR_CREATE = 1
+TASK_ACTOR_METHOD = 2
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+def encode(messages):
+    data = _dumps(messages, 5)
+    return _HDR.pack(len(data)) + data
+
+
+class Connection:
+    """A blocking, batching message channel used by drivers and workers."""
+
+    __slots__ = ("sock", "_out", "_rbuf")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self._out = []
+        self._rbuf = b""
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def send(self, msg):
+        self._out.append(msg)
+
+    def has_pending(self):
+        return bool(self._out)
+
+    def flush(self):
+        if self._out:
+            out, self._out = self._out, []
+            self.sock.sendall(encode(out))
+
+    def recv(self, timeout=None):
+        """Messages of every complete frame available; waits up to timeout for the first one.
+
+        Returns [] on timeout; raises ConnectionClosed when the peer is gone.
+        """
+        msgs = self._parse()
+        if msgs:
+            return msgs
+        sock = self.sock
+        while True:
+            if timeout is not None:
+                r, _, _ = select.select((sock,), (), (), max(timeout, 0))
+                if not r:
+                    return []
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionClosed("node manager connection closed")
+            self._rbuf += chunk
+            msgs = self._parse()
+            if msgs:
+                return msgs
+            if timeout is not None:
+                timeout = 0.5 if timeout <= 0 else timeout  # a frame is mid-flight: finish reading it
+
+    def _parse(self):
+        buf = self._rbuf
+        if len(buf) < 4:
+            return None
+        msgs = None
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            (length,) = _HDR.unpack_from(buf, pos)
+            if n - pos - 4 < length:
+                break
+            batch = _loads(buf[pos + 4:pos + 4 + length])
+            if msgs is None:
+                msgs = batch
+            else:
+                msgs.extend(batch)
+            pos += 4 + length
+        if pos:
+            self._rbuf = buf[pos:]
+        return msgs
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def connect(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    return Connection(sock)

@@ -1,0 +1,175 @@
+"""@remote functions: `.remote()` builds a task spec and hands it to the core worker."""
+import hashlib
+import inspect
+
+import cloudpickle
+
+from rayfast import core_worker
+from rayfast import protocol as P
+from rayfast import serialization
+from rayfast._core.ids import ObjectRef
+from rayfast.options import TASK_OPTIONS, check_feasible, max_retries, resource_shape, validate
+
+_SUFFIX = [i.to_bytes(4, "little") for i in range(64)]
+
+
+def describe_unpicklable(args, kwargs, error):
+    """A TypeError naming the argument that failed to serialize."""
+    for i, a in enumerate(args):
+        try:
+            serialization.dumps(a)
+        except Exception as e:
+            return TypeError(f"Could not serialize argument {i} ({type(a).__name__}) of the remote call: {e}")
+    for k, a in kwargs.items():
+        try:
+            serialization.dumps(a)
+        except Exception as e:
+            return TypeError(f"Could not serialize keyword argument {k!r} ({type(a).__name__}) of the "
+                             f"remote call: {e}")
+    return TypeError(f"Could not serialize the arguments of the remote call: {error}")
+
+
+def encode_args(args, kwargs):
+    """(payload, arg_refs, borrowed): top-level refs are pulled out to be resolved before the call."""
+    arg_refs = []
+    for i, a in enumerate(args):
+        if type(a) is ObjectRef:
+            arg_refs.append((i, a.binary()))
+    for k, a in kwargs.items():
+        if type(a) is ObjectRef:
+            arg_refs.append((k, a.binary()))
+    if arg_refs:
+        args = list(args)
+        kwargs = dict(kwargs)
+        for pos, _ in arg_refs:
+            if type(pos) is int:
+                args[pos] = None
+            else:
+                kwargs[pos] = None
+    elif type(args) is not list:
+        args = list(args)
+    try:
+        payload, borrowed = serialization.dumps((args, kwargs))
+    except Exception as e:
+        raise describe_unpicklable(args, kwargs, e) from None
+    return payload, tuple(arg_refs), borrowed
+
+
+class _Signature:
+    """Checks call arguments against a function's signature at the call site, cheaply."""
+
+    def __init__(self, fn, skip_first=False):
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            sig = None
+        if sig is not None and skip_first:
+            params = list(sig.parameters.values())[1:]
+            sig = sig.replace(parameters=params)
+        self.sig = sig
+        self.fast = None
+        if sig is not None:
+            params = list(sig.parameters.values())
+            if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+                required = sum(1 for p in params if p.default is p.empty)
+                self.fast = (required, len(params))
+
+    def check(self, name, args, kwargs):
+        if self.sig is None:
+            return
+        if not kwargs and self.fast is not None and self.fast[0] <= len(args) <= self.fast[1]:
+            return
+        try:
+            self.sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{name}(): {e}") from None
+
+
+class _OptionsCall:
+    """What `f.options(...)` returns: `.remote()` with those options."""
+
+    __slots__ = ("_parent", "_compiled")
+
+    def __init__(self, parent, compiled):
+        self._parent = parent
+        self._compiled = compiled
+
+    def remote(self, *args, **kwargs):
+        return self._parent._remote(args, kwargs, self._compiled)
+
+    def __call__(self, *args, **kwargs):
+        return self._parent(*args, **kwargs)
+
+
+class RemoteFunction:
+    def __init__(self, function, options):
+        if not callable(function):
+            raise TypeError(f"@remote expects a function or class, got {type(function).__name__}")
+        validate(options, TASK_OPTIONS, "a remote function")
+        self._function = function
+        self._name = f"{function.__module__}.{function.__qualname__}"
+        self._options = options
+        self._signature = _Signature(function)
+        self._pickled = None
+        self._function_id = None
+        self._defaults = self._compile(options)
+        self.__doc__ = function.__doc__
+        self.__name__ = getattr(function, "__name__", "remote_function")
+        self.__qualname__ = getattr(function, "__qualname__", self.__name__)
+        self.__module__ = function.__module__
+        self.__wrapped__ = function
+
+    def _compile(self, options):
+        num_returns = options.get("num_returns", 1)
+        if num_returns is None:
+            num_returns = 1
+        if not isinstance(num_returns, int):
+            raise ValueError(f"num_returns={num_returns!r} is not supported; use an integer")
+        return (num_returns, resource_shape(options, 1), max_retries(options))
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Remote functions cannot be called directly. Instead of running "
+                        f"'{self.__name__}()', try '{self.__name__}.remote()'.")
+
+    def __getstate__(self):
+        return {"_function": self._function, "_options": self._options}
+
+    def __setstate__(self, state):
+        self.__init__(state["_function"], state["_options"])
+
+    def _export(self, cw):
+        if self._pickled is None:
+            self._pickled = cloudpickle.dumps(self._function, protocol=5)
+            self._function_id = hashlib.blake2b(self._pickled, digest_size=16).digest()
+        cw.export_function(self._function_id, self._pickled)
+        return self._function_id
+
+    def options(self, **options):
+        validate(options, TASK_OPTIONS, f"{self.__name__}.options()")
+        merged = dict(self._options)
+        merged.update(options)
+        return _OptionsCall(self, self._compile(merged))
+
+    def remote(self, *args, **kwargs):
+        return self._remote(args, kwargs, self._defaults)
+
+    def _remote(self, args, kwargs, compiled):
+        cw = core_worker.current()
+        num_returns, shape, retries = compiled
+        self._signature.check(self.__name__, args, kwargs)
+        if shape not in cw.feasible_shapes:
+            check_feasible(shape, cw.node_info["resources"], f"Task {self.__name__}")
+            cw.feasible_shapes.add(shape)
+        fid = self._export(cw)
+        payload, arg_refs, borrowed = encode_args(args, kwargs)
+        tid = cw.next_task_id()
+        tb = tid.binary()
+        spec = (tb, P.TASK_NORMAL, fid, self._name, payload, arg_refs, borrowed, num_returns, shape,
+                retries, None, None, None)
+        cw.send((P.SUBMIT, spec))
+        if num_returns == 1:
+            return ObjectRef(tb + _SUFFIX[1])
+        if num_returns == 0:
+            return None
+        return [ObjectRef(tb + (_SUFFIX[i] if i < 64 else i.to_bytes(4, "little")))
+                for i in range(1, num_returns + 1)]

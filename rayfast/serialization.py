@@ -1,0 +1,150 @@
+"""Turning values into bytes and back, with ObjectRefs and zero-copy buffers.
+
+Two encodings:
+
+* inline — a plain pickle (protocol 5, buffers in band). Used for values
+  below the inline threshold; they ride inside messages.
+* store — the layout written into the shared-memory store for large values:
+
+      uint32 nbuf | uint32 reserved | uint64 pickle_len | nbuf * (uint64 off, uint64 len)
+      pickle bytes | pad to 64 | buffer 0 | pad | buffer 1 ...
+
+  The pickle is taken with a buffer_callback so numpy arrays (and any
+  PickleBuffer) stay out of band; reading builds them on read-only
+  memoryview slices of the segment, so `get` of a large array is a view of
+  shared memory, not a copy.
+
+ObjectRefs inside a value are pickled through persistent_id: the pickler
+records every ref it meets (the node manager counts them as held by the
+containing object) and the unpickler rebuilds them as live ObjectRefs.
+"""
+import io
+import pickle
+import struct
+
+import cloudpickle
+import numpy as np
+
+from rayfast._core.ids import ObjectRef
+from rayfast.config import ALIGNMENT
+
+_HEAD = struct.Struct("<IIQ")
+_BUF = struct.Struct("<QQ")
+_PRIMITIVES = (int, float, str, bytes, bool, type(None))
+_dumps = pickle.dumps
+_loads = pickle.loads
+
+
+class _Pickler(cloudpickle.Pickler):
+    def __init__(self, file, buffer_callback=None):
+        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
+        self.contained = []
+
+    def persistent_id(self, obj):
+        if type(obj) is ObjectRef:
+            b = obj.binary()
+            self.contained.append(b)
+            return b
+        return None
+
+    def reducer_override(self, obj):
+        hook = getattr(type(obj), "__rayfast_reduce__", None)
+        if hook is not None:
+            return hook(obj, self)
+        return super().reducer_override(obj)
+
+
+class _Unpickler(pickle.Unpickler):
+    def persistent_load(self, pid):
+        return ObjectRef(pid)
+
+
+def _is_plain(value):
+    t = type(value)
+    if t in _PRIMITIVES:
+        return True
+    if t is tuple or t is list:
+        return len(value) < 16 and all(type(v) in _PRIMITIVES for v in value)
+    return False
+
+
+def dumps(value, buffer_callback=None):
+    """Pickle value; returns (bytes, contained_ref_ids)."""
+    if buffer_callback is None and _is_plain(value):
+        return _dumps(value, 5), ()
+    f = io.BytesIO()
+    p = _Pickler(f, buffer_callback)
+    p.dump(value)
+    return f.getvalue(), tuple(p.contained)
+
+
+def loads_inline(data):
+    # The plain loader is several times faster; refs need persistent_load.
+    try:
+        return _loads(data)
+    except pickle.UnpicklingError:
+        return _Unpickler(io.BytesIO(data)).load()
+
+
+def serialize(value, inline_threshold):
+    """Returns (inline_bytes or None, store_parts or None, contained).
+
+    Exactly one of the first two is set: small values are inline bytes; large
+    ones are (header, pickle, buffers, total_size) ready for write_parts.
+    """
+    buffers = []
+    data, contained = dumps(value, buffers.append)
+    raw = [b.raw() for b in buffers]
+    size = len(data) + sum(r.nbytes for r in raw)
+    if size < inline_threshold:
+        if raw:
+            data, contained = dumps(value)  # fold buffers in band
+        return data, None, contained
+    return None, _layout(data, raw), contained
+
+
+def _layout(data, raw):
+    nbuf = len(raw)
+    head_len = _HEAD.size + nbuf * _BUF.size
+    off = _align(head_len + len(data))
+    table = []
+    for r in raw:
+        table.append((off, r.nbytes))
+        off = _align(off + r.nbytes)
+    head = bytearray(head_len)
+    _HEAD.pack_into(head, 0, nbuf, 0, len(data))
+    for i, (o, n) in enumerate(table):
+        _BUF.pack_into(head, _HEAD.size + i * _BUF.size, o, n)
+    return bytes(head), data, list(zip(table, raw)), off
+
+
+def _align(n):
+    return (n + ALIGNMENT - 1) & ~(ALIGNMENT - 1)
+
+
+def write_parts(dest, parts):
+    """Copy a layout into a writable buffer of at least its total size.
+
+    Large buffers are copied by numpy, which releases the GIL while it copies.
+    """
+    head, data, bufs, _total = parts
+    d = np.frombuffer(dest, dtype=np.uint8)
+    n = len(head)
+    d[:n] = np.frombuffer(head, dtype=np.uint8)
+    d[n:n + len(data)] = np.frombuffer(data, dtype=np.uint8)
+    for (off, nbytes), raw in bufs:
+        if nbytes:
+            d[off:off + nbytes] = np.frombuffer(raw.cast("B") if raw.format != "B" else raw, dtype=np.uint8)
+
+
+def deserialize_view(view):
+    """Rebuild a value from its store layout; buffers become read-only views of `view`."""
+    nbuf, _, plen = _HEAD.unpack_from(view, 0)
+    pos = _HEAD.size
+    bufs = []
+    for _ in range(nbuf):
+        off, n = _BUF.unpack_from(view, pos)
+        pos += _BUF.size
+        bufs.append(view[off:off + n])
+    data = view[pos:pos + plen]
+    return _Unpickler(io.BytesIO(data), buffers=bufs).load()

@@ -1,0 +1,98 @@
+"""Starting a local node from a driver, and finding the pieces of a session on disk.
+
+`init()` forks nothing from the user's process: it starts the node manager
+with a fresh interpreter (`python -m rayfast.node.main`) and blocks on a
+pipe until the node says it is serving. The node lives exactly as long as
+the driver's connection to it: when the driver exits or is killed, the
+kernel closes the socket, and the node stops its workers and GCS shards and
+removes its shared memory and session files.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from rayfast.config import OBJECT_STORE_MEMORY_FRACTION
+
+
+def default_object_store_memory():
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 8 << 30
+    want = int(total * OBJECT_STORE_MEMORY_FRACTION)
+    try:
+        st = os.statvfs("/dev/shm")
+        shm_free = st.f_bavail * st.f_frsize
+        want = min(want, int(shm_free * 0.8))
+    except OSError:
+        pass
+    return max(want, 64 << 20)
+
+
+class LocalNode:
+    def __init__(self, proc, session_dir, socket_path):
+        self.proc = proc
+        self.session_dir = session_dir
+        self.socket_path = socket_path
+
+    def stop(self, timeout=10.0):
+        """Wait for the node to finish its own cleanup; make sure of it if it doesn't."""
+        proc = self.proc
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        _remove_leftovers(self.session_dir)
+
+
+def _remove_leftovers(session_dir):
+    """After a node died without cleaning up: its segment and files."""
+    name = "rayfast-" + os.path.basename(session_dir.rstrip("/"))
+    try:
+        os.unlink(os.path.join("/dev/shm", name))
+    except OSError:
+        pass
+    shutil.rmtree(session_dir, ignore_errors=True)
+
+
+def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_shards, temp_dir=None):
+    session_dir = tempfile.mkdtemp(prefix="rayfast-", dir=temp_dir)
+    if spill_dir is None:
+        spill_dir = os.path.join(session_dir, "spill")
+    os.makedirs(spill_dir, exist_ok=True)
+    r, w = os.pipe()
+    cmd = [sys.executable, "-m", "rayfast.node.main", "--session-dir", session_dir,
+           "--num-cpus", str(num_cpus), "--resources", json.dumps(resources or {}),
+           "--object-store-memory", str(object_store_memory), "--spill-dir", spill_dir,
+           "--gcs-shards", str(gcs_shards), "--head", "--remove-session-dir", "--ready-fd", str(w)]
+    env = dict(os.environ)
+    # Workers unpickle functions by reference to the driver's modules: give them its path.
+    path = [_package_root()] + [p or os.getcwd() for p in sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in path if p))
+    proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL, env=env, cwd=os.getcwd())
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        line = f.readline()  # EOF without a line: the node died while starting
+    if line.strip() != b"ready":
+        proc.wait()
+        err = ""
+        try:
+            with open(os.path.join(session_dir, "node.error")) as f:
+                err = f.read()
+        except OSError:
+            pass
+        _remove_leftovers(session_dir)
+        raise RuntimeError(f"rayfast could not start its node: {err or 'exit code %s' % proc.returncode}")
+    return LocalNode(proc, session_dir, os.path.join(session_dir, "node.sock"))
+
+
+def _package_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
