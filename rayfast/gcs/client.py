@@ -261,8 +261,9 @@ class GcsClient:
     def _take_buffer(self, sh: _Shard):
         with sh.buf_lock:
             buf = sh.buf
-            if buf:
-                sh.buf = []
+            if not buf:
+                return []  # never hand out the live list: writers append to it
+            sh.buf = []
         return buf
 
     def _request(self, shard: int, cmds: List[bytes], wait: bool) -> list:
