@@ -412,3 +412,21 @@ def test_server_dies_with_parent(tmp_path):
     while _alive(pid) and time.time() < deadline:
         time.sleep(0.01)
     assert not _alive(pid)
+
+
+def test_client_after_fork(gcs):
+    """A forked child gets fresh connections (never shares the parent's sockets)."""
+    c = gcs.client
+    c.execute(0, "SET", "forked", "0")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            c.write_async(0, "SET", "forked", "child")
+            c.flush()
+            code = 0 if c.execute(0, "GET", "forked") == b"child" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert c.execute(0, "GET", "forked") == b"child"

@@ -153,10 +153,13 @@ class _Shard:
         self.stats = collections.Counter()
 
 
+_start_lock = threading.Lock()
 _clients: "weakref.WeakSet[GcsClient]" = weakref.WeakSet()
 
 
 def _after_fork_in_child():
+    global _start_lock
+    _start_lock = threading.Lock()
     for c in list(_clients):
         c._reset_after_fork()
 
@@ -411,6 +414,8 @@ class GcsClient:
             buf.append(data)
             n = len(buf)
         if n == 1 or n >= self.max_batch:
+            if self._flusher is None and self._background and not self._closed:
+                self._start_flusher()  # after a fork: started on first use only
             self._wake.set()
 
     def write_async_packed(self, shard: int, packed: bytes, count: int = 1) -> None:
@@ -490,8 +495,11 @@ class GcsClient:
         return errors
 
     def _start_flusher(self) -> None:
-        self._flusher = threading.Thread(target=self._flush_loop, name="rayfast-gcs-flusher", daemon=True)
-        self._flusher.start()
+        with _start_lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(target=self._flush_loop, name="rayfast-gcs-flusher", daemon=True)
+            self._flusher.start()
 
     def _flush_loop(self) -> None:
         wake = self._wake
@@ -536,8 +544,7 @@ class GcsClient:
             sh.conn.sock = None  # don't close: the fd is the parent's connection too
             sh.conn.reader = None
         self._wake = threading.Event()
-        if self._background and not self._closed:
-            self._start_flusher()
+        self._flusher = None  # restarted lazily by the first write_async in the child
 
     def close(self) -> None:
         if self._closed:
