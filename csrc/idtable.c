@@ -8,42 +8,41 @@
 
 #define MIN_CAP 16
 
+/* One slot = [hash][value record][key bytes], stored contiguously so a
+ * lookup usually touches a single cache line. */
+typedef struct slot_head {
+    uint64_t hash; /* 0 = empty */
+    rf_idval val;
+} slot_head;
+
 struct rf_idtable {
     size_t key_size;
+    size_t stride;   /* bytes per slot, a multiple of 8 */
     size_t cap;      /* power of two */
     size_t mask;
     size_t len;
-    uint64_t *hashes; /* 0 = empty slot */
-    uint8_t *keys;    /* cap * key_size */
-    rf_idval *vals;
+    uint8_t *slots;
     uint64_t inserts, deletes, grows;
 };
 
 /* Never 0: 0 is the empty marker. */
 static inline uint64_t fix_hash(uint64_t h) { return h ? h : 1; }
 
-static int alloc_arrays(size_t cap, size_t key_size, uint64_t **hashes, uint8_t **keys,
-                        rf_idval **vals) {
-    *hashes = calloc(cap, sizeof(uint64_t));
-    *keys = malloc(cap * key_size);
-    *vals = malloc(cap * sizeof(rf_idval));
-    if (!*hashes || !*keys || !*vals) {
-        free(*hashes);
-        free(*keys);
-        free(*vals);
-        return RF_ENOMEM;
-    }
-    return RF_OK;
+static inline slot_head *slot_at(const rf_idtable *t, size_t i) {
+    return (slot_head *)(t->slots + i * t->stride);
 }
+static inline uint8_t *key_of(slot_head *s) { return (uint8_t *)(s + 1); }
 
 rf_idtable *rf_idtable_new(size_t key_size) {
     if (key_size == 0 || key_size > RF_IDTABLE_MAX_KEY) return NULL;
     rf_idtable *t = calloc(1, sizeof(*t));
     if (!t) return NULL;
     t->key_size = key_size;
+    t->stride = (sizeof(slot_head) + key_size + 7) & ~(size_t)7;
     t->cap = MIN_CAP;
     t->mask = MIN_CAP - 1;
-    if (alloc_arrays(t->cap, key_size, &t->hashes, &t->keys, &t->vals) != RF_OK) {
+    t->slots = calloc(t->cap, t->stride);
+    if (!t->slots) {
         free(t);
         return NULL;
     }
@@ -52,9 +51,7 @@ rf_idtable *rf_idtable_new(size_t key_size) {
 
 void rf_idtable_free(rf_idtable *t) {
     if (!t) return;
-    free(t->hashes);
-    free(t->keys);
-    free(t->vals);
+    free(t->slots);
     free(t);
 }
 
@@ -73,23 +70,21 @@ uint64_t rf_idtable_hash(const rf_idtable *t, const uint8_t *key) {
     return fix_hash(rf_hash64(key, t->key_size));
 }
 
-static inline uint8_t *key_at(const rf_idtable *t, size_t i) { return t->keys + i * t->key_size; }
-
 /* Slot holding key, or the empty slot that ends its probe chain. */
 static inline size_t probe(const rf_idtable *t, const uint8_t *key, uint64_t h) {
     size_t i = (size_t)h & t->mask;
     for (;;) {
-        uint64_t sh = t->hashes[i];
-        if (sh == 0) return i;
-        if (sh == h && memcmp(key_at(t, i), key, t->key_size) == 0) return i;
+        slot_head *s = slot_at(t, i);
+        if (s->hash == 0) return i;
+        if (s->hash == h && memcmp(key_of(s), key, t->key_size) == 0) return i;
         i = (i + 1) & t->mask;
     }
 }
 
 rf_idval *rf_idtable_find_h(const rf_idtable *t, const uint8_t *key, uint64_t h) {
     h = fix_hash(h);
-    size_t i = probe(t, key, h);
-    return t->hashes[i] ? &t->vals[i] : NULL;
+    slot_head *s = slot_at(t, probe(t, key, h));
+    return s->hash ? &s->val : NULL;
 }
 
 rf_idval *rf_idtable_find(const rf_idtable *t, const uint8_t *key) {
@@ -98,26 +93,19 @@ rf_idval *rf_idtable_find(const rf_idtable *t, const uint8_t *key) {
 
 static int grow(rf_idtable *t) {
     size_t ncap = t->cap * 2;
-    uint64_t *nh;
-    uint8_t *nk;
-    rf_idval *nv;
-    if (ncap < t->cap || alloc_arrays(ncap, t->key_size, &nh, &nk, &nv) != RF_OK) return RF_ENOMEM;
+    if (ncap < t->cap || ncap > SIZE_MAX / t->stride) return RF_ENOMEM;
+    uint8_t *ns = calloc(ncap, t->stride);
+    if (!ns) return RF_ENOMEM;
     size_t nmask = ncap - 1;
     for (size_t i = 0; i < t->cap; i++) {
-        uint64_t h = t->hashes[i];
-        if (!h) continue;
-        size_t j = (size_t)h & nmask;
-        while (nh[j]) j = (j + 1) & nmask;
-        nh[j] = h;
-        memcpy(nk + j * t->key_size, key_at(t, i), t->key_size);
-        nv[j] = t->vals[i];
+        slot_head *s = slot_at(t, i);
+        if (!s->hash) continue;
+        size_t j = (size_t)s->hash & nmask;
+        while (((slot_head *)(ns + j * t->stride))->hash) j = (j + 1) & nmask;
+        memcpy(ns + j * t->stride, s, t->stride);
     }
-    free(t->hashes);
-    free(t->keys);
-    free(t->vals);
-    t->hashes = nh;
-    t->keys = nk;
-    t->vals = nv;
+    free(t->slots);
+    t->slots = ns;
     t->cap = ncap;
     t->mask = nmask;
     t->grows++;
@@ -127,21 +115,22 @@ static int grow(rf_idtable *t) {
 int rf_idtable_upsert_h(rf_idtable *t, const uint8_t *key, uint64_t h, rf_idval **val) {
     h = fix_hash(h);
     size_t i = probe(t, key, h);
-    if (t->hashes[i]) {
-        *val = &t->vals[i];
+    slot_head *s = slot_at(t, i);
+    if (s->hash) {
+        *val = &s->val;
         return 0;
     }
     /* Keep load <= 3/4 so linear-probe chains stay short. */
     if ((t->len + 1) * 4 > t->cap * 3) {
         if (grow(t) != RF_OK) return RF_ENOMEM;
-        i = probe(t, key, h);
+        s = slot_at(t, probe(t, key, h));
     }
-    t->hashes[i] = h;
-    memcpy(key_at(t, i), key, t->key_size);
-    memset(&t->vals[i], 0, sizeof(rf_idval));
+    s->hash = h;
+    memset(&s->val, 0, sizeof(rf_idval));
+    memcpy(key_of(s), key, t->key_size);
     t->len++;
     t->inserts++;
-    *val = &t->vals[i];
+    *val = &s->val;
     return 1;
 }
 
@@ -151,27 +140,26 @@ int rf_idtable_upsert(rf_idtable *t, const uint8_t *key, rf_idval **val) {
 
 int rf_idtable_delete_h(rf_idtable *t, const uint8_t *key, uint64_t h, rf_idval *old) {
     h = fix_hash(h);
-    size_t i = probe(t, key, h);
-    if (!t->hashes[i]) return RF_ENOTFOUND;
-    if (old) *old = t->vals[i];
+    size_t hole = probe(t, key, h);
+    slot_head *s = slot_at(t, hole);
+    if (!s->hash) return RF_ENOTFOUND;
+    if (old) *old = s->val;
     /* Backward shift: pull later members of the chain into the hole when the
      * hole lies on their probe path (between their home slot and them). */
-    size_t hole = i, j = i;
+    size_t j = hole;
     for (;;) {
         j = (j + 1) & t->mask;
-        uint64_t hj = t->hashes[j];
-        if (!hj) break;
-        size_t home = (size_t)hj & t->mask;
+        slot_head *sj = slot_at(t, j);
+        if (!sj->hash) break;
+        size_t home = (size_t)sj->hash & t->mask;
         size_t dist_j = (j - home) & t->mask;    /* how far j sits from home */
         size_t dist_hole = (j - hole) & t->mask; /* how far back the hole is */
         if (dist_hole <= dist_j) {
-            t->hashes[hole] = hj;
-            memcpy(key_at(t, hole), key_at(t, j), t->key_size);
-            t->vals[hole] = t->vals[j];
+            memcpy(slot_at(t, hole), sj, t->stride);
             hole = j;
         }
     }
-    t->hashes[hole] = 0;
+    slot_at(t, hole)->hash = 0;
     t->len--;
     t->deletes++;
     return RF_OK;
@@ -183,9 +171,10 @@ int rf_idtable_delete(rf_idtable *t, const uint8_t *key, rf_idval *old) {
 
 int rf_idtable_next(const rf_idtable *t, size_t *pos, const uint8_t **key, rf_idval **val) {
     for (size_t i = *pos; i < t->cap; i++) {
-        if (t->hashes[i]) {
-            if (key) *key = key_at(t, i);
-            if (val) *val = &t->vals[i];
+        slot_head *s = slot_at(t, i);
+        if (s->hash) {
+            if (key) *key = key_of(s);
+            if (val) *val = &s->val;
             *pos = i + 1;
             return 1;
         }
@@ -195,7 +184,7 @@ int rf_idtable_next(const rf_idtable *t, size_t *pos, const uint8_t **key, rf_id
 }
 
 void rf_idtable_clear(rf_idtable *t) {
-    memset(t->hashes, 0, t->cap * sizeof(uint64_t));
+    for (size_t i = 0; i < t->cap; i++) slot_at(t, i)->hash = 0;
     t->deletes += t->len;
     t->len = 0;
 }

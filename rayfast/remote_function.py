@@ -166,7 +166,7 @@ class RemoteFunction:
         tb = tid.binary()
         spec = (tb, P.TASK_NORMAL, fid, self._name, payload, arg_refs, borrowed, num_returns, shape,
                 retries, None, None, None)
-        cw.send((P.SUBMIT, spec))
+        cw.send_batched((P.SUBMIT, spec))
         if num_returns == 1:
             return ObjectRef(tb + _SUFFIX[1])
         if num_returns == 0:

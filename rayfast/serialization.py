@@ -92,6 +92,10 @@ def serialize(value, inline_threshold):
     Exactly one of the first two is set: small values are inline bytes; large
     ones are (header, pickle, buffers, total_size) ready for write_parts.
     """
+    if _is_plain(value):
+        data = _dumps(value, 5)
+        if len(data) < inline_threshold:
+            return data, None, ()
     buffers = []
     data, contained = dumps(value, buffers.append)
     raw = [b.raw() for b in buffers]

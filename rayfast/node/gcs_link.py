@@ -1,34 +1,140 @@
-"""The node manager's side of the GCS: what it records there, never waited for on the task path."""
-import os
-import pickle
+"""The node manager's side of the GCS: what it records there, never waited for.
 
+The node manager is a single-threaded event loop, so its writes to the GCS
+(lineage of every task, exported functions, timeline events) must not cost
+it a round trip, nor a flusher thread competing for the GIL. Each shard
+gets one extra non-blocking connection owned by the loop: commands are
+packed into an output buffer, sent when the socket takes them, and the
+replies are read and counted (errors logged) when they come back. The
+synchronous `Gcs` tables client is kept for the rare calls that need an
+answer.
+"""
+import json
+import logging
+import pickle
+import socket
+
+import hiredis
+
+from rayfast.gcs.client import parse_address
 from rayfast.gcs.tables import Gcs
+
+logger = logging.getLogger(__name__)
+
+
+class _AsyncShard:
+    __slots__ = ("sock", "out", "reader", "pending", "errors", "sent", "want_write")
+
+    def __init__(self, address):
+        family, addr = parse_address(address)
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.connect(addr)
+        self.sock.setblocking(False)
+        self.out = bytearray()
+        self.reader = hiredis.Reader()
+        self.pending = 0
+        self.errors = 0
+        self.sent = 0
+        self.want_write = False
 
 
 class NodeGcs:
     def __init__(self, addresses):
-        self.gcs = Gcs(addresses)
         self.addresses = list(addresses)
+        self.gcs = Gcs(addresses, background_flush=False)
+        self._shard = self.gcs.client.shard_index
+        self.shards = [_AsyncShard(a) for a in self.addresses]
+        self.by_fd = {s.sock.fileno(): s for s in self.shards}
+        self.dirty = set()
+        self._tasks = [[] for _ in self.shards]
+        self._ntasks = 0
+
+    # --- writes (buffered) -------------------------------------------------
+    def write(self, key, *args):
+        sh = self.shards[self._shard(key)]
+        sh.out += hiredis.pack_command(args)
+        sh.pending += 1
+        self.dirty.add(sh)
 
     def export_function_async(self, function_id, pickled):
-        self.gcs.client.write_async(self.gcs._shard(function_id), "SET", b"fn:" + function_id, pickled, "NX")
+        self.write(function_id, "SET", b"fn:" + function_id, pickled, "NX")
 
     def put_task_async(self, task_id, spec):
-        self.gcs.put_task_async(task_id, pickle.dumps(spec, 5))
+        # Batched into one MSET per shard per flush: the shard's per-command cost dominates SETs.
+        self._tasks[self._shard(task_id)].append((b"task:" + task_id, spec))
+        self._ntasks += 1
 
     def add_events_async(self, node_id, events):
-        self.gcs.add_events_async(
-            [{"name": name, "task_id": tid.hex(), "worker": wid, "pid": pid, "start": start, "end": end,
-              "node": node_id.hex()} for name, tid, wid, pid, start, end in events],
-            node_id=node_id)
+        self.write(node_id, "RPUSH", "events", *[
+            json.dumps({"name": name, "task_id": tid.hex(), "worker": wid, "pid": pid, "start": start,
+                        "end": end, "node": node_id.hex()}, separators=(",", ":"))
+            for name, tid, wid, pid, start, end in events])
 
     def register_node(self, node_id, info):
         self.gcs.register_node(node_id, info)
 
-    def flush_pending(self):
-        self.gcs.flush(wait=False)
+    # --- the loop's side -------------------------------------------------
+    def pack_tasks(self):
+        if not self._ntasks:
+            return
+        dumps = pickle.dumps
+        for i, batch in enumerate(self._tasks):
+            if batch:
+                args = ["MSET"]
+                for key, spec in batch:
+                    args.append(key)
+                    args.append(dumps(spec, 5))
+                sh = self.shards[i]
+                sh.out += hiredis.pack_command(tuple(args))
+                sh.pending += 1
+                self.dirty.add(sh)
+                self._tasks[i] = []
+        self._ntasks = 0
+
+    def send_some(self):
+        """Write what the sockets take now; returns the shards that still have output."""
+        self.pack_tasks()
+        blocked = []
+        for sh in self.dirty:
+            try:
+                n = sh.sock.send(sh.out)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                logger.error("GCS shard connection lost (%s); %d writes dropped", e, sh.pending)
+                sh.errors += sh.pending
+                sh.out.clear()
+                continue
+            del sh.out[:n]
+            sh.sent += n
+            if sh.out:
+                blocked.append(sh)
+        self.dirty = set(blocked)
+        return blocked
+
+    def on_readable(self, sh):
+        try:
+            data = sh.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            return
+        sh.reader.feed(data)
+        while True:
+            reply = sh.reader.gets()
+            if reply is False:
+                break
+            sh.pending -= 1
+            if isinstance(reply, hiredis.ReplyError):
+                sh.errors += 1
+                logger.warning("GCS write failed: %s", reply)
 
     def fds(self):
+        return list(self.by_fd) + self.gcs_fds()
+
+    def gcs_fds(self):
         out = []
         for sh in self.gcs.client._shards:
             sock = getattr(sh.conn, "sock", None)
@@ -36,10 +142,28 @@ class NodeGcs:
                 out.append(sock.fileno())
         return out
 
+    def flush_blocking(self):
+        """At shutdown: push out everything still buffered."""
+        self.pack_tasks()
+        for sh in self.shards:
+            if sh.out:
+                sh.sock.setblocking(True)
+                try:
+                    sh.sock.sendall(sh.out)
+                except OSError:
+                    pass
+                sh.out.clear()
+
     def statistics(self):
-        return self.gcs.statistics()
+        return {"async_pending": sum(s.pending for s in self.shards),
+                "async_errors": sum(s.errors for s in self.shards),
+                "async_bytes_sent": sum(s.sent for s in self.shards),
+                "client": self.gcs.statistics()}
 
     def close(self):
+        self.flush_blocking()
+        for sh in self.shards:
+            sh.sock.close()
         try:
             self.gcs.close()
         except Exception:

@@ -67,7 +67,7 @@ def run_node(args):
         nm.start_workers(max(args.num_cpus, 1))
         from rayfast.node.gcs_link import NodeGcs
         gcs = NodeGcs(addresses)
-        nm.gcs = gcs
+        nm.attach_gcs(gcs)
         if shards:
             with open(os.path.join(session_dir, "gcs_addresses"), "w") as f:
                 json.dump({"unix": addresses, "tcp": [s.tcp_address for s in shards]}, f)
@@ -78,7 +78,17 @@ def run_node(args):
         if args.ready_fd >= 0:
             os.write(args.ready_fd, b"ready\n")
             os.close(args.ready_fd)
-        nm.run()
+        if os.environ.get("RAYFAST_PROFILE_NM"):
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
+            try:
+                nm.run()
+            finally:
+                prof.disable()
+                prof.dump_stats(os.environ["RAYFAST_PROFILE_NM"])
+        else:
+            nm.run()
     except SystemExit:
         pass
     finally:

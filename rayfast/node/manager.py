@@ -15,7 +15,7 @@ new worker when runnable tasks would otherwise wait on blocked ones.
 """
 from __future__ import annotations
 
-import errno
+import collections
 import os
 import select
 import signal
@@ -47,7 +47,7 @@ def return_ids(task_id, n):
 
 class Client:
     __slots__ = ("id", "sock", "fd", "rbuf", "out", "wbuf", "kind", "pid", "worker", "held",
-                 "owner", "closed", "actor_handles")
+                 "owner", "closed", "actor_handles", "writing")
 
     def __init__(self, cid, sock):
         self.id = cid
@@ -63,6 +63,7 @@ class Client:
         self.owner = False
         self.closed = False
         self.actor_handles = {}
+        self.writing = False
 
 
 class TaskRecord:
@@ -104,6 +105,7 @@ class NodeManager:
         self.starting = 0                  # forked workers that have not said HELLO yet
         self.stats = FunctionStats()
         self.events = []                   # timeline events not yet written to the GCS
+        self.timeline = collections.deque(maxlen=200_000)
         self._next_handle = 0
         self._next_client = 0
         self._dirty = set()
@@ -166,7 +168,7 @@ class NodeManager:
         clients = self.clients
         lfd = self.listener.fileno() if self.listener else -1
         while self._running:
-            timeout = 0 if self._dirty else 1.0
+            timeout = 0 if self._dirty else (0.002 if self._gcs_pending() else 1.0)
             try:
                 events = ep.poll(timeout)
             except InterruptedError:
@@ -177,6 +179,7 @@ class NodeManager:
                     continue
                 c = clients.get(fd)
                 if c is None:
+                    self._other_event(fd, ev)
                     continue
                 if ev & _EPOLLOUT:
                     self._write(c)
@@ -185,7 +188,7 @@ class NodeManager:
             self._schedule()
             self._flush_all()
             if self.gcs is not None:
-                self._flush_gcs()
+                self._flush_gcs(not events)
             if not events:
                 self.pool.reap()
 
@@ -250,12 +253,12 @@ class NodeManager:
         except OSError:
             self._disconnect(c)
             return
-        had_rest = len(c.wbuf) > 0
-        c.wbuf = c.wbuf[n:]
-        if c.wbuf:
-            self.ep.modify(c.fd, _EPOLLIN | _EPOLLOUT)
-        elif had_rest:
-            self.ep.modify(c.fd, _EPOLLIN)
+        waiting = n < len(c.wbuf)
+        was_waiting = c.writing
+        c.wbuf = c.wbuf[n:] if waiting else b""
+        if waiting != was_waiting:
+            c.writing = waiting
+            self.ep.modify(c.fd, _EPOLLIN | _EPOLLOUT if waiting else _EPOLLIN)
 
     # --- messages ---------------------------------------------------------
     def _handle(self, c, msgs):
@@ -620,7 +623,7 @@ class NodeManager:
         if what == "statistics":
             return self.statistics()
         if what == "timeline":
-            return list(self.events)
+            return list(self.timeline) + self.events
         if what == "summary":
             return self.stats.summary()
         if what == "shutdown":
@@ -647,11 +650,38 @@ class NodeManager:
                 "store": self.store.statistics(), "functions": self.stats.summary(),
                 "gcs": self.gcs.statistics() if self.gcs is not None else {}}
 
-    def _flush_gcs(self):
+    def _gcs_pending(self):
+        return self.gcs is not None and (self.events or self.gcs._ntasks or self.gcs.dirty)
+
+    def attach_gcs(self, gcs):
+        self.gcs = gcs
+        for fd in gcs.by_fd:
+            self.ep.register(fd, _EPOLLIN)
+
+    def _other_event(self, fd, ev):
+        sh = self.gcs.by_fd.get(fd) if self.gcs is not None else None
+        if sh is None:
+            return
+        if ev & _EPOLLIN:
+            self.gcs.on_readable(sh)
+        if ev & _EPOLLOUT:
+            sh.want_write = False
+            self.ep.modify(fd, _EPOLLIN)
+            self.gcs.dirty.add(sh)
+
+    def _flush_gcs(self, idle):
+        """Send GCS writes when the loop is idle or a batch has built up: fewer, larger pipelines."""
+        gcs = self.gcs
+        if not idle and len(self.events) < 2000 and gcs._ntasks < 2000:
+            return
         if self.events:
             ev, self.events = self.events, []
-            self.gcs.add_events_async(self.node_id, ev)
-        self.gcs.flush_pending()
+            self.timeline.extend(ev)
+            gcs.add_events_async(self.node_id, ev)
+        if gcs.dirty or gcs._ntasks:
+            for sh in gcs.send_some():
+                sh.want_write = True
+                self.ep.modify(sh.sock.fileno(), _EPOLLIN | _EPOLLOUT)
 
     # --- shutdown ---------------------------------------------------------
     def stop(self):
