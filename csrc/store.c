@@ -705,6 +705,20 @@ static int alloc_room(rf_store *s, uint64_t need, uint64_t *off) {
     return RF_STORE_FULL;
 }
 
+/* Map the pages of a large fresh allocation into this process in one go: a
+ * read-populate maps them with fault-around, which makes the first write into a
+ * never-touched range about twice as fast as taking one write fault per page.
+ * Pages already mapped cost a page-table walk only. Errors (old kernels) ignored. */
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#define PREFAULT_MIN (1u << 20)
+static void prefault(uint8_t *p, uint64_t n) {
+    if (n < PREFAULT_MIN) return;
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
+    madvise((void *)a, (size_t)((uintptr_t)p + n - a), MADV_POPULATE_READ);
+}
+
 /* --------------------------------------------------------- create/attach */
 
 static int map_segment(rf_store *s, int fd, size_t size) {
@@ -961,6 +975,7 @@ int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, 
     b->magic = BLK_MAGIC;
     e->block = off;
     store_unlock(s);
+    prefault(PAYLOAD(s, off), data_size + meta_size);
     *idx_out = idx;
     *ptr_out = PAYLOAD(s, off);
     return 0;
@@ -1038,6 +1053,7 @@ static int restore_locked(rf_store *s, uint32_t idx) {
     uint8_t oid[RF_OID_SIZE];
     memcpy(oid, e->oid, RF_OID_SIZE);
     store_unlock(s);
+    prefault(PAYLOAD(s, off), n);
     r = spill_read(s->h->spill_dir, oid, PAYLOAD(s, off), n);
     int err = errno;
     store_lock(s);

@@ -607,9 +607,8 @@ def test_property_against_model(tmp_path_factory, seq):
                 off, alloc = s._offset(ids[kk])
                 assert off % 64 == 0 and alloc >= mm["size"] + 64
                 spans.append((off, off + mm["size"]))
-            for vs in views.values():
-                for v in vs:  # views of objects freed from the model are still pinned and intact
-                    assert len(v) == 0 or v[0] == v[-1]
+            # views of objects freed from the model are still pinned and intact
+            assert all(len(x) == 0 or x[0] == x[-1] for vs in views.values() for x in vs)
             spans.sort()
             for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
                 assert a1 <= b0, "live objects overlap"
