@@ -15,9 +15,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Which C files each extension links; a module absent here links none.
 C_SOURCES = {
-    "ids": ["csrc/ids.c", "csrc/hash.c"],
+    "ids": ["csrc/ids.c", "csrc/idtable.c", "csrc/hash.c"],
     "queue": ["csrc/queue.c"],
     "deps": ["csrc/deps.c", "csrc/idtable.c", "csrc/hash.c"],
+    "lineage": ["csrc/lineage.c", "csrc/idtable.c", "csrc/hash.c"],
     "store": ["csrc/store.c", "csrc/hash.c"],
 }
 
