@@ -84,7 +84,7 @@ typedef struct {
     uint64_t num_indexed;
     uint32_t free_entry_head;
     uint32_t lru_head, lru_tail; /* head = most recently used */
-    uint32_t pad0;
+    uint32_t entries_hwm;        /* entries below this have been initialised (lazily, see entry_alloc) */
     uint64_t bin_bitmap;
     uint64_t bins[NBINS];
     uint64_t evictions, bytes_evicted, spills, bytes_spilled, restores, bytes_restored;
@@ -373,10 +373,22 @@ static inline void lru_touch(rf_store *s, uint32_t idx) {
 
 /* ------------------------------------------------------------- entries */
 
+/* Entries are initialised on first use rather than at create time, so that a
+ * store sized for a million objects does not touch their memory up front. */
 static uint32_t entry_alloc(rf_store *s) {
-    uint32_t idx = s->h->free_entry_head;
-    if (idx == NIL32) return NIL32;
-    s->h->free_entry_head = s->entries[idx].next_free;
+    header_t *h = s->h;
+    uint32_t idx = h->free_entry_head;
+    if (idx != NIL32) {
+        h->free_entry_head = s->entries[idx].next_free;
+        return idx;
+    }
+    if (h->entries_hwm >= h->max_entries) return NIL32;
+    idx = h->entries_hwm++;
+    entry_t *e = &s->entries[idx];
+    memset(e, 0, sizeof *e);
+    e->block = NIL64;
+    e->lru_prev = e->lru_next = NIL32;
+    e->next_free = NIL32;
     return idx;
 }
 
@@ -493,7 +505,7 @@ static void recover(rf_store *s) {
     h->num_indexed = 0;
     h->lru_head = h->lru_tail = NIL32;
     h->free_entry_head = NIL32;
-    for (uint64_t i = h->max_entries; i-- > 0;) {
+    for (uint64_t i = h->entries_hwm; i-- > 0;) {
         entry_t *e = &s->entries[i];
         uint32_t idx = (uint32_t)i;
         int keep = 1;
@@ -769,15 +781,10 @@ int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_di
     }
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return RF_STORE_ESYS;
-    int r;
+    /* No posix_fallocate: on tmpfs it would commit (and zero) the whole
+     * capacity in RAM up front, seconds for a store of several GiB. The
+     * statvfs check above makes a full /dev/shm an error at create time. */
     if (ftruncate(fd, (off_t)seg) < 0) goto fail;
-    /* reserve the pages now, so that a full /dev/shm is an error here and not a
-     * SIGBUS on first touch later */
-    r = posix_fallocate(fd, 0, (off_t)seg);
-    if (r != 0) {
-        errno = r;
-        goto fail;
-    }
     rf_store *s = calloc(1, sizeof *s);
     if (!s) goto fail;
     if (map_segment(s, fd, seg) < 0) {
@@ -805,15 +812,9 @@ int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_di
     pthread_mutex_init(&h->mutex, &ma);
     pthread_mutexattr_destroy(&ma);
     set_views(s);
-    memset(s->index, 0, slots * sizeof(uint32_t));
-    for (uint64_t i = 0; i < max_objects; i++) {
-        entry_t *e = &s->entries[i];
-        memset(e, 0, sizeof *e);
-        e->block = NIL64;
-        e->lru_prev = e->lru_next = NIL32;
-        e->next_free = (i + 1 < max_objects) ? (uint32_t)(i + 1) : NIL32;
-    }
-    h->free_entry_head = 0;
+    /* ftruncate gives zeroed pages: the index starts empty without touching it */
+    h->entries_hwm = 0;
+    h->free_entry_head = NIL32;
     h->lru_head = h->lru_tail = NIL32;
     for (int i = 0; i < NBINS; i++) h->bins[i] = NIL64;
     blk_t *b = BLK(s, 0);
