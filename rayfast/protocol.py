@@ -13,6 +13,10 @@ import socket
 import struct
 
 _HDR = struct.Struct("<I")
+# recv(n) allocates n bytes before it reads: a large n costs an mmap and page
+# faults on every call. 64 KiB stays on the malloc heap; bigger frames take
+# a few reads.
+RECV_SIZE = 1 << 16
 _dumps = pickle.dumps
 _loads = pickle.loads
 
@@ -109,7 +113,7 @@ class Connection:
                 r, _, _ = select.select((sock,), (), (), max(timeout, 0))
                 if not r:
                     return []
-            chunk = sock.recv(1 << 20)
+            chunk = sock.recv(RECV_SIZE)
             if not chunk:
                 raise ConnectionClosed("node manager connection closed")
             self._rbuf += chunk

@@ -17,6 +17,7 @@ import socket
 import hiredis
 
 from rayfast.gcs.client import parse_address
+from rayfast.protocol import RECV_SIZE
 from rayfast.gcs.tables import Gcs
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class NodeGcs:
 
     def on_readable(self, sh):
         try:
-            data = sh.sock.recv(1 << 20)
+            data = sh.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

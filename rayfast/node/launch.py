@@ -1,5 +1,6 @@
 """Bringing a node up and tearing it down (the body of `python -m rayfast.node.main`)."""
 import json
+import time
 import os
 import shutil
 import signal
@@ -80,7 +81,7 @@ def run_node(args):
             os.close(args.ready_fd)
         if os.environ.get("RAYFAST_PROFILE_NM"):
             import cProfile
-            prof = cProfile.Profile()
+            prof = cProfile.Profile(time.process_time)
             prof.enable()
             try:
                 nm.run()

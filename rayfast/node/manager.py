@@ -202,7 +202,7 @@ class NodeManager:
 
     def _read(self, c):
         try:
-            chunk = c.sock.recv(1 << 22)
+            chunk = c.sock.recv(P.RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
