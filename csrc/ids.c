@@ -164,9 +164,14 @@ int rf_reftable_drain(rf_reftable *rt, const uint8_t **added, size_t *n_added,
             v->flags |= REF_REPORTED;
             rt->reported_ids++;
             idvec_push(&rt->added, oid); /* cannot fail: reserved */
-        } else if (!held && reported) {
-            v->flags &= ~REF_REPORTED;
-            rt->reported_ids--;
+        } else if (!held) {
+            /* Also when never reported: the node manager counts a submitter as
+             * holding its task's returns from the submission on, so a ref made
+             * and dropped between two drains must still be released. */
+            if (reported) {
+                v->flags &= ~REF_REPORTED;
+                rt->reported_ids--;
+            }
             idvec_push(&rt->released, oid);
         }
         if (!held && !(v->flags & REF_REPORTED)) rf_idtable_delete_h(rt->table, oid, h, NULL);

@@ -228,8 +228,9 @@ def drain_ref_changes():
     """(added, released) id bytes since the previous call.
 
     added: ids this process now holds a ref for but had not reported held;
-    released: ids reported held before and now with no ref. An id created and
-    dropped between two calls appears in neither.
+    released: ids with no ref left that were reported held before or were
+    touched since the previous call (an id created and dropped between two
+    calls is released: its holder may have been counted without a report).
     """
     cdef const uint8_t *added
     cdef const uint8_t *released
