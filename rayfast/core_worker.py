@@ -24,7 +24,7 @@ from collections import deque
 
 from rayfast import protocol as P
 from rayfast import serialization
-from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes
+from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count
 from rayfast.config import INLINE_THRESHOLD
 from rayfast.exceptions import GetTimeoutError, ObjectLostError, RaySystemError
 
@@ -162,11 +162,15 @@ class CoreWorker:
         for m in msgs:
             t = m[0]
             if t == P.OBJ:
-                results[m[1]] = (m[2], m[3])
-                cbs = self._callbacks.pop(m[1], None)
+                oid = m[1]
+                cbs = self._callbacks.pop(oid, None)
                 if cbs:
                     for cb in cbs:
                         cb(m[2], m[3])
+                if local_ref_count(oid) > 0:
+                    results[oid] = (m[2], m[3])
+                else:  # pushed to us as its submitter, but we dropped the ref meanwhile
+                    self._subscribed.discard(oid)
             elif t == P.TASK:
                 self._inbox.append(m)
             elif t == P.REPLY:
@@ -231,9 +235,14 @@ class CoreWorker:
         Returns True when enough are ready, False when the deadline passed.
         """
         results = self._results
-        missing = [k for k in keys if k not in results]
-        if len(keys) - len(missing) >= num_ready:
-            return True
+        if len(keys) == 1:  # the common case, without the list work
+            if keys[0] in results:
+                return True
+            missing = keys
+        else:
+            missing = [k for k in keys if k not in results]
+            if len(keys) - len(missing) >= num_ready:
+                return True
         new = [k for k in missing if k not in self._subscribed]
         if new:
             self._subscribed.update(new)

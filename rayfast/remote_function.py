@@ -1,6 +1,7 @@
 """@remote functions: `.remote()` builds a task spec and hands it to the core worker."""
 import hashlib
 import inspect
+import pickle
 
 import cloudpickle
 
@@ -11,6 +12,15 @@ from rayfast._core.ids import ObjectRef
 from rayfast.options import TASK_OPTIONS, check_feasible, max_retries, resource_shape, validate
 
 _SUFFIX = [i.to_bytes(4, "little") for i in range(64)]
+_PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
+_dumps = pickle.dumps
+
+
+def _all_plain(values):
+    for v in values:
+        if type(v) not in _PLAIN:
+            return False
+    return True
 
 
 def describe_unpicklable(args, kwargs, error):
@@ -46,8 +56,10 @@ def encode_args(args, kwargs):
                 args[pos] = None
             else:
                 kwargs[pos] = None
-    elif type(args) is not list:
+    else:
         args = list(args)
+        if _all_plain(args) and (not kwargs or _all_plain(kwargs.values())):
+            return _dumps((args, kwargs), 5), (), ()
     try:
         payload, borrowed = serialization.dumps((args, kwargs))
     except Exception as e:
@@ -167,9 +179,13 @@ class RemoteFunction:
         spec = (tb, P.TASK_NORMAL, fid, self._name, payload, arg_refs, borrowed, num_returns, shape,
                 retries, None, None, None)
         cw.send_batched((P.SUBMIT, spec))
+        # The node manager pushes a task's results to its submitter unasked.
         if num_returns == 1:
-            return ObjectRef(tb + _SUFFIX[1])
+            key = tb + _SUFFIX[1]
+            cw._subscribed.add(key)
+            return ObjectRef(key)
         if num_returns == 0:
             return None
-        return [ObjectRef(tb + (_SUFFIX[i] if i < 64 else i.to_bytes(4, "little")))
-                for i in range(1, num_returns + 1)]
+        keys = [tb + (_SUFFIX[i] if i < 64 else i.to_bytes(4, "little")) for i in range(1, num_returns + 1)]
+        cw._subscribed.update(keys)
+        return [ObjectRef(k) for k in keys]

@@ -329,6 +329,12 @@ class NodeManager:
             e.holders.add(cid)
             e.producer = handle
             c.held.add(oid)
+            # The submitter is subscribed from the start: its results are
+            # pushed to it, so a get() costs no extra message.
+            if e.subscribers is None:
+                e.subscribers = [c]
+            elif c not in e.subscribers:
+                e.subscribers.append(c)
         deps = [oid for _, oid in spec[P.S_ARG_REFS]]
         for oid in deps:
             objects.entry(oid).task_refs += 1
