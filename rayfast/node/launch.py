@@ -4,6 +4,7 @@ import time
 import os
 import shutil
 import signal
+import socket
 import sys
 
 
@@ -72,8 +73,12 @@ def run_node(args):
         if shards:
             with open(os.path.join(session_dir, "gcs_addresses"), "w") as f:
                 json.dump({"unix": addresses, "tcp": [s.tcp_address for s in shards]}, f)
+            # Whoever knows only shard 0's HOST:PORT finds the other shards here (rayfast.cluster).
+            gcs.gcs.client.execute(0, "SET", "rayfast:gcs_shards",
+                                   json.dumps([s.tcp_address for s in shards]))
         gcs.register_node(node_id, {"resources": resources, "session_dir": session_dir,
-                                    "pid": os.getpid(), "store": store_name})
+                                    "pid": os.getpid(), "store": store_name, "head": bool(args.head),
+                                    "hostname": socket.gethostname()})
         _attach_actor_manager(nm)
         nm.listen()
         if args.ready_fd >= 0:

@@ -68,7 +68,7 @@ class Client:
 
 class TaskRecord:
     __slots__ = ("handle", "spec", "owner", "retries_left", "deps", "worker", "shape",
-                 "submitted", "cancelled", "returns", "done")
+                 "submitted", "dispatched", "cancelled", "returns", "done")
 
     def __init__(self, handle, spec, owner, shape, returns):
         self.handle = handle
@@ -79,6 +79,7 @@ class TaskRecord:
         self.worker = None
         self.shape = shape
         self.submitted = time.time()
+        self.dispatched = 0.0
         self.cancelled = False
         self.returns = returns
         self.done = False
@@ -460,7 +461,8 @@ class NodeManager:
         w.state = BUSY
         w.task = rec
         rec.worker = w
-        self.stats.started(spec[P.S_NAME], time.time() - rec.submitted)
+        rec.dispatched = now = time.time()
+        self.stats.started(spec[P.S_NAME], now - rec.submitted)
         self.send(w.client, (P.TASK, rec.handle, spec, resolved, fn))
 
     def _release_resources(self, rec, w):
@@ -485,7 +487,7 @@ class NodeManager:
             w.task = None
             w.state = IDLE
             self.idle.append(w)
-        self.stats.finished(rec.spec[P.S_NAME], start, end)
+        self.stats.finished(rec.spec[P.S_NAME], start, end, time.time() - rec.dispatched)
         self.events.append((rec.spec[P.S_NAME], rec.spec[P.S_TASK_ID], w.worker_id if w else 0,
                             os.getpid() if w is None else w.pid, start, end))
         if rec.cancelled:

@@ -1,19 +1,31 @@
-"""Per-function counters: how many tasks, how long they ran, how long they waited.
+"""Per-function counters: how many tasks, how long they ran, what the system added.
 
 This is what lets `rayfast status` tell a user that their tasks are too
-small: when the mean scheduling overhead of a function exceeds its mean
-run time, the system is spending more time moving the task than running it.
+small. Three times are kept per function:
+
+- run: the worker's own clock from taking the task to having its results
+  packed (start..end as the worker reports them);
+- overhead: what the system adds while the task holds a worker, i.e. the
+  node manager's round trip from dispatching the task to reading its DONE,
+  minus the run time (sending the spec, decoding it in the worker, sending
+  the results back, the node's own loop). Per task, this is the cost that
+  does not shrink with more CPUs and does not depend on how many tasks are
+  queued: when it exceeds the run time, tasks are too small;
+- queue: from submission to dispatch (waiting for arguments and for a free
+  worker). It grows with a backlog of perfectly good long tasks, so it is
+  shown but never taken as a sign of bad granularity.
 """
 
 
 class FunctionStats:
     def __init__(self):
-        self._f = {}   # name -> [submitted, started, finished, run_total, wait_total]
+        # name -> [submitted, started, finished, run_total, queue_total, overhead_total, timed]
+        self._f = {}
 
     def _row(self, name):
         row = self._f.get(name)
         if row is None:
-            row = self._f[name] = [0, 0, 0, 0.0, 0.0]
+            row = self._f[name] = [0, 0, 0, 0.0, 0.0, 0.0, 0]
         return row
 
     def submitted(self, name):
@@ -24,15 +36,23 @@ class FunctionStats:
         row[1] += 1
         row[4] += waited
 
-    def finished(self, name, start, end):
+    def finished(self, name, start, end, roundtrip=None):
+        """roundtrip: the node's dispatch-to-DONE time for the task, when known."""
         row = self._row(name)
         row[2] += 1
-        row[3] += end - start
+        run = end - start
+        row[3] += run
+        if roundtrip is not None:
+            over = roundtrip - run
+            row[5] += over if over > 0.0 else 0.0
+            row[6] += 1
 
     def summary(self):
         out = {}
-        for name, (sub, started, fin, run, wait) in self._f.items():
+        for name, (sub, started, fin, run, wait, over, timed) in self._f.items():
             out[name] = {"submitted": sub, "started": started, "finished": fin,
                          "mean_run_s": run / fin if fin else 0.0,
-                         "mean_overhead_s": wait / started if started else 0.0}
+                         "mean_overhead_s": over / timed if timed else 0.0,
+                         "mean_queue_s": wait / started if started else 0.0,
+                         "total_run_s": run, "total_overhead_s": over}
         return out
