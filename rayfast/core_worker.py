@@ -215,6 +215,7 @@ class CoreWorker:
             self.send((P.PUT, key, P.INLINE, inline, contained))
         else:
             self.write_to_store(key, parts)
+            self._results[key] = (P.STORE, parts[3])
             self.send((P.PUT, key, P.STORE, parts[3], contained))
         return ref
 
