@@ -24,7 +24,8 @@ class RayTaskError(RayError):
         self.cause = cause
         self.pid = pid
         self.ip = ip
-        super().__init__(self._message())
+        # Not super(): in a derived RayTaskError(Cause) class that would be the cause's __init__.
+        Exception.__init__(self, self._message())
 
     def _message(self):
         cause = f"{type(self.cause).__name__}" if self.cause is not None else "Error"
@@ -78,6 +79,26 @@ def _derived_class(cause_cls):
 
 def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
     return RayTaskError(function_name, traceback_str, cause, pid, ip)
+
+
+def _new_exception(cls, args, state):
+    """An instance of cls without calling its __init__ (whose signature may not match its args)."""
+    e = cls.__new__(cls, *args)
+    e.args = args
+    if state:
+        e.__dict__.update(state)
+    return e
+
+
+class PortableCause:
+    """Pickles as a copy of exc built by _new_exception: for exceptions that cannot unpickle themselves."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __reduce__(self):
+        exc = self.exc
+        return (_new_exception, (type(exc), exc.args, dict(getattr(exc, "__dict__", None) or {})))
 
 
 class WorkerCrashedError(RayError):

@@ -14,7 +14,7 @@ from rayfast import serialization
 from rayfast._core.ids import TaskID
 from rayfast.config import INLINE_THRESHOLD
 from rayfast.core_worker import CoreWorker, decode_value, format_exception, set_current
-from rayfast.exceptions import RayTaskError
+from rayfast.exceptions import PortableCause, RayTaskError
 
 
 class TaskExecutor:
@@ -106,6 +106,12 @@ class TaskExecutor:
             err = RayTaskError(spec[P.S_NAME], format_exception(exc), exc, os.getpid(), "127.0.0.1")
         try:
             data, _ = serialization.dumps(err)
+            try:  # an exception whose __init__ does not match its args pickles but cannot unpickle
+                serialization.loads_inline(data)
+            except Exception:
+                err = RayTaskError(spec[P.S_NAME], err.traceback_str, PortableCause(err.cause), os.getpid(),
+                                   "127.0.0.1")
+                data, _ = serialization.dumps(err)
         except Exception:
             # the exception itself does not pickle: keep its text, lose its class
             err = RayTaskError(spec[P.S_NAME], format_exception(exc), None, os.getpid(), "127.0.0.1")

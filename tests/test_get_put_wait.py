@@ -1,0 +1,305 @@
+"""get / put / wait / cancel, with Ray's semantics."""
+import gc
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import rayfast
+from rayfast import ObjectRef
+from rayfast.exceptions import GetTimeoutError, RayError, TaskCancelledError, WorkerCrashedError
+
+from conftest import alive, object_count, wait_for
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+
+@rayfast.remote
+def sleep_then(s, v=None):
+    time.sleep(s)
+    return v
+
+
+@rayfast.remote
+def identity(x):
+    return x
+
+
+@rayfast.remote
+def pid_then_sleep(path, s):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(s)
+    return "finished"
+
+
+# --- put / get ----------------------------------------------------------------
+@pytest.mark.parametrize("value", [None, 0, -1, 2**200, -(2**100), 1.5, "s", b"b", "ü" * 10, (), [], {},
+                                   (1, "a"), [1, [2, [3]]], {"a": {"b": [1, 2]}}, {1, 2, 3}, True])
+def test_put_get_roundtrip(value):
+    assert rayfast.get(rayfast.put(value)) == value
+
+
+def test_put_returns_ref_and_rejects_ref():
+    r = rayfast.put(1)
+    assert isinstance(r, ObjectRef)
+    with pytest.raises(TypeError):
+        rayfast.put(r)
+
+
+def test_put_numpy_small_and_large():
+    small = np.arange(10, dtype=np.int32)
+    out = rayfast.get(rayfast.put(small))
+    assert out.dtype == np.int32 and np.array_equal(out, small)
+    big = np.random.default_rng(0).random(50_000)  # 400 KB > 100 KiB: in the store
+    ref = rayfast.put(big)
+    out = rayfast.get(ref)
+    assert np.array_equal(out, big)
+    assert not out.flags.writeable  # a read-only view of shared memory
+    with pytest.raises(ValueError):
+        out[0] = 1.0
+    big2 = np.zeros((300, 400), dtype=np.float32)
+    out2 = rayfast.get(rayfast.put(big2))
+    assert out2.shape == (300, 400) and out2.dtype == np.float32
+
+
+def test_put_big_object_passed_to_task():
+    arr = np.ones(100_000)
+
+    @rayfast.remote
+    def s(a):
+        return float(a.sum())
+
+    ref = rayfast.put(arr)
+    assert rayfast.get([s.remote(ref), s.remote(ref)]) == [100_000.0, 100_000.0]
+
+
+def test_put_dict_with_refs_inside():
+    inner = rayfast.put(5)
+    task_ref = identity.remote(6)
+    outer = rayfast.put({"x": inner, "y": [task_ref]})
+    del inner, task_ref
+    gc.collect()
+    rayfast.get(identity.remote(0))  # flush ref changes
+    d = rayfast.get(outer)
+    assert isinstance(d["x"], ObjectRef)
+    assert rayfast.get(d["x"]) == 5
+    assert rayfast.get(d["y"][0]) == 6
+
+
+def test_get_list_and_tuple_and_empty():
+    refs = [rayfast.put(i) for i in range(5)]
+    assert rayfast.get(refs) == [0, 1, 2, 3, 4]
+    assert rayfast.get(tuple(refs)) == [0, 1, 2, 3, 4]
+    assert rayfast.get([]) == []
+    assert rayfast.get([refs[0], refs[0]]) == [0, 0]
+
+
+@pytest.mark.parametrize("bad", [1, "ref", None, [1, 2], {"a": 1}])
+def test_get_non_refs_raises(bad):
+    with pytest.raises((TypeError, ValueError)):
+        rayfast.get(bad)
+
+
+def test_get_timeout():
+    ref = sleep_then.remote(1.0, "late")
+    t = time.time()
+    with pytest.raises(GetTimeoutError) as ei:
+        rayfast.get(ref, timeout=0.1)
+    assert isinstance(ei.value, TimeoutError)
+    assert isinstance(ei.value, RayError)
+    assert time.time() - t < 0.9
+    with pytest.raises(TimeoutError):
+        rayfast.get([ref, rayfast.put(1)], timeout=0)
+    assert rayfast.get(ref, timeout=10) == "late"
+
+
+def test_get_timeout_zero_on_ready():
+    r = rayfast.put(3)
+    assert rayfast.get(r, timeout=0) == 3
+
+
+def test_get_bad_timeout():
+    with pytest.raises((TypeError, ValueError)):
+        rayfast.get([rayfast.put(1)], timeout=-1)
+
+
+def test_get_same_ref_twice_and_across_copies():
+    r = identity.remote([1, 2])
+    assert rayfast.get(r) == [1, 2]
+    assert rayfast.get(r) == [1, 2]
+    r2 = ObjectRef(r.binary())
+    assert r2 == r and hash(r2) == hash(r)
+    assert rayfast.get(r2) == [1, 2]
+
+
+# --- wait -------------------------------------------------------------------
+def test_wait_basic_num_returns():
+    fast = [identity.remote(i) for i in range(3)]
+    slow = sleep_then.remote(2.0)
+    refs = [slow] + fast
+    ready, not_ready = rayfast.wait(refs, num_returns=3, timeout=5)
+    assert ready == fast  # order of the input list is kept
+    assert not_ready == [slow]
+    ready, not_ready = rayfast.wait(refs)
+    assert len(ready) == 1 and len(not_ready) == 3
+    assert ready[0] in fast
+
+
+def test_wait_timeout_zero_returns_immediately():
+    slow = [sleep_then.remote(1.5) for _ in range(2)]
+    done = rayfast.put(1)
+    t = time.time()
+    ready, not_ready = rayfast.wait(slow + [done], num_returns=2, timeout=0)
+    assert time.time() - t < 0.5
+    assert ready == [done]
+    assert not_ready == slow
+    ready, not_ready = rayfast.wait(slow, timeout=0)
+    assert ready == [] and not_ready == slow
+    rayfast.get(slow)
+
+
+def test_wait_timeout_partial():
+    refs = [sleep_then.remote(0.0, 1), sleep_then.remote(3.0, 2)]
+    t = time.time()
+    ready, not_ready = rayfast.wait(refs, num_returns=2, timeout=0.5)
+    assert 0.4 < time.time() - t < 2.5
+    assert ready == [refs[0]] and not_ready == [refs[1]]
+
+
+def test_wait_all_order_kept():
+    refs = [sleep_then.remote(0.05 * (5 - i), i) for i in range(5)]
+    ready, not_ready = rayfast.wait(refs, num_returns=5)
+    assert ready == refs and not_ready == []
+
+
+def test_wait_errors():
+    r = rayfast.put(1)
+    with pytest.raises(ValueError):
+        rayfast.wait([r, r])
+    with pytest.raises(ValueError):
+        rayfast.wait([r], num_returns=2)
+    with pytest.raises((TypeError, ValueError)):
+        rayfast.wait(r)
+    with pytest.raises((TypeError, ValueError)):
+        rayfast.wait([1])
+    with pytest.raises(ValueError):
+        rayfast.wait([r], num_returns=0)
+
+
+def test_wait_counts_failed_as_ready():
+    @rayfast.remote
+    def boom():
+        raise ValueError("x")
+
+    r = boom.remote()
+    ready, _ = rayfast.wait([r], timeout=10)
+    assert ready == [r]
+
+
+# --- cancel -----------------------------------------------------------------
+def _wait_free():
+    """Wait until both CPUs are free, so the next tasks start at once."""
+    assert wait_for(lambda: rayfast.available_resources().get("CPU") == 2.0, timeout=10)
+
+
+def test_cancel_queued_task():
+    _wait_free()
+    blockers = [sleep_then.remote(1.0) for _ in range(2)]
+    queued = sleep_then.remote(0.0, "ran")
+    time.sleep(0.1)
+    rayfast.cancel(queued)
+    with pytest.raises(TaskCancelledError):
+        rayfast.get(queued, timeout=10)
+    rayfast.get(blockers)
+
+
+def test_cancel_running_task(tmp_path):
+    _wait_free()
+    path = str(tmp_path / "pid")
+    ref = pid_then_sleep.remote(path, 30)
+    assert wait_for(lambda: os.path.exists(path) and open(path).read(), timeout=10)
+    worker = int(open(path).read())
+    t = time.time()
+    rayfast.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        rayfast.get(ref, timeout=10)
+    assert time.time() - t < 5
+    # force=False interrupts the task; the worker lives on
+    time.sleep(0.2)
+    assert alive(worker)
+    assert rayfast.get(identity.remote(1), timeout=10) == 1
+
+
+def test_cancel_running_task_force(tmp_path):
+    _wait_free()
+    path = str(tmp_path / "pid")
+    ref = pid_then_sleep.remote(path, 30)
+    assert wait_for(lambda: os.path.exists(path) and open(path).read(), timeout=10)
+    worker = int(open(path).read())
+    rayfast.cancel(ref, force=True)
+    with pytest.raises((TaskCancelledError, WorkerCrashedError)):
+        rayfast.get(ref, timeout=10)
+    assert wait_for(lambda: not alive(worker), timeout=5)
+    # the pool replaced the worker
+    assert rayfast.get([identity.remote(i) for i in range(4)], timeout=10) == [0, 1, 2, 3]
+
+
+def test_cancel_task_that_ignores_interrupt_still_reports_cancelled(tmp_path):
+    _wait_free()
+
+    @rayfast.remote
+    def stubborn(path):
+        with open(path, "w") as f:
+            f.write("1")
+        t = time.time()
+        while time.time() - t < 1.0:
+            try:
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass
+        return "done"
+
+    path = str(tmp_path / "flag")
+    ref = stubborn.remote(path)
+    assert wait_for(lambda: os.path.exists(path), timeout=10)
+    rayfast.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        rayfast.get(ref, timeout=10)
+
+
+def test_cancel_finished_task_is_noop():
+    r = identity.remote(3)
+    assert rayfast.get(r) == 3
+    rayfast.cancel(r)
+    assert rayfast.get(r) == 3
+
+
+def test_cancel_non_ref():
+    with pytest.raises(TypeError):
+        rayfast.cancel("x")
+
+
+# --- reference counting ------------------------------------------------------
+def test_object_count_goes_down_after_drop():
+    gc.collect()
+    rayfast.get(identity.remote(0))
+    base = object_count()
+    refs = [rayfast.put(np.zeros(20_000)) for _ in range(5)]  # 160 KB each: store objects
+    refs += [identity.remote(i) for i in range(20)]
+    rayfast.get(refs)
+    assert object_count() >= 25
+    del refs
+    gc.collect()
+    rayfast.get(identity.remote(0))
+    assert wait_for(lambda: object_count() <= base + 1, timeout=5), (base, object_count())
+
+
+def test_store_space_reused_after_drop():
+    """Many large puts, each dropped: the store must not fill up."""
+    for _ in range(30):
+        r = rayfast.put(np.zeros(4_000_000))  # 32 MB
+        assert rayfast.get(r).shape == (4_000_000,)
+        del r
