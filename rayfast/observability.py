@@ -208,7 +208,7 @@ def granularity_warning(name, finished, mean_run, mean_overhead):
     # Batching k calls per task keeps the overhead per task and multiplies the run time by k:
     # overhead <= TARGET * run needs k >= overhead / (TARGET * run).
     target_run = mean_overhead / TARGET_OVERHEAD_FRACTION
-    k = math.ceil(target_run / mean_run) if mean_run > 0 else None
+    k = math.ceil(target_run / mean_run - 1e-9) if mean_run > 0 else None
     batch = (f"batch about {k:,} calls' worth of work into each task" if k and k < 10**7 else
              "give each task much more work (batch many items per task)")
     return (f"{name}: tasks are too small. Each spends {_t(mean_overhead)} in scheduling overhead but only "
