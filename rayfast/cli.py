@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -168,7 +169,17 @@ def cmd_timeline(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "timeline": cmd_timeline}[args.command](args)
+    run = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "timeline": cmd_timeline}[args.command]
+    try:
+        return run(args)
+    except BrokenPipeError:  # `rayfast status | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -162,14 +162,56 @@ class Summary(dict):
         p.text(str(self))
 
 
+def _cluster_nodes(client):
+    """Every node in the GCS node table (Ray-style records); this node's own answer as a fallback."""
+    import socket
+
+    from rayfast.gcs.tables import Gcs
+
+    addrs = list(_node_info(client).get("gcs_addresses") or [])
+    gcs = None
+    try:
+        gcs = Gcs(addrs, background_flush=False, timeout=5.0, connect_timeout=2.0)
+        table = gcs.get_nodes()
+    except Exception:
+        table = None
+    finally:
+        if gcs is not None:
+            try:
+                gcs.close()
+            except Exception:
+                pass
+    if not table:
+        try:
+            return list(client.request("nodes"))
+        except Exception:
+            return []
+    here = socket.gethostname()
+    out = []
+    for n in table:
+        alive = bool(n.get("alive"))
+        pid = n.get("pid")
+        if alive and n.get("hostname") == here and isinstance(pid, int):
+            try:
+                os.kill(pid, 0)       # a node on this machine that died without saying so
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                pass
+        nid = n.get("node_id")
+        out.append({"NodeID": nid.hex() if isinstance(nid, (bytes, bytearray)) else str(nid),
+                    "Alive": alive, "Resources": dict(n.get("resources") or {}),
+                    "NodeManagerHostname": n.get("hostname", ""), "head": bool(n.get("head")),
+                    "pid": pid, "session_dir": n.get("session_dir")})
+    out.sort(key=lambda r: (not r["head"], not r["Alive"], r["NodeID"]))
+    return out
+
+
 def summary(*, _client=None):
     """Nodes, resources, object-store use, queue lengths and per-function task statistics."""
     client = _client_of(_client)
     st = client.request("statistics")
-    try:
-        nodes = client.request("nodes")
-    except Exception:
-        nodes = []
+    nodes = _cluster_nodes(client)
     total = dict(st.get("resources_total", {}))
     avail = dict(st.get("resources_available", {}))
     used = {k: max(0.0, v - avail.get(k, 0.0)) for k, v in total.items()}
@@ -240,7 +282,10 @@ def format_summary(s):
                                                  else ""))
     for n in nodes:
         res = ", ".join(f"{k} {v:g}" for k, v in sorted((n.get("Resources") or {}).items()))
-        lines.append(f"  {n.get('NodeID', '?')[:16]}  {n.get('NodeManagerHostname', '')}  {res}")
+        tags = [t for t, on in (("head", n.get("head")), ("dead", not n.get("Alive", n.get("alive", True))))
+                if on]
+        lines.append(f"  {n.get('NodeID', '?')[:16]}  {n.get('NodeManagerHostname', '')}  {res}"
+                     + (f"  ({', '.join(tags)})" if tags else ""))
     cpus = s["cpus"]
     lines.append("")
     lines.append("Resources (this node):")
