@@ -487,7 +487,7 @@ class NodeManager:
             w.task = None
             w.state = IDLE
             self.idle.append(w)
-        self.stats.finished(rec.spec[P.S_NAME], start, end, time.time() - rec.dispatched)
+        self.stats.finished(rec.spec[P.S_NAME], start, end, rec.dispatched, c.id)
         self.events.append((rec.spec[P.S_NAME], rec.spec[P.S_TASK_ID], w.worker_id if w else 0,
                             os.getpid() if w is None else w.pid, start, end))
         if rec.cancelled:

@@ -15,12 +15,14 @@ small. Three times are kept per function:
   worker). It grows with a backlog of perfectly good long tasks, so it is
   shown but never taken as a sign of bad granularity.
 """
+from time import time as _time
 
 
 class FunctionStats:
     def __init__(self):
         # name -> [submitted, started, finished, run_total, queue_total, overhead_total, timed]
         self._f = {}
+        self._last_end = {}   # worker key -> end of the last task it finished
 
     def _row(self, name):
         row = self._f.get(name)
@@ -36,16 +38,31 @@ class FunctionStats:
         row[1] += 1
         row[4] += waited
 
-    def finished(self, name, start, end, roundtrip=None):
-        """roundtrip: the node's dispatch-to-DONE time for the task, when known."""
+    def finished(self, name, start, end, dispatched=None, worker=None):
+        """dispatched: when the node sent the task (its clock); worker: a key for the worker that ran it.
+
+        A task sent to a worker that was still running others (pipelined) only begins to cost
+        the system when the worker is done with the one before it, so the round trip counts
+        from the later of its dispatch and that worker's previous end.
+        """
         row = self._row(name)
         row[2] += 1
         run = end - start
         row[3] += run
-        if roundtrip is not None:
-            over = roundtrip - run
+        if dispatched is not None:
+            now = _time()
+            if worker is not None:
+                last = self._last_end
+                prev = last.get(worker, 0.0)
+                last[worker] = end
+                if prev > dispatched:
+                    dispatched = prev
+            over = (now - dispatched) - run
             row[5] += over if over > 0.0 else 0.0
             row[6] += 1
+
+    def forget_worker(self, worker):
+        self._last_end.pop(worker, None)
 
     def summary(self):
         out = {}
