@@ -61,9 +61,6 @@ class FunctionStats:
             row[5] += over if over > 0.0 else 0.0
             row[6] += 1
 
-    def forget_worker(self, worker):
-        self._last_end.pop(worker, None)
-
     def summary(self):
         out = {}
         for name, (sub, started, fin, run, wait, over, timed) in self._f.items():
