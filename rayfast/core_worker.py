@@ -58,6 +58,8 @@ class CoreWorker:
         self._batch_started = 0.0
         self._last_submit = 0.0
         self.in_task = False                  # a worker running a task reports BLOCKED in get
+        self._blocked = False                 # ... and while blocked hands queued tasks back
+        self._must_flush = False
         self.exit_requested = False
 
     # --- sending ----------------------------------------------------------
@@ -153,6 +155,13 @@ class CoreWorker:
         if msgs:
             self._dispatch(msgs)
         self._cond.notify_all()
+        if self._must_flush:
+            self._must_flush = False
+            self._cond.release()
+            try:
+                self.flush()
+            finally:
+                self._cond.acquire()
         if self._closed:
             raise RaySystemError("the node manager has gone away (was rayfast shut down?)")
         return True
@@ -172,7 +181,18 @@ class CoreWorker:
                 else:  # pushed to us as its submitter, but we dropped the ref meanwhile
                     self._subscribed.discard(oid)
             elif t == P.TASK:
-                self._inbox.append(m)
+                if self._blocked and m[2][P.S_KIND] == P.TASK_NORMAL:
+                    self.conn.send((P.RETURN, (m[1],)))   # we cannot start it: hand it back
+                    self._must_flush = True
+                else:
+                    self._inbox.append(m)
+            elif t == P.CANCEL_QUEUED:
+                for q in self._inbox:
+                    if q[0] == P.TASK and q[1] == m[1]:
+                        self._inbox.remove(q)
+                        self.conn.send((P.RETURN, (m[1],)))
+                        self._must_flush = True
+                        break
             elif t == P.REPLY:
                 self._replies[m[1]] = m[2]
             elif t == P.EXIT:
@@ -248,8 +268,9 @@ class CoreWorker:
         if new:
             self._subscribed.update(new)
             self.conn.send((P.GET, tuple(new)))
-        blocked = self.in_task and self.mode == "worker"
+        blocked = self.in_task and self.mode == "worker" and not self._blocked
         if blocked:
+            self._hand_back_queued()
             self.conn.send((P.BLOCKED,))
         self.flush()
         try:
@@ -260,7 +281,19 @@ class CoreWorker:
             return True
         finally:
             if blocked:
+                self._blocked = False
                 self.send((P.UNBLOCKED,))
+
+    def _hand_back_queued(self):
+        """Entering a blocking get inside a task: tasks queued behind it go back to the node."""
+        with self._cond:
+            self._blocked = True
+            keep = [m for m in self._inbox if m[0] != P.TASK or m[2][P.S_KIND] != P.TASK_NORMAL]
+            back = tuple(m[1] for m in self._inbox if m[0] == P.TASK and m[2][P.S_KIND] == P.TASK_NORMAL)
+            if back:
+                self._inbox.clear()
+                self._inbox.extend(keep)
+                self.conn.send((P.RETURN, back))
 
     def get(self, refs, timeout=None):
         keys = [r.binary() for r in refs]

@@ -34,12 +34,14 @@ CANCEL = 10        # (CANCEL, oid, force, recursive)
 REQUEST = 11       # (REQUEST, req_id, what, args)
 KILL_ACTOR = 12    # (KILL_ACTOR, actor_id, no_restart)
 ACTOR_REF = 13     # (ACTOR_REF, actor_id, delta)  handles held by this process
+RETURN = 14        # (RETURN, handles)  queued tasks a worker hands back unstarted (it blocked, or they were cancelled)
 # --- node manager -> client -------------------------------------------------
 OBJ = 20           # (OBJ, oid, kind, data)
 TASK = 21          # (TASK, handle, spec, resolved, function)   resolved: tuple of (oid, kind, data)
 REPLY = 22         # (REPLY, req_id, value)
 EXIT = 23          # (EXIT,)
 WELCOME = 24       # (WELCOME, info)
+CANCEL_QUEUED = 25 # (CANCEL_QUEUED, handle)  drop this task if it has not started; answer RETURN
 
 # Object kinds, as carried in OBJ / PUT / DONE.
 INLINE = 0         # data: serialized bytes

@@ -34,6 +34,8 @@ from rayfast.node.worker_pool import BUSY, IDLE, WorkerPool
 from rayfast.node.stats import FunctionStats
 
 _HDR = struct.Struct("<I")
+PIPELINE_DEPTH = 8          # tasks queued on one worker at most
+PIPELINE_MAX_RUN = 0.001    # only functions whose mean run time is below this are queued
 _RETURN_SUFFIX = [i.to_bytes(4, "little") for i in range(0, 64)]
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
@@ -103,6 +105,7 @@ class NodeManager:
         self.functions = {}                # function id -> pickled
         self.clients = {}                  # fd -> Client
         self.idle = []                     # idle WorkerStates (LIFO keeps caches warm)
+        self.busy = []                     # task workers running (and maybe queueing) tasks
         self.starting = 0                  # forked workers that have not said HELLO yet
         self.stats = FunctionStats()
         self.events = []                   # timeline events not yet written to the GCS
@@ -293,6 +296,8 @@ class NodeManager:
                 self._blocked(c, False)
             elif t == P.HELLO:
                 self._hello(c, m)
+            elif t == P.RETURN:
+                self._returned(c, m[1])
             elif t == P.CANCEL:
                 self._cancel(m[1], m[2], m[3])
             elif t == P.REQUEST:
@@ -409,22 +414,49 @@ class NodeManager:
         return True
 
     def _schedule(self):
+        actors = self.actors
+        if actors is not None and actors.pending:
+            actors.schedule()          # actors waiting for resources to be placed
         if not self.queues:
             return
         idle = self.idle
         for shape, q in self.queues.items():
             while len(q):
-                if not self._fits(shape):
-                    break
-                if not idle:
-                    if self.starting == 0 and self._may_grow():
-                        self._spawn_worker()
-                    break
+                if idle and self._fits(shape):
+                    w = idle.pop()
+                    pipelined = False
+                else:
+                    w = self._pipeline_target(shape, q)
+                    if w is None:
+                        if not idle and self._fits(shape) and self.starting == 0 and self._may_grow():
+                            self._spawn_worker()
+                        break
+                    pipelined = True
                 handle = q.pop()
                 rec = self.tasks.get(handle)
                 if rec is None or rec.done:
+                    if not pipelined:
+                        idle.append(w)
                     continue
-                self._dispatch(rec, idle.pop())
+                self._dispatch(rec, w, pipelined)
+
+    def _pipeline_target(self, shape, q):
+        """A busy worker to queue one more task on, or None.
+
+        Only tasks of functions known to run briefly are queued behind others
+        (a long task queued behind another could wait while a worker idles);
+        for those, sending several at once saves a wakeup and a message per
+        task on both sides. A worker that blocks in get() hands its queue back.
+        """
+        rec = self.tasks.get(q.peek())
+        if rec is None or not self.stats.is_short(rec.spec[P.S_NAME], PIPELINE_MAX_RUN):
+            return None
+        best = None
+        for w in self.busy:
+            if (w.shape == shape and not w.blocked and len(w.pipeline) < PIPELINE_DEPTH
+                    and (best is None or len(w.pipeline) < len(best.pipeline))):
+                best = w
+        return best
 
     def _may_grow(self):
         n = sum(1 for w in self.pool.workers.values() if w.actor_id is None)
@@ -441,16 +473,22 @@ class NodeManager:
             resolved.append((oid, e.kind, e.data))
         return tuple(resolved), None
 
-    def _dispatch(self, rec, w):
+    def _dispatch(self, rec, w, pipelined=False):
         resolved, failed = self._resolve(rec)
         if failed is not None:
-            w.state = IDLE
-            self.idle.append(w)
+            if not pipelined:
+                w.state = IDLE
+                self.idle.append(w)
             self._finish(rec, tuple((oid, P.ERROR, failed.data, ()) for oid in rec.returns))
             return
-        avail = self.avail
-        for name, amount in rec.shape:
-            avail[name] = avail.get(name, 0) - amount
+        if not pipelined:
+            avail = self.avail
+            for name, amount in rec.shape:
+                avail[name] = avail.get(name, 0) - amount
+            w.shape = rec.shape
+            w.task = rec
+            self.busy.append(w)
+        w.pipeline.append(rec)
         spec = rec.spec
         fid = spec[P.S_FUNCTION_ID]
         if fid in w.functions:
@@ -459,7 +497,6 @@ class NodeManager:
             fn = self.functions.get(fid)
             w.functions.add(fid)
         w.state = BUSY
-        w.task = rec
         rec.worker = w
         rec.dispatched = now = time.time()
         self.stats.started(spec[P.S_NAME], now - rec.submitted)
@@ -482,11 +519,17 @@ class NodeManager:
         if rec.spec[P.S_KIND] != P.TASK_NORMAL:
             self.actors.done(c, rec, results, start, end)
             return
-        self._release_resources(rec, w)
-        if w is not None:
-            w.task = None
-            w.state = IDLE
-            self.idle.append(w)
+        if w is not None and w.pipeline and w.pipeline[0] is rec:
+            w.pipeline.popleft()
+        if w is not None and w.pipeline:
+            w.task = w.pipeline[0]     # already running there; the resources carry over
+        else:
+            self._release_resources(rec, w)
+            if w is not None:
+                w.task = None
+                w.state = IDLE
+                self._not_busy(w)
+                self.idle.append(w)
         self.stats.finished(rec.spec[P.S_NAME], start, end, rec.dispatched, c.id)
         self.events.append((rec.spec[P.S_NAME], rec.spec[P.S_TASK_ID], w.worker_id if w else 0,
                             os.getpid() if w is None else w.pid, start, end))
@@ -535,7 +578,9 @@ class NodeManager:
             return
         rec.cancelled = True
         w = rec.worker
-        if w is None:
+        if w is not None and w.pipeline and w.pipeline[0] is not rec:
+            self.send(w.client, (P.CANCEL_QUEUED, rec.handle))   # queued there, not started
+        elif w is None:
             self.deps.remove_task(handle)
             q = self.queues.get(rec.shape)
             if q is not None:
@@ -586,6 +631,10 @@ class NodeManager:
         self.pool.reap()
         rec = w.task
         w.task = None
+        self._not_busy(w)
+        queued = list(w.pipeline)[1:] if rec is not None else list(w.pipeline)
+        w.pipeline.clear()
+        self._requeue(queued)
         if w.actor_id is not None and self.actors is not None:
             self.actors.worker_died(w)
         elif rec is not None and not rec.done:
@@ -607,11 +656,46 @@ class NodeManager:
         if self._running and self._count_task_workers() < self.num_cpus:
             self._spawn_worker()
 
+    def _not_busy(self, w):
+        try:
+            self.busy.remove(w)
+        except ValueError:
+            pass
+
+    def _requeue(self, recs):
+        """Put tasks that never started back at the front of their queues, in order."""
+        for rec in reversed(recs):
+            if rec.done:
+                continue
+            rec.worker = None
+            if rec.cancelled:
+                self.fail_task(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
+                continue
+            q = self.queues.get(rec.shape)
+            if q is None:
+                q = self.queues[rec.shape] = TaskQueue()
+            q.push_front(rec.handle)
+
+    def _returned(self, c, handles):
+        w = c.worker
+        if w is None:
+            return
+        recs = []
+        for h in handles:
+            rec = self.tasks.get(h)
+            if rec is not None and rec in w.pipeline and rec is not w.pipeline[0]:
+                w.pipeline.remove(rec)
+                recs.append(rec)
+        self._requeue(recs)
+
     def _count_task_workers(self):
         return sum(1 for w in self.pool.workers.values() if w.actor_id is None)
 
     def _on_object_freed(self, oid):
         self.deps.mark_missing(oid)
+        actors = self.actors
+        if actors is not None and actors.by_live:
+            actors.object_freed(oid)   # an actor's liveness object: its last handle is gone
 
     # --- requests ---------------------------------------------------------
     def _request(self, c, req_id, what, args):

@@ -61,6 +61,11 @@ class FunctionStats:
             row[5] += over if over > 0.0 else 0.0
             row[6] += 1
 
+    def is_short(self, name, limit):
+        """Whether name's tasks have finished and ran shorter than limit seconds on average."""
+        row = self._f.get(name)
+        return row is not None and row[2] > 0 and row[3] < limit * row[2]
+
     def summary(self):
         out = {}
         for name, (sub, started, fin, run, wait, over, timed) in self._f.items():

@@ -69,7 +69,11 @@ class TaskExecutor:
             results = self.error_results(spec, e)
         finally:
             cw.in_task = False
-        cw.send((P.DONE, handle, results, start, time.time()))
+        done = (P.DONE, handle, results, start, time.time())
+        if cw._inbox:
+            cw.send_batched(done)   # more queued here: let the results of a run share a frame
+        else:
+            cw.send(done)
 
     def actor_call(self, spec, resolved, pickled):
         raise NotImplementedError("actor tasks need rayfast.actor")

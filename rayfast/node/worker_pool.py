@@ -6,6 +6,7 @@ gets one end of a socketpair as its channel; the child closes every other
 inherited descriptor and asks the kernel to kill it if the node manager
 dies, so a crashed node manager never leaves workers behind.
 """
+import collections
 import ctypes
 import os
 import signal
@@ -24,7 +25,7 @@ def set_pdeathsig(sig=signal.SIGKILL):
 
 
 class WorkerState:
-    __slots__ = ("worker_id", "pid", "client", "state", "task", "functions", "blocked",
+    __slots__ = ("worker_id", "pid", "client", "state", "task", "functions", "blocked", "pipeline", "shape",
                  "actor_id", "started")
 
     def __init__(self, worker_id, pid):
@@ -37,6 +38,8 @@ class WorkerState:
         self.blocked = False
         self.actor_id = None
         self.started = False
+        self.pipeline = collections.deque()   # tasks sent to it, in order; [0] is running
+        self.shape = ()                       # the resources its current run of tasks holds
 
 
 class WorkerPool:
