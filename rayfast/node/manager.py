@@ -530,7 +530,8 @@ class NodeManager:
                 w.state = IDLE
                 self._not_busy(w)
                 self.idle.append(w)
-        self.stats.finished(rec.spec[P.S_NAME], start, end, rec.dispatched, c.id)
+        self.stats.finished(rec.spec[P.S_NAME], start, end, rec.dispatched, c.id,
+                            w is not None and bool(w.pipeline) and w.pipeline[0].dispatched <= end)
         self.events.append((rec.spec[P.S_NAME], rec.spec[P.S_TASK_ID], w.worker_id if w else 0,
                             os.getpid() if w is None else w.pid, start, end))
         if rec.cancelled:

@@ -38,12 +38,16 @@ class FunctionStats:
         row[1] += 1
         row[4] += waited
 
-    def finished(self, name, start, end, dispatched=None, worker=None):
-        """dispatched: when the node sent the task (its clock); worker: a key for the worker that ran it.
+    def finished(self, name, start, end, dispatched=None, worker=None, overlapped=False):
+        """Count a finished task.
 
-        A task sent to a worker that was still running others (pipelined) only begins to cost
-        the system when the worker is done with the one before it, so the round trip counts
-        from the later of its dispatch and that worker's previous end.
+        dispatched: when the node sent it (the node's clock; same machine as the worker's);
+        worker: a key for the worker that ran it; overlapped: the worker already had its next
+        task when this one ended, so returning these results cost it no idle time.
+
+        Overhead = (start - acquired) + (now - end unless overlapped), where acquired is the
+        later of the dispatch and the end of the worker's previous task: a task queued on a
+        busy worker (pipelined) only begins to cost when the one before it is done.
         """
         row = self._row(name)
         row[2] += 1
@@ -57,8 +61,12 @@ class FunctionStats:
                 last[worker] = end
                 if prev > dispatched:
                     dispatched = prev
-            over = (now - dispatched) - run
-            row[5] += over if over > 0.0 else 0.0
+            over = start - dispatched
+            if over < 0.0:
+                over = 0.0
+            if not overlapped and now > end:
+                over += now - end
+            row[5] += over
             row[6] += 1
 
     def is_short(self, name, limit):
