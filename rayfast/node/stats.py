@@ -5,10 +5,11 @@ small. Three times are kept per function:
 
 - run: the worker's own clock from taking the task to having its results
   packed (start..end as the worker reports them);
-- overhead: what the system adds while the task holds a worker, i.e. the
-  node manager's round trip from dispatching the task to reading its DONE,
-  minus the run time (sending the spec, decoding it in the worker, sending
-  the results back, the node's own loop). Per task, this is the cost that
+- overhead: what the system adds while the task holds a worker: from the
+  dispatch (or, for a task queued on a busy worker, the end of the task
+  before it) to the worker starting it, plus the return of its results to
+  the node unless the worker already had its next task by then (sending
+  the spec, decoding it, sending results, the node's own loop). This cost
   does not shrink with more CPUs and does not depend on how many tasks are
   queued: when it exceeds the run time, tasks are too small;
 - queue: from submission to dispatch (waiting for arguments and for a free
