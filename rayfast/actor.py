@@ -1,0 +1,621 @@
+"""Actors: @remote classes, their handles and methods, and the actor side of a worker.
+
+    @rayfast.remote
+    class Counter:
+        def __init__(self, start): self.n = start
+        def add(self, k): self.n += k; return self.n
+
+    c = Counter.remote(10)          # ActorHandle; the actor starts in a process of its own
+    ref = c.add.remote(5)           # ObjectRef; methods of one caller run in submission order
+    assert rayfast.get(ref) == 15
+
+Creation is a task (TASK_ACTOR_CREATE) whose id is the actor's id; each method
+call is a task (TASK_ACTOR_METHOD) that the node manager forwards to the
+actor's process as soon as its arguments are ready (rayfast/node/actors.py).
+
+Handle lifetime: every handle holds an ObjectRef to the creation task's return
+object (the actor's *liveness object*), and a pickled handle carries that ref
+too, so the ordinary object reference counting — per process, in task specs and
+inside stored objects — counts handles everywhere for free. When the liveness
+object is freed, no handle is left anywhere and the node manager ends the actor
+(unless it is detached). Dropping a handle arms the flush timer, so the release
+reaches the node manager within a millisecond without another API call.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import os
+import threading
+import time
+
+import cloudpickle
+
+from rayfast import core_worker
+from rayfast import protocol as P
+from rayfast import serialization
+from rayfast._core.ids import ObjectRef, TaskID
+from rayfast.exceptions import RayActorError
+from rayfast.node.worker import TaskExecutor
+from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
+from rayfast.remote_function import encode_args
+
+_SUFFIX = [i.to_bytes(4, "little") for i in range(64)]
+_LIVE = _SUFFIX[1]
+_RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")
+DEFAULT_ASYNC_CONCURRENCY = 1000
+
+
+def _ret(tb, i):
+    return tb + (_SUFFIX[i] if i < 64 else i.to_bytes(4, "little"))
+
+
+class ActorID:
+    """An actor's 16-byte id (the id of its creation task)."""
+
+    __slots__ = ("_b",)
+
+    def __init__(self, b):
+        self._b = b
+
+    def binary(self):
+        return self._b
+
+    def hex(self):
+        return self._b.hex()
+
+    def __eq__(self, other):
+        return isinstance(other, ActorID) and other._b == self._b
+
+    def __hash__(self):
+        return hash(self._b)
+
+    def __repr__(self):
+        return f"ActorID({self.hex()})"
+
+
+# --- call-site signature checks ---------------------------------------------
+
+class _Check:
+    """Binds call arguments against a signature at the call site; a fast path for plain positionals."""
+
+    __slots__ = ("sig", "fast")
+
+    def __init__(self, sig):
+        self.sig = sig
+        self.fast = None
+        if sig is not None:
+            params = list(sig.parameters.values())
+            if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+                self.fast = (sum(1 for p in params if p.default is p.empty), len(params))
+
+    def check(self, what, args, kwargs):
+        if self.sig is None:
+            return
+        fast = self.fast
+        if not kwargs and fast is not None and fast[0] <= len(args) <= fast[1]:
+            return
+        try:
+            self.sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{what}(): {e}") from None
+
+
+def _method_signature(cls, name):
+    """The signature a caller must satisfy (without self), or None when it cannot be known."""
+    try:
+        raw = inspect.getattr_static(cls, name)
+    except AttributeError:
+        return None
+    try:
+        if isinstance(raw, staticmethod):
+            return inspect.signature(raw.__func__)
+        if isinstance(raw, classmethod):
+            return inspect.signature(getattr(cls, name))
+        sig = inspect.signature(raw)
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())
+    if params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        params = params[1:]
+    elif params and params[0].kind == params[0].VAR_POSITIONAL:
+        return None
+    try:
+        return sig.replace(parameters=params)
+    except ValueError:
+        return None
+
+
+class _Meta:
+    """What a handle knows of its actor's class: name and per-method (num_returns, is_async, check)."""
+
+    __slots__ = ("class_name", "methods", "is_async", "blob")
+
+    def __init__(self, class_name, methods, is_async):
+        self.class_name = class_name
+        self.methods = methods          # name -> (num_returns, is_async, _Check)
+        self.is_async = is_async
+        self.blob = None
+
+    def dumps(self):
+        if self.blob is None:
+            plain = {n: (nr, ia, c.sig) for n, (nr, ia, c) in self.methods.items()}
+            try:
+                self.blob = cloudpickle.dumps((self.class_name, plain, self.is_async), protocol=5)
+            except Exception:  # an unpicklable default value: the remote side skips arg checks
+                plain = {n: (nr, ia, None) for n, (nr, ia, _) in plain.items()}
+                self.blob = cloudpickle.dumps((self.class_name, plain, self.is_async), protocol=5)
+        return self.blob
+
+
+_metas = {}   # blob -> _Meta, so every handle of one class shares one
+
+
+def _meta_from_blob(blob):
+    m = _metas.get(blob)
+    if m is None:
+        class_name, plain, is_async = cloudpickle.loads(blob)
+        m = _Meta(class_name, {n: (nr, ia, _Check(sig)) for n, (nr, ia, sig) in plain.items()}, is_async)
+        m.blob = blob
+        if len(_metas) > 4096:
+            _metas.clear()
+        _metas[blob] = m
+    return m
+
+
+def _class_meta(cls):
+    methods = {}
+    any_async = False
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("__") and name != "__call__":
+            continue
+        if not callable(member) or inspect.isclass(member):
+            continue
+        fn = getattr(member, "__func__", member)
+        is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        any_async = any_async or is_async
+        nr = getattr(fn, "__rayfast_num_returns__", 1)
+        methods[name] = (nr, is_async, _Check(_method_signature(cls, name)))
+    methods["__ray_ready__"] = (1, False, _Check(inspect.Signature()))
+    return _Meta(cls.__name__, methods, any_async)
+
+
+# --- @rayfast.method -----------------------------------------------------------
+
+def method(*args, **options):
+    """Options for one actor method: `@rayfast.method(num_returns=2)`."""
+    if args:
+        raise TypeError("@rayfast.method takes only keyword options, e.g. @rayfast.method(num_returns=2)")
+    validate(options, METHOD_OPTIONS, "@rayfast.method")
+
+    def decorator(fn):
+        if not callable(fn):
+            raise TypeError(f"@rayfast.method decorates a method, not {fn!r}")
+        nr = options.get("num_returns", 1)
+        if not isinstance(nr, int):
+            raise ValueError(f"num_returns={nr!r} is not supported for actor methods; use an integer")
+        fn.__rayfast_num_returns__ = nr
+        fn.__rayfast_method_options__ = dict(options)
+        return fn
+    return decorator
+
+
+# --- classes -----------------------------------------------------------------
+
+def make_actor_class(cls, options):
+    validate(options, ACTOR_OPTIONS, f"actor class {cls.__name__}")
+    return ActorClass(cls, options)
+
+
+def _namespace(cw):
+    return getattr(cw, "namespace", None)
+
+
+class ActorClass:
+    """What `@rayfast.remote` makes of a class: `.remote()` starts an actor, `.options()` configures one."""
+
+    def __init__(self, cls, options):
+        self._cls = cls
+        self._options = dict(options)
+        self._meta = _class_meta(cls)
+        try:
+            sig = inspect.signature(cls)
+        except (TypeError, ValueError):
+            sig = None
+        self._init_check = _Check(sig)
+        self._pickled = None
+        self._class_id = None
+        self.__doc__ = cls.__doc__
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+        self.__wrapped__ = cls
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
+                        f"use '{self.__name__}.remote()'.")
+
+    def __getstate__(self):
+        return {"cls": self._cls, "options": self._options}
+
+    def __setstate__(self, state):
+        self.__init__(state["cls"], state["options"])
+
+    def __repr__(self):
+        return f"ActorClass({self.__module__}.{self.__qualname__})"
+
+    def options(self, **options):
+        validate(options, ACTOR_OPTIONS, f"{self.__name__}.options()")
+        merged = dict(self._options)
+        merged.update(options)
+        parent = self
+
+        class _Opts:
+            def remote(self, *args, **kwargs):
+                return parent._remote(args, kwargs, merged)
+
+            def __call__(self, *args, **kwargs):
+                return parent(*args, **kwargs)
+
+        return _Opts()
+
+    def remote(self, *args, **kwargs):
+        return self._remote(args, kwargs, self._options)
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("rayfast does not support DAGs (bind)")
+
+    def _export(self, cw):
+        if self._pickled is None:
+            self._pickled = cloudpickle.dumps(self._cls, protocol=5)
+            self._class_id = hashlib.blake2b(self._pickled, digest_size=16).digest()
+        cw.export_function(self._class_id, self._pickled)
+        return self._class_id
+
+    def _remote(self, args, kwargs, opts):
+        cw = core_worker.current()
+        name = opts.get("name")
+        if name is not None and not name:
+            raise ValueError("Actor name must be a non-empty string")
+        if opts.get("get_if_exists") and name is None:
+            raise ValueError("get_if_exists=True needs a name: .options(name=..., get_if_exists=True)")
+        namespace = opts.get("namespace")
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")
+        self._init_check.check(self.__name__, args, kwargs)
+        explicit = any(opts.get(k) is not None for k in _RESOURCE_KEYS)
+        # Ray's rule: an actor with no resources given needs 1 CPU to be placed and holds none.
+        hold = resource_shape(opts, 0)
+        placement = hold if explicit else (("CPU", 1.0),)
+        if placement not in cw.feasible_shapes:
+            check_feasible(placement, cw.node_info["resources"], f"Actor {self.__name__}")
+            cw.feasible_shapes.add(placement)
+        max_concurrency = opts.get("max_concurrency")
+        if max_concurrency is None:
+            max_concurrency = DEFAULT_ASYNC_CONCURRENCY if self._meta.is_async else 1
+        detached = opts.get("lifetime") == "detached"
+        fid = self._export(cw)
+        payload, arg_refs, borrowed = encode_args(args, kwargs)
+        tb = cw.next_task_id().binary()
+        extras = {
+            "placement": placement,
+            "max_restarts": opts.get("max_restarts") or 0,
+            "max_task_retries": opts.get("max_task_retries") or 0,
+            "max_concurrency": max_concurrency,
+            "is_async": self._meta.is_async,
+            "name": name,
+            "namespace": namespace if namespace is not None else _namespace(cw),
+            "detached": detached,
+            "get_if_exists": bool(opts.get("get_if_exists")),
+            "meta": self._meta.dumps(),
+            "class_name": self.__name__,
+        }
+        spec = (tb, P.TASK_ACTOR_CREATE, fid, f"{self.__name__}.__init__", payload, arg_refs, borrowed, 1,
+                hold, 0, tb, None, extras)
+        if name is None:
+            cw.send_batched((P.SUBMIT, spec))
+            return ActorHandle(tb, self._meta, ObjectRef(tb + _LIVE), detached)
+        # Named: the node manager claims the name and submits in one step, so a clash is
+        # reported here, at the call site.
+        aid, blob, was_detached = cw.request("actor_create", spec)
+        meta = self._meta if blob == self._meta.blob else _meta_from_blob(blob)
+        return ActorHandle(aid, meta, ObjectRef(aid + _LIVE), was_detached)
+
+
+# --- handles ------------------------------------------------------------------
+
+class ActorHandle:
+    """A reference to an actor: its methods are attributes, called with `.remote()`."""
+
+    __slots__ = ("_aid", "_meta", "_ref", "_detached", "__weakref__")
+
+    def __init__(self, aid, meta, ref, detached=False):
+        self._aid = aid
+        self._meta = meta
+        self._ref = ref            # the liveness ref; None for a process's handle to itself
+        self._detached = detached
+
+    def __getattr__(self, name):
+        # Not cached on the handle: a method holds its handle, and a cycle would keep the
+        # handle (and so the actor) alive until the garbage collector ran.
+        try:
+            meta = object.__getattribute__(self, "_meta")
+        except AttributeError:  # half-built (unpickling)
+            raise AttributeError(name) from None
+        info = meta.methods.get(name)
+        if info is None:
+            raise AttributeError(f"'{meta.class_name}' actor has no method '{name}'")
+        return ActorMethod(self, name, info[0], info[2])
+
+    @property
+    def _actor_id(self):
+        return ActorID(self._aid)
+
+    def __repr__(self):
+        return f"Actor({self._meta.class_name}, {self._aid.hex()})"
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and other._aid == self._aid
+
+    def __hash__(self):
+        return hash(self._aid)
+
+    def __reduce__(self):
+        # The liveness ref travels inside the pickle: the serializer records it, so the
+        # node manager counts a handle in flight (in a spec or a stored object) as a holder.
+        return (_rebuild_handle, (self._aid, self._meta.dumps(), ObjectRef(self._aid + _LIVE), self._detached))
+
+    def __del__(self):
+        ref = self._ref
+        if ref is None:
+            return
+        self._ref = None
+        del ref
+        # Let the release reach the node manager now, not at this process's next message.
+        try:
+            cw = core_worker._current
+            if cw is not None and core_worker._pid == os.getpid() and not cw._closed:
+                cw._arm_timer()
+        except Exception:
+            pass
+
+    def _submit(self, name, args, kwargs, num_returns, check, retries=None):
+        cw = core_worker.current()
+        check.check(name, args, kwargs)
+        payload, arg_refs, borrowed = encode_args(args, kwargs)
+        tb = cw.next_task_id().binary()
+        # retries None: the actor's max_task_retries, filled in by the node manager
+        spec = (tb, P.TASK_ACTOR_METHOD, b"", name, payload, arg_refs, borrowed, num_returns, (), retries,
+                self._aid, name, None)
+        cw.send_batched((P.SUBMIT, spec))
+        if num_returns == 1:
+            return ObjectRef(tb + _SUFFIX[1])
+        if num_returns == 0:
+            return None
+        return [ObjectRef(_ret(tb, i)) for i in range(1, num_returns + 1)]
+
+
+def _rebuild_handle(aid, blob, ref, detached):
+    return ActorHandle(aid, _meta_from_blob(blob), ref, detached)
+
+
+class ActorMethod:
+    """`handle.method`: call it with `.remote(...)`, or `.options(num_returns=N).remote(...)`."""
+
+    __slots__ = ("_handle", "_name", "_num_returns", "_check", "_retries")
+
+    def __init__(self, handle, name, num_returns, check, retries=None):
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+        self._check = check
+        self._retries = retries
+
+    def remote(self, *args, **kwargs):
+        return self._handle._submit(self._name, args, kwargs, self._num_returns, self._check, self._retries)
+
+    def options(self, **options):
+        validate(options, METHOD_OPTIONS, f"{self._name}.options()")
+        nr = options.get("num_returns", self._num_returns)
+        if not isinstance(nr, int):
+            raise ValueError(f"num_returns={nr!r} is not supported for actor methods; use an integer")
+        return ActorMethod(self._handle, self._name, nr, self._check,
+                           options.get("max_task_retries", self._retries))
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actor methods cannot be called directly. Instead of running "
+                        f"'{self._name}()', try '{self._name}.remote()'.")
+
+    def __repr__(self):
+        return f"ActorMethod({self._handle._meta.class_name}.{self._name})"
+
+
+# --- the API -------------------------------------------------------------------
+
+def get_actor(name, namespace=None):
+    """A handle to the live actor registered under name (in namespace, default: this job's)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")
+    cw = core_worker.current()
+    aid, blob, detached = cw.request("get_actor", namespace if namespace is not None else _namespace(cw), name)
+    return ActorHandle(aid, _meta_from_blob(blob), ObjectRef(aid + _LIVE), detached)
+
+
+def kill(actor, *, no_restart=True):
+    """End an actor now: its process is killed; pending and later calls raise RayActorError."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() expects an ActorHandle, got {type(actor).__name__}. "
+                        f"(To cancel a task, use rayfast.cancel(object_ref).)")
+    cw = core_worker.current()
+    cw.send((P.KILL_ACTOR, actor._aid, bool(no_restart)))
+
+
+def exit_actor():
+    """Called inside an actor method: end this actor (no restart) after the current call."""
+    ex = _executor
+    if ex is None or ex.actor_id is None:
+        raise TypeError("exit_actor() can only be called inside an actor")
+    ex.cw.send((P.KILL_ACTOR, ex.actor_id, True, True))
+    raise SystemExit(0)
+
+
+def list_named_actors(all_namespaces=False):
+    return core_worker.current().request("list_named_actors", _namespace(core_worker.current()),
+                                         bool(all_namespaces))
+
+
+# --- the actor side of a worker -------------------------------------------------
+
+_executor = None
+
+
+class ActorTaskExecutor(TaskExecutor):
+    """Runs normal tasks like its base; once it has run a creation task it hosts that actor."""
+
+    def __init__(self, cw):
+        super().__init__(cw)
+        global _executor
+        _executor = self
+        self.actor_id = None
+        self.meta_blob = None
+        self.restarts = 0
+        self.namespace = None
+        self.pool = None        # ThreadPoolExecutor (max_concurrency > 1)
+        self.loop = None        # asyncio loop in its own thread (async actors)
+        self.sem = None
+
+    def execute(self, msg):
+        kind = msg[2][P.S_KIND]
+        if kind == P.TASK_NORMAL:
+            return super().execute(msg)
+        if kind == P.TASK_ACTOR_METHOD:
+            if self.loop is not None:
+                asyncio.run_coroutine_threadsafe(self._run_async(msg), self.loop)
+                return
+            if self.pool is not None:
+                self.pool.submit(self._run, msg, False)
+                return
+            return self._run(msg, True)
+        return self._run(msg, True)
+
+    def _run(self, msg, sequential):
+        _, handle, spec, resolved, pickled = msg
+        cw = self.cw
+        if sequential:
+            cw.current_task_id = TaskID(spec[P.S_TASK_ID])
+            cw._task_counter = 0
+            cw._put_counter = 0
+        start = time.time()
+        cw.in_task = True
+        try:
+            out = self.actor_call(spec, resolved, pickled)
+            results = self.pack_results(spec, out)
+        except SystemExit:
+            if sequential:
+                raise
+            _exit_now(cw)
+        except BaseException as e:
+            results = self.error_results(spec, e)
+        finally:
+            cw.in_task = False
+        cw.send_batched((P.DONE, handle, results, start, time.time()))
+
+    async def _run_async(self, msg):
+        _, handle, spec, resolved, pickled = msg
+        cw = self.cw
+        async with self.sem:
+            start = time.time()
+            try:
+                fn = getattr(self.actor, spec[P.S_METHOD])
+                args, kwargs = self.resolve_args(spec, resolved)
+                out = fn(*args, **kwargs)
+                if inspect.isawaitable(out):
+                    out = await out
+                results = self.pack_results(spec, out)
+            except SystemExit:
+                _exit_now(cw)
+            except BaseException as e:
+                results = self.error_results(spec, e)
+        cw.send_batched((P.DONE, handle, results, start, time.time()))
+
+    def actor_call(self, spec, resolved, pickled):
+        if spec[P.S_KIND] == P.TASK_ACTOR_CREATE:
+            return self._create(spec, resolved, pickled)
+        name = spec[P.S_METHOD]
+        if name == "__ray_ready__":
+            return True
+        fn = getattr(self.actor, name)
+        args, kwargs = self.resolve_args(spec, resolved)
+        return fn(*args, **kwargs)
+
+    def _create(self, spec, resolved, pickled):
+        extras = spec[P.S_OPTIONS]
+        self.actor_id = spec[P.S_ACTOR_ID]
+        self.meta_blob = extras["meta"]
+        self.restarts = extras.get("restarts", 0)
+        self.namespace = extras.get("namespace")
+        if self.namespace is not None:
+            self.cw.namespace = self.namespace
+        cls = self.function(spec, pickled)
+        args, kwargs = self.resolve_args(spec, resolved)
+        self.actor = cls(*args, **kwargs)
+        mc = extras.get("max_concurrency") or 1
+        if extras.get("is_async"):
+            _install_ref_hooks(self.cw)
+            self.sem = asyncio.Semaphore(mc)
+            self.loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run_loop():
+                asyncio.set_event_loop(self.loop)
+                self.loop.call_soon(ready.set)
+                self.loop.run_forever()
+
+            threading.Thread(target=run_loop, name="rayfast-actor-loop", daemon=True).start()
+            ready.wait()
+        elif mc > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self.pool = ThreadPoolExecutor(mc, thread_name_prefix="rayfast-actor")
+        return None
+
+
+def _exit_now(cw):
+    try:
+        cw.flush()
+    except Exception:
+        pass
+    os._exit(0)
+
+
+# --- ObjectRef hooks: `await ref` and ref.future() --------------------------------
+
+def _install_ref_hooks(cw):
+    from concurrent.futures import Future
+
+    from rayfast._core.ids import set_ref_hooks
+    from rayfast.core_worker import decode_value
+
+    def future_fn(ref):
+        fut = Future()
+        key = ref.binary()
+
+        def done(kind, data):
+            try:
+                fut.set_result(decode_value(cw.store, key, kind, data))
+            except BaseException as e:  # the task's error, raised as get() would
+                fut.set_exception(e)
+        cw.add_callback(key, done)
+        fut._rayfast_ref = ref   # keep the ref alive until the value arrives
+        return fut
+
+    def await_fn(ref):
+        return asyncio.wrap_future(future_fn(ref))
+
+    set_ref_hooks(future_fn, await_fn)
+
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "ActorID", "method", "get_actor", "kill", "exit_actor",
+           "make_actor_class", "ActorTaskExecutor", "RayActorError", "list_named_actors"]

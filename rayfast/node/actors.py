@@ -1,0 +1,564 @@
+"""The node manager's actor table: placement, per-caller ordering, pipelining, restarts, names.
+
+An actor is placed like a task (its creation task waits for its arguments and
+for resources), then gets a worker process of its own. Method calls are kept
+in one FIFO per calling process; the head of each FIFO is forwarded to the
+actor's process as soon as its arguments are ready, without waiting for the
+previous call to finish: the actor's process queues them and runs them one at
+a time in arrival order, so calls of one caller run in submission order while
+a burst of calls costs no round trip each. Calls forwarded but not finished
+are kept (in order) so that a restarted actor can run them again
+(max_task_retries) or they can fail with RayActorError.
+
+Lifetime: every handle holds a ref to the creation task's return object, the
+*liveness object*. When the object table frees it (no process, task spec or
+stored object refers to it any more), the actor ends once its pending calls
+are done, unless it is detached.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from collections import deque
+
+from rayfast import protocol as P
+from rayfast.exceptions import RayActorError
+from rayfast.node.worker_pool import ACTOR
+
+PENDING, CREATING, ALIVE, RESTARTING, DEAD = "PENDING", "CREATING", "ALIVE", "RESTARTING", "DEAD"
+
+
+def _actor_died_error(message, cause_blob):
+    """Rebuilt in the caller's process (the node manager never unpickles user exceptions)."""
+    cause = None
+    if cause_blob is not None:
+        from rayfast import serialization
+        try:
+            cause = serialization.loads_inline(cause_blob)
+        except Exception as e:  # the cause's class cannot be loaded here
+            cause = None
+            message += f" (its cause could not be deserialized: {e})"
+        if cause is not None:
+            message = f"{message}\n{cause}"
+            if hasattr(cause, "as_instanceof_cause"):  # a RayTaskError that is also the user's class
+                cause = cause.as_instanceof_cause()
+    return RayActorError(message, cause=cause)
+
+
+class _ErrorReducer:
+    __slots__ = ("message", "blob")
+
+    def __init__(self, message, blob=None):
+        self.message = message
+        self.blob = blob
+
+    def __reduce__(self):
+        return (_actor_died_error, (self.message, self.blob))
+
+
+def _error_data(message, cause_blob=None):
+    return pickle.dumps(_ErrorReducer(message, cause_blob), 5)
+
+
+class Actor:
+    __slots__ = ("aid", "create", "extras", "state", "worker", "queues", "inflight", "restarts_left",
+                 "max_restarts", "hold", "placement", "holding", "name", "namespace", "detached",
+                 "out_of_scope", "dead_data", "pinned", "num_restarts", "class_name", "live_oid",
+                 "live_freed", "no_restart", "pid", "max_task_retries")
+
+    def __init__(self, rec):
+        spec = rec.spec
+        ex = spec[P.S_OPTIONS] or {}
+        self.aid = spec[P.S_ACTOR_ID]
+        self.create = rec
+        self.extras = ex
+        self.state = PENDING
+        self.worker = None
+        self.queues = {}            # caller client id -> deque of TaskRecords not yet forwarded
+        self.inflight = {}          # handle -> TaskRecord forwarded, not done (insertion = run order)
+        self.max_restarts = ex.get("max_restarts", 0)
+        self.max_task_retries = ex.get("max_task_retries", 0)
+        self.restarts_left = self.max_restarts
+        self.hold = spec[P.S_RESOURCES]
+        self.placement = tuple(tuple(x) for x in ex.get("placement", self.hold))
+        self.holding = False
+        self.name = ex.get("name")
+        self.namespace = ex.get("namespace")
+        self.detached = bool(ex.get("detached"))
+        self.out_of_scope = False
+        self.dead_data = None
+        self.pinned = False
+        self.num_restarts = 0
+        self.class_name = ex.get("class_name", spec[P.S_NAME])
+        self.live_oid = rec.returns[0]
+        self.live_freed = False
+        self.no_restart = False
+        self.pid = None
+
+
+class ActorManager:
+    def __init__(self, nm):
+        self.nm = nm
+        self.actors = {}            # actor id -> Actor (until dead and unreferenced)
+        self.by_live = {}           # liveness object id -> Actor
+        self.names = {}             # (namespace, name) -> actor id
+        self.waiting = set()        # task handles whose arguments are not ready yet
+        self.pending = []           # Actors waiting for resources to be placed
+        self.job_namespace = "default"
+        self.created_total = 0
+        self.restarted_total = 0
+
+    # --- submission -------------------------------------------------------------------
+    def submit(self, rec):
+        if rec.spec[P.S_KIND] == P.TASK_ACTOR_CREATE:
+            self._submit_create(rec)
+        else:
+            self._submit_call(rec)
+
+    def _submit_create(self, rec):
+        a = Actor(rec)
+        self.actors[a.aid] = a
+        self.by_live[a.live_oid] = a
+        if rec.owner is not None and rec.owner.owner and a.namespace:
+            self.job_namespace = a.namespace
+        if a.name is not None:
+            self.names[(a.namespace or self.job_namespace, a.name)] = a.aid
+        if rec.deps and self.nm.deps.add_task(rec.handle, rec.deps):
+            self.waiting.add(rec.handle)
+            return
+        self._place(a)
+
+    def _submit_call(self, rec):
+        nm = self.nm
+        a = self.actors.get(rec.spec[P.S_ACTOR_ID])
+        if a is None:
+            self._fail(rec, _error_data(
+                f"The actor {rec.spec[P.S_ACTOR_ID].hex()} is dead or unknown: cannot run {rec.spec[P.S_NAME]}."))
+            return
+        if a.state == DEAD:
+            self._fail(rec, a.dead_data)
+            return
+        if rec.retries_left is None:
+            rec.retries_left = a.max_task_retries
+        missing = nm.deps.add_task(rec.handle, rec.deps) if rec.deps else 0
+        if missing:
+            self.waiting.add(rec.handle)
+        key = rec.owner.id
+        q = a.queues.get(key)
+        if q is None:
+            if not missing and a.state == ALIVE:
+                self._forward(a, rec)
+                return
+            q = a.queues[key] = deque()
+        q.append(rec)
+        if a.state == ALIVE and q[0] is rec and not missing:
+            self._pump(a, key, q)
+
+    def deps_ready(self, rec):
+        self.waiting.discard(rec.handle)
+        spec = rec.spec
+        a = self.actors.get(spec[P.S_ACTOR_ID])
+        if a is None:
+            return
+        if spec[P.S_KIND] == P.TASK_ACTOR_CREATE:
+            if a.state == PENDING and rec is a.create:
+                self._place(a)
+            return
+        if a.state == ALIVE:
+            key = rec.owner.id
+            q = a.queues.get(key)
+            if q and q[0] is rec:
+                self._pump(a, key, q)
+
+    def _pump(self, a, key, q):
+        waiting = self.waiting
+        while q and a.state == ALIVE:
+            rec = q[0]
+            if rec.handle in waiting:
+                return
+            q.popleft()
+            self._forward(a, rec)
+        if not q and a.queues.get(key) is q:
+            del a.queues[key]
+
+    def _pump_all(self, a):
+        for key, q in list(a.queues.items()):
+            self._pump(a, key, q)
+
+    def _forward(self, a, rec):
+        nm = self.nm
+        if rec.deps:
+            resolved, failed = nm._resolve(rec)
+            if failed is not None:
+                nm._finish(rec, tuple((oid, P.ERROR, failed.data, ()) for oid in rec.returns))
+                return
+        else:
+            resolved = ()
+        a.inflight[rec.handle] = rec
+        nm.stats.started(rec.spec[P.S_NAME], time.time() - rec.submitted)
+        nm.send(a.worker.client, (P.TASK, rec.handle, rec.spec, resolved, None))
+
+    # --- placement and creation ---------------------------------------------------------
+    def _place(self, a):
+        if self.pending or not self.nm._fits(a.placement):
+            if a not in self.pending:
+                self.pending.append(a)
+            return
+        self._start(a)
+
+    def schedule(self):
+        """Place actors waiting for resources (called from the node manager's scheduling pass)."""
+        if not self.pending:
+            return
+        fits = self.nm._fits
+        still = []
+        for a in self.pending:
+            if a.state == PENDING and fits(a.placement):
+                self._start(a)
+            elif a.state == PENDING:
+                still.append(a)
+        self.pending = still
+
+    def _start(self, a, restart=False):
+        nm = self.nm
+        rec = a.create
+        resolved, failed = nm._resolve(rec) if rec.deps else ((), None)
+        if failed is not None:
+            self._creation_failed(a, failed.data, rec)
+            return
+        if not a.holding:
+            avail = nm.avail
+            for name, amount in a.hold:
+                avail[name] = avail.get(name, 0) - amount
+            a.holding = True
+        w = nm._spawn_worker()
+        w.actor_id = a.aid
+        w.state = ACTOR
+        a.worker = w
+        a.pid = w.pid
+        a.state = RESTARTING if restart else CREATING
+        spec = rec.spec
+        if restart:
+            nm.tasks[rec.handle] = rec
+            extras = dict(a.extras)
+            extras["restarts"] = a.num_restarts
+            spec = spec[:P.S_OPTIONS] + (extras,)
+        fn = nm.functions.get(spec[P.S_FUNCTION_ID])
+        nm.send(w.client, (P.TASK, rec.handle, spec, resolved, fn))
+        self._record(a)
+
+    def _created(self, a, rec, results, start, end):
+        nm = self.nm
+        ok = not results or results[0][1] != P.ERROR
+        first = not rec.done
+        if first:
+            nm.stats.finished(rec.spec[P.S_NAME], start, end)
+            if ok and a.max_restarts != 0:
+                # Restarts re-run the constructor: keep its arguments alive until the actor is gone.
+                objects = nm.objects
+                for oid in rec.deps:
+                    objects.entry(oid).task_refs += 1
+                for oid in rec.spec[P.S_BORROWED]:
+                    objects.entry(oid).task_refs += 1
+                a.pinned = True
+        else:
+            nm.tasks.pop(rec.handle, None)
+        if a.state == DEAD:
+            if first:
+                nm._finish(rec, results)
+            return
+        if ok:
+            a.state = ALIVE
+            if first:
+                self.created_total += 1
+                nm._finish(rec, results)   # may free the liveness object (every handle dropped)
+            else:
+                self.restarted_total += 1
+            self._record(a)
+            if a.state == ALIVE:
+                self._pump_all(a)
+                self._maybe_end(a)
+            return
+        self._creation_failed(a, results[0][2], rec)
+
+    def _creation_failed(self, a, err_blob, rec):
+        data = _error_data(f"The actor {a.class_name} died because of an error raised in its creation task.",
+                           err_blob)
+        if not rec.done:
+            self.nm._finish(rec, tuple((oid, P.ERROR, err_blob, ()) for oid in rec.returns))
+        self._die(a, data, kill=True)
+
+    # --- completion -----------------------------------------------------------------------
+    def done(self, c, rec, results, start, end):
+        spec = rec.spec
+        a = self.actors.get(spec[P.S_ACTOR_ID])
+        if spec[P.S_KIND] == P.TASK_ACTOR_CREATE:
+            if a is not None:
+                self._created(a, rec, results, start, end)
+            elif not rec.done:
+                self.nm._finish(rec, results)
+            return
+        nm = self.nm
+        if a is not None:
+            a.inflight.pop(rec.handle, None)
+        name = spec[P.S_NAME]
+        nm.stats.finished(name, start, end)
+        w = c.worker
+        nm.events.append((name, spec[P.S_TASK_ID], w.worker_id if w is not None else 0,
+                          c.pid or 0, start, end))
+        if not rec.done:
+            nm._finish(rec, results)
+        if a is not None and a.out_of_scope and not a.inflight and not a.queues:
+            self._end(a)
+
+    def _fail(self, rec, data):
+        if rec.handle in self.waiting:
+            self.waiting.discard(rec.handle)
+            self.nm.deps.remove_task(rec.handle)
+        if not rec.done:
+            self.nm._finish(rec, tuple((oid, P.ERROR, data, ()) for oid in rec.returns))
+
+    # --- death, restarts, lifetime ----------------------------------------------------------
+    def _die(self, a, data, kill=True, graceful=False):
+        """The actor is gone for good: fail its calls, free its resources and name."""
+        if a.state == DEAD:
+            return
+        nm = self.nm
+        a.state = DEAD
+        a.dead_data = data
+        if a in self.pending:
+            self.pending.remove(a)
+        inflight = list(a.inflight.values())
+        a.inflight.clear()
+        queued = [rec for q in a.queues.values() for rec in q]
+        a.queues.clear()
+        for rec in inflight + queued:
+            self._fail(rec, data)
+        if a.create.handle in self.waiting:
+            self.waiting.discard(a.create.handle)
+            nm.deps.remove_task(a.create.handle)
+        if not a.create.done:
+            self._fail(a.create, data)
+        if a.holding:
+            avail = nm.avail
+            for name, amount in a.hold:
+                avail[name] = avail.get(name, 0) + amount
+            a.holding = False
+        if a.pinned:
+            a.pinned = False
+            objects = nm.objects
+            for oid in a.create.deps:
+                objects.release_task_ref(oid)
+            for oid in a.create.spec[P.S_BORROWED]:
+                objects.release_task_ref(oid)
+        self._drop_name(a)
+        w = a.worker
+        if w is not None and kill:
+            if graceful and w.client is not None and not w.client.closed:
+                nm.send(w.client, (P.EXIT,))
+            else:
+                nm.pool.kill(w, signal.SIGKILL)
+        self._record(a)
+        if a.live_freed or a.detached:
+            self._forget(a)
+
+    def _forget(self, a):
+        if self.actors.get(a.aid) is a:
+            del self.actors[a.aid]
+        if self.by_live.get(a.live_oid) is a:
+            del self.by_live[a.live_oid]
+
+    def _drop_name(self, a):
+        if a.name is None:
+            return
+        key = (a.namespace or self.job_namespace, a.name)
+        if self.names.get(key) == a.aid:
+            del self.names[key]
+            gcs = self.nm.gcs
+            if gcs is not None:
+                try:
+                    gcs.gcs.unregister_name(key[0], key[1])
+                except Exception:
+                    pass
+
+    def worker_died(self, w):
+        a = self.actors.get(w.actor_id)
+        if a is None or a.worker is not w:
+            return
+        a.worker = None
+        if a.state == DEAD:
+            return
+        if a.restarts_left != 0 and not a.no_restart and not a.out_of_scope:
+            if a.restarts_left > 0:
+                a.restarts_left -= 1
+            a.num_restarts += 1
+            retry = []
+            lost = _error_data(f"The actor {a.class_name} died while running this call, which had no retries "
+                               f"left (max_task_retries); the actor is being restarted.")
+            for rec in a.inflight.values():
+                if rec.retries_left != 0:
+                    if rec.retries_left > 0:
+                        rec.retries_left -= 1
+                    retry.append(rec)
+                else:
+                    self._fail(rec, lost)
+            a.inflight.clear()
+            for rec in reversed(retry):
+                key = rec.owner.id
+                q = a.queues.get(key)
+                if q is None:
+                    q = a.queues[key] = deque()
+                q.appendleft(rec)
+            self._start(a, restart=True)
+            return
+        why = "was killed" if a.no_restart else "died unexpectedly"
+        self._die(a, _error_data(
+            f"The actor {a.class_name} (pid {w.pid}) {why}"
+            + ("" if a.no_restart else f" and has no restarts left (max_restarts={a.max_restarts})")
+            + "."), kill=False)
+
+    def kill(self, aid, no_restart, from_self=False):
+        a = self.actors.get(aid)
+        if a is None or a.state == DEAD:
+            return
+        if from_self:
+            self._die(a, _error_data(f"The actor {a.class_name} exited (exit_actor())."), kill=False)
+            return
+        if no_restart or a.worker is None:
+            a.no_restart = True
+            self._die(a, _error_data(f"The actor {a.class_name} was killed by rayfast.kill()."), kill=True)
+        else:
+            self.nm.pool.kill(a.worker, signal.SIGKILL)
+
+    def object_freed(self, oid):
+        a = self.by_live.pop(oid, None)
+        if a is None:
+            return
+        a.live_freed = True
+        if a.state == DEAD:
+            self._forget(a)
+            return
+        if a.detached:
+            return
+        a.out_of_scope = True
+        self._maybe_end(a)
+
+    def _maybe_end(self, a):
+        if a.out_of_scope and a.state == ALIVE and not a.inflight and not a.queues:
+            self._end(a)
+
+    def _end(self, a):
+        self._die(a, _error_data(f"The actor {a.class_name} ended: every handle to it went out of scope."),
+                  kill=True, graceful=True)
+
+    def client_gone(self, c):
+        for a in self.actors.values():
+            q = a.queues.get(c.id)
+            if q is not None and not q:
+                del a.queues[c.id]
+
+    # --- messages and requests -------------------------------------------------------------
+    def handle(self, c, m):
+        t = m[0]
+        if t == P.KILL_ACTOR:
+            self.kill(m[1], m[2], len(m) > 3 and m[3])
+            return True
+        if t == P.ACTOR_REF:  # handles are counted through their liveness object; nothing to do
+            return True
+        return False
+
+    def answer(self, what, args, c):
+        if what == "actor_create":
+            return self._create_named(c, args[0])
+        if what == "get_actor":
+            return self._get_actor(c, args[0], args[1])
+        if what == "list_named_actors":
+            ns, all_ns = args
+            ns = ns or self.job_namespace
+            if all_ns:
+                return [{"name": n, "namespace": s} for (s, n) in self.names]
+            return sorted(n for (s, n) in self.names if s == ns)
+        if what == "actor_state":
+            a = self.actors.get(args[0])
+            return None if a is None else {"state": a.state, "pid": a.pid, "restarts": a.num_restarts}
+        if what == "actors":
+            return self.statistics()
+        raise ValueError(f"unknown request {what!r}")
+
+    def _create_named(self, c, spec):
+        ex = spec[P.S_OPTIONS]
+        ns = ex.get("namespace") or self.job_namespace
+        name = ex["name"]
+        aid = self.names.get((ns, name))
+        if aid is not None:
+            a = self.actors.get(aid)
+            if a is not None and a.state != DEAD:
+                if ex.get("get_if_exists"):
+                    self._hold_for(c, a)
+                    return a.aid, a.extras["meta"], a.detached
+                raise ValueError(f"The name {name!r} (namespace {ns!r}) is already taken by another actor. "
+                                 f"Use get_if_exists=True to get it, or rayfast.get_actor({name!r}).")
+            del self.names[(ns, name)]
+        gcs = self.nm.gcs
+        if gcs is not None:
+            try:
+                holder = gcs.gcs.register_name(ns, name, spec[P.S_ACTOR_ID])
+            except Exception:
+                holder = None
+            if holder is not None and holder != spec[P.S_ACTOR_ID]:
+                # a stale claim from an actor that is gone (we hold every live name of this node)
+                try:
+                    gcs.gcs.unregister_name(ns, name)
+                    gcs.gcs.register_name(ns, name, spec[P.S_ACTOR_ID])
+                except Exception:
+                    pass
+        if not ex.get("namespace"):
+            spec = spec[:P.S_OPTIONS] + (dict(ex, namespace=ns),)
+        self.nm._submit(c, spec)
+        return spec[P.S_ACTOR_ID], ex["meta"], bool(ex.get("detached"))
+
+    def _get_actor(self, c, ns, name):
+        ns = ns or self.job_namespace
+        aid = self.names.get((ns, name))
+        a = self.actors.get(aid) if aid is not None else None
+        if a is None or a.state == DEAD:
+            raise ValueError(f"Failed to look up actor with name {name!r} in namespace {ns!r}: no live actor "
+                             f"has that name. (Names are per namespace; detached actors keep theirs until "
+                             f"killed.)")
+        self._hold_for(c, a)
+        return a.aid, a.extras["meta"], a.detached
+
+    def _hold_for(self, c, a):
+        """Count c as a holder of the liveness object right away: its new handle is on the way."""
+        if a.live_freed:
+            return
+        e = self.nm.objects.entries.get(a.live_oid)
+        if e is not None:
+            e.holders.add(c.id)
+            c.held.add(a.live_oid)
+
+    # --- bookkeeping -----------------------------------------------------------------------
+    def _record(self, a):
+        gcs = self.nm.gcs
+        if gcs is None:
+            return
+        try:
+            from rayfast.gcs.tables import dumps
+            key = b"actor:" + a.aid
+            gcs.write(a.aid, "HSET", key, "state", dumps(a.state), "class_name", dumps(a.class_name),
+                      "name", dumps(a.name), "namespace", dumps(a.namespace), "pid", dumps(a.pid),
+                      "node_id", dumps(self.nm.node_id), "num_restarts", dumps(a.num_restarts),
+                      "detached", dumps(a.detached))
+        except Exception:
+            pass
+
+    def statistics(self):
+        states = {}
+        for a in self.actors.values():
+            states[a.state] = states.get(a.state, 0) + 1
+        return {"actors": len(self.actors), "states": states, "named": len(self.names),
+                "pending_placement": len(self.pending), "waiting_for_args": len(self.waiting),
+                "created_total": self.created_total, "restarted_total": self.restarted_total,
+                "inflight": sum(len(a.inflight) for a in self.actors.values())}
