@@ -1,0 +1,1 @@
+"""Benchmarks of rayfast, side by side with Ray: `python -m bench.compare`, `pytest bench/ --benchmark-only`."""
