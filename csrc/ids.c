@@ -131,6 +131,16 @@ int rf_reftable_decref(rf_reftable *rt, const uint8_t oid[RF_OBJECT_ID_SIZE], ui
     return RF_OK;
 }
 
+int rf_reftable_set_reported(rf_reftable *rt, const uint8_t oid[RF_OBJECT_ID_SIZE]) {
+    rf_idval *v = rf_idtable_find(rt->table, oid);
+    if (!v || v->i64 <= 0) return RF_ENOTFOUND;
+    if (!(v->flags & REF_REPORTED)) {
+        v->flags |= REF_REPORTED;
+        rt->reported_ids++;
+    }
+    return RF_OK;
+}
+
 int64_t rf_reftable_count(const rf_reftable *rt, const uint8_t oid[RF_OBJECT_ID_SIZE]) {
     rf_idval *v = rf_idtable_find(rt->table, oid);
     return v ? v->i64 : 0;

@@ -61,6 +61,10 @@ int rf_reftable_incref(rf_reftable *rt, const uint8_t oid[RF_OBJECT_ID_SIZE], ui
 int rf_reftable_decref(rf_reftable *rt, const uint8_t oid[RF_OBJECT_ID_SIZE], uint64_t h);
 int64_t rf_reftable_count(const rf_reftable *rt, const uint8_t oid[RF_OBJECT_ID_SIZE]);
 
+/* Mark a held id as already known to the node (the submitter of a task is
+ * counted as holding its returns): the next drain will not announce it. */
+int rf_reftable_set_reported(rf_reftable *rt, const uint8_t oid[RF_OBJECT_ID_SIZE]);
+
 /* Compute net changes since the previous drain. On success the ids are
  * packed 20 bytes each in buffers owned by rt, valid until the next call. */
 int rf_reftable_drain(rf_reftable *rt, const uint8_t **added, size_t *n_added,

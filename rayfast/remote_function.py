@@ -8,7 +8,7 @@ import cloudpickle
 from rayfast import core_worker
 from rayfast import protocol as P
 from rayfast import serialization
-from rayfast._core.ids import ObjectRef
+from rayfast._core.ids import ObjectRef, set_reported
 from rayfast.options import TASK_OPTIONS, check_feasible, max_retries, resource_shape, validate
 
 _SUFFIX = [i.to_bytes(4, "little") for i in range(64)]
@@ -179,13 +179,19 @@ class RemoteFunction:
         spec = (tb, P.TASK_NORMAL, fid, self._name, payload, arg_refs, borrowed, num_returns, shape,
                 retries, None, None, None)
         cw.send_batched((P.SUBMIT, spec))
-        # The node manager pushes a task's results to its submitter unasked.
+        # The node manager counts the submitter as holding the results and
+        # pushes them to it unasked: no ref announcement, no GET needed.
         if num_returns == 1:
             key = tb + _SUFFIX[1]
             cw._subscribed.add(key)
-            return ObjectRef(key)
+            ref = ObjectRef(key)
+            set_reported(key)
+            return ref
         if num_returns == 0:
             return None
         keys = [tb + (_SUFFIX[i] if i < 64 else i.to_bytes(4, "little")) for i in range(1, num_returns + 1)]
         cw._subscribed.update(keys)
-        return [ObjectRef(k) for k in keys]
+        refs = [ObjectRef(k) for k in keys]
+        for k in keys:
+            set_reported(k)
+        return refs

@@ -49,6 +49,7 @@ cdef extern from "ids.h" nogil:
     int rf_reftable_incref(rf_reftable *rt, const uint8_t *oid, uint64_t h)
     int rf_reftable_decref(rf_reftable *rt, const uint8_t *oid, uint64_t h)
     int64_t rf_reftable_count(const rf_reftable *rt, const uint8_t *oid)
+    int rf_reftable_set_reported(rf_reftable *rt, const uint8_t *oid)
     int rf_reftable_drain(rf_reftable *rt, const uint8_t **added, size_t *n_added,
                           const uint8_t **released, size_t *n_released)
     void rf_reftable_get_stats(const rf_reftable *rt, rf_reftable_stats *out)

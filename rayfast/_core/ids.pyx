@@ -211,6 +211,16 @@ cdef inline const uint8_t *_oid_bytes(object id) except NULL:
     return <const uint8_t *>PyBytes_AS_STRING(id)
 
 
+def set_reported(id):
+    """Mark id (held here) as already known to the node manager: no `added` for it."""
+    if rf_reftable_set_reported(_reftable, _oid_bytes(id)) != RF_OK:
+        raise KeyError(f"no live ObjectRef for {_oid_bytes_hex(id)}")
+
+
+cdef str _oid_bytes_hex(id):
+    return id.hex() if isinstance(id, (bytes, ObjectID)) else repr(id)
+
+
 def local_ref_count(id):
     """Live ObjectRef instances for id (20 bytes, or an ObjectID) in this process."""
     return rf_reftable_count(_reftable, _oid_bytes(id))
