@@ -59,6 +59,12 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             raise RuntimeError("Maybe you called rayfast.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'rayfast.shutdown()' prior to 'rayfast.init()'.")
+        if address not in (None, "local"):
+            given = [k for k, v in (("num_cpus", num_cpus), ("resources", resources),
+                                    ("object_store_memory", object_store_memory)) if v is not None]
+            if given:
+                raise ValueError(f"When connecting to an existing cluster, {', '.join(given)} must not be "
+                                 f"given: they belong to the node (`rayfast start --num-cpus ...`).")
         if num_cpus is None:
             num_cpus = os.cpu_count() or 1
         if not isinstance(num_cpus, numbers.Integral) or isinstance(num_cpus, bool) or num_cpus < 0:

@@ -209,8 +209,13 @@ def test_connect_errors(tmp_path):
             rayfast.init(address="nonsense")
         except ValueError as e:
             print("ValueError")
+        try:
+            rayfast.init(address="auto", num_cpus=4)
+        except ValueError as e:
+            print("ValueError", "num_cpus" in str(e))
     """ % (str(tmp_path), free_port()))
-    assert out.stdout.split("\n")[:3] == ["ConnectionError True", "ConnectionError True", "ValueError"], out
+    assert out.stdout.split("\n")[:4] == ["ConnectionError True", "ConnectionError True", "ValueError",
+                                          "ValueError True"], out
     p = cli(tmp_path, "status", check=False)
     assert p.returncode == 1 and "rayfast start --head" in p.stderr
 
