@@ -178,20 +178,24 @@ class RemoteFunction:
         tb = tid.binary()
         spec = (tb, P.TASK_NORMAL, fid, self._name, payload, arg_refs, borrowed, num_returns, shape,
                 retries, None, None, None)
-        cw.send_batched((P.SUBMIT, spec))
         # The node manager counts the submitter as holding the results and
         # pushes them to it unasked: no ref announcement, no GET needed.
+        # The refs exist before the spec is sent: a result that another
+        # thread receives before then would be dropped as unreferenced.
         if num_returns == 1:
             key = tb + _SUFFIX[1]
             cw._subscribed.add(key)
             ref = ObjectRef(key)
             set_reported(key)
+            cw.send_batched((P.SUBMIT, spec))
             return ref
         if num_returns == 0:
+            cw.send_batched((P.SUBMIT, spec))
             return None
         keys = [tb + (_SUFFIX[i] if i < 64 else i.to_bytes(4, "little")) for i in range(1, num_returns + 1)]
         cw._subscribed.update(keys)
         refs = [ObjectRef(k) for k in keys]
         for k in keys:
             set_reported(k)
+        cw.send_batched((P.SUBMIT, spec))
         return refs

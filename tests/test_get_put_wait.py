@@ -303,3 +303,33 @@ def test_store_space_reused_after_drop():
         r = rayfast.put(np.zeros(4_000_000))  # 32 MB
         assert rayfast.get(r).shape == (4_000_000,)
         del r
+
+
+# --- threads ------------------------------------------------------------------
+def test_threads_submit_and_get_concurrently():
+    """A result that reaches another thread before the submitter made its ref must not be lost."""
+    import sys
+    import threading
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # make thread switches (and the races) frequent
+    try:
+        for _ in range(5):
+            res = {}
+
+            def run(i):
+                refs = [identity.remote((i, j)) for j in range(200)]
+                try:
+                    res[i] = rayfast.get(refs, timeout=10)
+                except GetTimeoutError:
+                    res[i] = "timeout"
+
+            ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(30)
+            for i in range(4):
+                assert res.get(i) == [(i, j) for j in range(200)], f"thread {i}: {str(res.get(i))[:80]}"
+    finally:
+        sys.setswitchinterval(old)
