@@ -270,6 +270,44 @@ def test_cancel_task_that_ignores_interrupt_still_reports_cancelled(tmp_path):
         rayfast.get(ref, timeout=10)
 
 
+@rayfast.remote
+def child_task(path, s):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(s)
+    with open(path + ".done", "w") as f:
+        f.write("1")
+    return 1
+
+
+@rayfast.remote
+def parent_task(path, s):
+    return rayfast.get(child_task.remote(path, s))
+
+
+def test_cancel_is_recursive_by_default(tmp_path):
+    _wait_free()
+    path = str(tmp_path / "child")
+    ref = parent_task.remote(path, 30)
+    assert wait_for(lambda: os.path.exists(path), timeout=10)
+    rayfast.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        rayfast.get(ref, timeout=10)
+    # the child was cancelled too: both CPUs come back long before it would have finished
+    assert wait_for(lambda: rayfast.available_resources().get("CPU") == 2.0, timeout=5)
+
+
+def test_cancel_not_recursive_leaves_child(tmp_path):
+    _wait_free()
+    path = str(tmp_path / "child")
+    ref = parent_task.remote(path, 1.0)
+    assert wait_for(lambda: os.path.exists(path), timeout=10)
+    rayfast.cancel(ref, recursive=False)
+    with pytest.raises(TaskCancelledError):
+        rayfast.get(ref, timeout=10)
+    assert wait_for(lambda: os.path.exists(path + ".done"), timeout=10)
+
+
 def test_cancel_finished_task_is_noop():
     r = identity.remote(3)
     assert rayfast.get(r) == 3

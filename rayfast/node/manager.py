@@ -579,6 +579,11 @@ class NodeManager:
             return
         rec.cancelled = True
         w = rec.worker
+        if recursive and w is not None and w.client is not None:
+            # Ray's recursive=True: its children too, i.e. what its worker submitted since it got it
+            for child in [r for r in self.tasks.values()
+                          if r.owner is w.client and r.submitted >= rec.dispatched and not r.done]:
+                self._cancel(child.returns[0], force, True)
         if w is not None and w.pipeline and w.pipeline[0] is not rec:
             self.send(w.client, (P.CANCEL_QUEUED, rec.handle))   # queued there, not started
         elif w is None:
