@@ -35,6 +35,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB100 = 100_000_000          # "100 MB": 10**8 bytes (a float64 array of 12.5M elements)
 LCS_BLOCKS = (30, 60, 100, 150, 300)
+LCS_SERIAL_BLOCKS = (30, 60)   # also timed with every tile called in the driver: the compute floor
 
 # row -> (label, unit, better: "higher", "lower", or "ref" for a reference figure that is not compared).
 # A workload fills one or more rows.
@@ -54,6 +55,8 @@ ROWS = {
     "get_1mb_us": ("get 1 MB numpy array", "µs", "lower"),
     "tasks_large_arg": ("tasks taking a 100 MB array", "tasks/s", "higher"),
     **{f"lcs_b{b}": (f"LCS block {b}", "s", "lower") for b in LCS_BLOCKS},
+    **{f"lcs_b{b}_serial": (f"LCS block {b}: its tiles run in one process, reference", "s", "ref")
+       for b in LCS_SERIAL_BLOCKS},
     "map_reduce_s": ("map-reduce word count", "s", "lower"),
     "parameter_server": ("parameter server", "updates/s", "higher"),
 }
@@ -247,7 +250,26 @@ def lcs(ray, cx, blocks=LCS_BLOCKS):
         assert length == want, (block, length, want)
         out[f"lcs_b{block}"] = dt
         out[f"lcs_b{block}_tasks_per_s"] = ntasks / dt
+    serial = _SerialTask(mod.tile_function())
+    for block in LCS_SERIAL_BLOCKS:
+        dt, (length, _) = _timed(lambda: mod.lcs_blocked(_SerialRay, a, b, block, serial))
+        assert length == want
+        out[f"lcs_b{block}_serial"] = dt
     return out
+
+
+class _SerialTask:
+    """A tile "task" that runs at once in this process: the same tiles, no runtime."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        return self.fn(*args)
+
+
+class _SerialRay:
+    get = staticmethod(lambda value: value)
 
 
 def map_reduce(ray, cx):

@@ -26,10 +26,15 @@ import numpy as np
 
 
 def build(ray):
-    """Remote tile task for the runtime `ray` (rayfast or Ray).
+    """Remote tile task (num_returns=3) for the runtime `ray` (rayfast or Ray)."""
+    return ray.remote(num_returns=3)(tile_function())
 
-    Everything is defined inside this function so that it is pickled by value:
-    workers need nothing but numpy to run it.
+
+def tile_function():
+    """The tile computation as a plain function.
+
+    Defined inside a function so that it is pickled by value: workers need
+    nothing but numpy to run it.
     """
 
     def tile(a, b, top, left, corner):
@@ -51,7 +56,7 @@ def build(ray):
             running_max(rows[i + 1], out=rows[i + 1])   # vs. D[i][j-1]: running max along the row
         return D[h, 1:].copy(), D[1:, w].copy(), int(D[h, w])
 
-    return ray.remote(num_returns=3)(tile)
+    return tile
 
 
 def lcs_blocked(ray, a, b, block, tile_task=None):
