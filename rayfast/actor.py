@@ -528,6 +528,7 @@ class ActorTaskExecutor(TaskExecutor):
         self.pool = None        # ThreadPoolExecutor (max_concurrency > 1)
         self.loop = None        # asyncio loop in its own thread (async actors)
         self.sem = None
+        self._reply_lock = threading.Lock()
 
     def execute(self, msg):
         kind = msg[2][P.S_KIND]
@@ -544,7 +545,7 @@ class ActorTaskExecutor(TaskExecutor):
         return self._run(msg, True)
 
     def _run(self, msg, sequential):
-        _, handle, spec, resolved, pickled = msg
+        _, handle, spec, resolved, pickled = msg[:5]
         cw = self.cw
         if sequential:
             cw.current_task_id = TaskID(spec[P.S_TASK_ID])
@@ -563,10 +564,21 @@ class ActorTaskExecutor(TaskExecutor):
             results = self.error_results(spec, e)
         finally:
             cw.in_task = False
-        cw.send_batched((P.DONE, handle, results, start, time.time()))
+        self._reply(msg, (P.DONE, handle, results, start, time.time()))
+
+    def _reply(self, msg, done):
+        if len(msg) > 5:   # the call came over a direct channel (rayfast/direct.py): answer there
+            try:
+                with self._reply_lock:
+                    msg[5].send(done)
+                    msg[5].flush()
+            except OSError:
+                pass
+        else:
+            self.cw.send_batched(done)
 
     async def _run_async(self, msg):
-        _, handle, spec, resolved, pickled = msg
+        _, handle, spec, resolved, pickled = msg[:5]
         cw = self.cw
         async with self.sem:
             start = time.time()
@@ -581,7 +593,7 @@ class ActorTaskExecutor(TaskExecutor):
                 _exit_now(cw)
             except BaseException as e:
                 results = self.error_results(spec, e)
-        cw.send_batched((P.DONE, handle, results, start, time.time()))
+        self._reply(msg, (P.DONE, handle, results, start, time.time()))
 
     def actor_call(self, spec, resolved, pickled):
         if spec[P.S_KIND] == P.TASK_ACTOR_CREATE:
