@@ -100,3 +100,9 @@ def test_blocked_worker_returns_cpu_and_takes_it_back():
     while rayfast.available_resources().get("CPU") != 2.0 and time.time() < deadline:
         time.sleep(0.05)
     assert rayfast.available_resources().get("CPU") == 2.0
+
+
+def test_linear_nesting_deeper_than_worker_cap():
+    """20 tasks each blocked on the next: more than the pool's cap of 8 workers per CPU."""
+    assert rayfast.get(depth.remote(20), timeout=60) == 20
+    assert rayfast.get(leaf.remote(1), timeout=30) == 2

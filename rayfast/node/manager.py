@@ -459,7 +459,8 @@ class NodeManager:
         return best
 
     def _may_grow(self):
-        n = sum(1 for w in self.pool.workers.values() if w.actor_id is None)
+        # Workers blocked in get() do not count: nesting deeper than the cap must not deadlock.
+        n = sum(1 for w in self.pool.workers.values() if w.actor_id is None and not w.blocked)
         return n < max(self.num_cpus, 1) * MAX_WORKERS_PER_CPU
 
     def _resolve(self, rec):
