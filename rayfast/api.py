@@ -12,6 +12,7 @@ from rayfast import protocol as P
 from rayfast._core.ids import ObjectRef
 from rayfast.config import DEFAULT_GCS_SHARDS
 from rayfast.core_worker import CoreWorker
+from rayfast.direct import DriverChannel
 from rayfast.exceptions import GetTimeoutError
 
 _lock = threading.RLock()
@@ -100,6 +101,7 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
 
         store = ObjectStore.attach(info["store_name"])
         cw = CoreWorker(conn, "driver", store, info)
+        cw.direct = DriverChannel(cw)
         cw.namespace = namespace or "default"
         _state.update(node=node, cw=cw, namespace=cw.namespace)
         core_worker.set_current(cw)
@@ -219,7 +221,10 @@ def cancel(object_ref, *, force=False, recursive=True):
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     cw = core_worker.current()
-    cw.send((P.CANCEL, object_ref.binary(), bool(force), bool(recursive)))
+    key = object_ref.binary()
+    if cw.direct is not None and cw.direct.cancel(key, bool(force)):
+        return
+    cw.send((P.CANCEL, key, bool(force), bool(recursive)))
 
 
 def nodes():

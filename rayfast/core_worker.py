@@ -26,10 +26,12 @@ from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count
 from rayfast.config import INLINE_THRESHOLD
+from rayfast.direct import recv_any
 from rayfast.exceptions import GetTimeoutError, ObjectLostError, RaySystemError
 
 
 BURST_GAP = 50e-6   # submissions closer than this are batched
+LATER_DELAY = 0.01  # how long a send_later() message may wait for company
 
 
 class CoreWorker:
@@ -55,12 +57,16 @@ class CoreWorker:
         self._exported = set()
         self.feasible_shapes = set()
         self._timer = None
+        self._later = 0                       # queued messages that may wait (send_later)
         self._batch_started = 0.0
         self._last_submit = 0.0
         self.in_task = False                  # a worker running a task reports BLOCKED in get
         self._blocked = False                 # ... and while blocked hands queued tasks back
         self._must_flush = False
         self.exit_requested = False
+        self.spare_functions = {}             # function id -> pickled, from tasks handed back
+        self.direct = None                    # DriverChannel (drivers): tasks on a leased worker
+        self.channels = None                  # WorkerChannels (workers): a leasing driver's socket
 
     # --- sending ----------------------------------------------------------
     def flush(self):
@@ -70,6 +76,7 @@ class CoreWorker:
             self._subscribed.discard(oid)
         conn = self.conn
         with self._send_lock:
+            self._later = 0
             if not conn._out and not added and not released:
                 return
             if added:
@@ -109,11 +116,11 @@ class CoreWorker:
         elif n >= 128 or now - self._batch_started > 0.0002:
             self.flush()
 
-    def _arm_timer(self):
+    def _arm_timer(self, delay=None):
         t = self._timer
         if t is None:
             t = self._timer = _FlushTimer(self)
-        t.arm()
+        t.arm(_FlushTimer.DELAY if delay is None else delay)
 
     def request(self, what, *args, timeout=None):
         """A synchronous request to the node manager (cluster info, actor lookups, ...)."""
@@ -144,15 +151,31 @@ class CoreWorker:
             return True
         self._reading = True
         self._cond.release()
+        batches = None
         try:
-            msgs = self.conn.recv(remaining)
+            if self.channels is not None:
+                batches = recv_any(self.conn, self.channels.conns, self.channels.listener, remaining)
+            elif self.direct is not None and self.direct.lease is not None:
+                batches = recv_any(self.conn, self.direct.connections(), None, remaining)
+            msgs = None if batches is not None else self.conn.recv(remaining)
         except P.ConnectionClosed:
             self._closed = True
             msgs = None
         finally:
             self._cond.acquire()
             self._reading = False
-        if msgs:
+        if batches:
+            for source, batch in batches:
+                if source is self.conn:
+                    self._dispatch(batch)
+                elif self.channels is not None:
+                    if source is self.channels.listener:
+                        self.channels.accept()
+                    else:
+                        self.channels.on_messages(self, source, batch)
+                else:
+                    self.direct.on_messages(batch)
+        elif msgs:
             self._dispatch(msgs)
         self._cond.notify_all()
         if self._must_flush:
@@ -182,6 +205,7 @@ class CoreWorker:
                     self._subscribed.discard(oid)
             elif t == P.TASK:
                 if self._blocked and m[2][P.S_KIND] == P.TASK_NORMAL:
+                    self._keep_function(m)
                     self.conn.send((P.RETURN, (m[1],)))   # we cannot start it: hand it back
                     self._must_flush = True
                 else:
@@ -190,11 +214,18 @@ class CoreWorker:
                 for q in self._inbox:
                     if q[0] == P.TASK and q[1] == m[1]:
                         self._inbox.remove(q)
+                        self._keep_function(q)
                         self.conn.send((P.RETURN, (m[1],)))
                         self._must_flush = True
                         break
             elif t == P.REPLY:
                 self._replies[m[1]] = m[2]
+            elif t == P.LEASE_GRANT:
+                self.direct.on_grant(m)
+            elif t == P.LEASE_REVOKE:
+                self.direct.on_revoke(m[1])
+            elif t == P.LEASE_DENIED:
+                self.direct.on_denied()
             elif t == P.EXIT:
                 self.exit_requested = True
                 self._inbox.append(m)
@@ -215,6 +246,25 @@ class CoreWorker:
     def next_task_id(self):
         self._task_counter += 1
         return self.current_task_id.child(self._task_counter)
+
+    def submit_task(self, spec, pickled_fn):
+        """Send a normal task: over a leased worker when it is a lone call, else to the node."""
+        direct = self.direct
+        if direct is not None and time.perf_counter() - self._last_submit > BURST_GAP:
+            if direct.try_submit(spec, pickled_fn):
+                self._last_submit = time.perf_counter()
+                return
+        self.send_batched((P.SUBMIT, spec))
+
+    def send_later(self, msg):
+        """Queue a message that may wait for the next frame, or LATER_DELAY at most."""
+        with self._send_lock:
+            self.conn._out.append(msg)
+            self._later += 1
+        self._arm_timer(LATER_DELAY)
+
+    def holds(self, oid):
+        return local_ref_count(oid) > 0
 
     def submit(self, spec, task_id, num_returns):
         self.send((P.SUBMIT, spec))
@@ -272,7 +322,8 @@ class CoreWorker:
         if blocked:
             self._hand_back_queued()
             self.conn.send((P.BLOCKED,))
-        self.flush()
+        if len(self.conn._out) > self._later:   # anything but records that can wait
+            self.flush()
         try:
             with self._cond:
                 while sum(1 for k in missing if k in results) < num_ready - (len(keys) - len(missing)):
@@ -284,13 +335,23 @@ class CoreWorker:
                 self._blocked = False
                 self.send((P.UNBLOCKED,))
 
+    def _keep_function(self, m):
+        """A task handed back unstarted may carry the function's first copy for this
+        worker; the node will not send it again, so keep it for later tasks."""
+        if m[0] == P.TASK and m[4] is not None:
+            self.spare_functions[m[2][P.S_FUNCTION_ID]] = m[4]
+
     def _hand_back_queued(self):
         """Entering a blocking get inside a task: tasks queued behind it go back to the node."""
         with self._cond:
             self._blocked = True
-            keep = [m for m in self._inbox if m[0] != P.TASK or m[2][P.S_KIND] != P.TASK_NORMAL]
-            back = tuple(m[1] for m in self._inbox if m[0] == P.TASK and m[2][P.S_KIND] == P.TASK_NORMAL)
+            # (a 6-tuple TASK came over a leased channel: it is ours to run, not the node's)
+            keep = [m for m in self._inbox if m[0] != P.TASK or m[2][P.S_KIND] != P.TASK_NORMAL or len(m) > 5]
+            back = tuple(m[1] for m in self._inbox
+                         if m[0] == P.TASK and m[2][P.S_KIND] == P.TASK_NORMAL and len(m) == 5)
             if back:
+                for m in self._inbox:
+                    self._keep_function(m)
                 self._inbox.clear()
                 self._inbox.extend(keep)
                 self.conn.send((P.RETURN, back))
@@ -353,6 +414,10 @@ class CoreWorker:
         self._closed = True
         if self._timer is not None:
             self._timer.stop()
+        if self.direct is not None:
+            self.direct.close()
+        if self.channels is not None:
+            self.channels.close()
         self.conn.close()
 
 
@@ -367,26 +432,40 @@ class _FlushTimer:
 
     def __init__(self, cw):
         self.cw = cw
-        self.event = threading.Event()
+        self.cond = threading.Condition(threading.Lock())
+        self.deadline = None
         self.stopped = False
         self.thread = threading.Thread(target=self._run, name="rayfast-flush", daemon=True)
         self.thread.start()
 
-    def arm(self):
-        self.event.set()
+    def arm(self, delay):
+        """Flush within `delay` seconds (the earliest of the armed deadlines wins)."""
+        deadline = time.monotonic() + delay
+        with self.cond:
+            if self.deadline is None or deadline < self.deadline:
+                self.deadline = deadline
+                self.cond.notify()
 
     def stop(self):
-        self.stopped = True
-        self.event.set()
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
 
     def _run(self):
-        event = self.event
+        cond = self.cond
         while True:
-            event.wait()
-            if self.stopped:
-                return
-            time.sleep(self.DELAY)
-            event.clear()
+            with cond:
+                while not self.stopped:
+                    if self.deadline is None:
+                        cond.wait()
+                        continue
+                    left = self.deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    cond.wait(left)
+                if self.stopped:
+                    return
+                self.deadline = None
             try:
                 self.cw.flush()
             except Exception:

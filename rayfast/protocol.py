@@ -34,6 +34,9 @@ CANCEL = 10        # (CANCEL, oid, force, recursive)
 REQUEST = 11       # (REQUEST, req_id, what, args)
 KILL_ACTOR = 12    # (KILL_ACTOR, actor_id, no_restart)
 ACTOR_REF = 13     # (ACTOR_REF, actor_id, delta)  handles held by this process
+LEASE_REQUEST = 15 # (LEASE_REQUEST, shape)   a driver asks for a worker of its own (see rayfast/direct.py)
+LEASE_RETURN = 16  # (LEASE_RETURN, worker_id)
+DIRECT_DONE = 17   # (DIRECT_DONE, spec, results, start, end, worker_id, pid)  a task run on a lease
 RETURN = 14        # (RETURN, handles)  queued tasks a worker hands back unstarted (it blocked, or they were cancelled)
 # --- node manager -> client -------------------------------------------------
 OBJ = 20           # (OBJ, oid, kind, data)
@@ -41,6 +44,9 @@ TASK = 21          # (TASK, handle, spec, resolved, function)   resolved: tuple 
 REPLY = 22         # (REPLY, req_id, value)
 EXIT = 23          # (EXIT,)
 WELCOME = 24       # (WELCOME, info)
+LEASE_GRANT = 26   # (LEASE_GRANT, worker_id, pid, socket_path, shape)
+LEASE_DENIED = 27  # (LEASE_DENIED,)
+LEASE_REVOKE = 28  # (LEASE_REVOKE, worker_id)   give it back once the task in flight is done
 CANCEL_QUEUED = 25 # (CANCEL_QUEUED, handle)  drop this task if it has not started; answer RETURN
 
 # Object kinds, as carried in OBJ / PUT / DONE.

@@ -187,7 +187,7 @@ class RemoteFunction:
             cw._subscribed.add(key)
             ref = ObjectRef(key)
             set_reported(key)
-            cw.send_batched((P.SUBMIT, spec))
+            cw.submit_task(spec, self._pickled)
             return ref
         if num_returns == 0:
             cw.send_batched((P.SUBMIT, spec))

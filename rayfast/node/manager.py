@@ -30,12 +30,14 @@ from rayfast._core.queue import TaskQueue
 from rayfast.config import MAX_WORKERS_PER_CPU
 from rayfast.exceptions import TaskCancelledError, WorkerCrashedError
 from rayfast.node.object_table import READY, ObjectTable
-from rayfast.node.worker_pool import BUSY, IDLE, WorkerPool
+from rayfast.direct import worker_socket_path
+from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
 from rayfast.node.stats import FunctionStats
 
 _HDR = struct.Struct("<I")
 PIPELINE_DEPTH = 8          # tasks queued on one worker at most
 PIPELINE_MAX_RUN = 0.001    # only functions whose mean run time is below this are queued
+LEASE_STARVE = 0.002        # queued work waits this long before leased workers are called back
 _RETURN_SUFFIX = [i.to_bytes(4, "little") for i in range(0, 64)]
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
@@ -106,6 +108,8 @@ class NodeManager:
         self.clients = {}                  # fd -> Client
         self.idle = []                     # idle WorkerStates (LIFO keeps caches warm)
         self.busy = []                     # task workers running (and maybe queueing) tasks
+        self.leases = {}                   # worker_id -> [WorkerState, Client, revoked] leased to drivers
+        self._starved_at = None            # since when queued work has waited with leases out
         self.starting = 0                  # forked workers that have not said HELLO yet
         self.stats = FunctionStats()
         self.events = []                   # timeline events not yet written to the GCS
@@ -172,7 +176,7 @@ class NodeManager:
         clients = self.clients
         lfd = self.listener.fileno() if self.listener else -1
         while self._running:
-            timeout = 0 if self._dirty else (0.002 if self._gcs_pending() else 1.0)
+            timeout = 0 if self._dirty else (0.002 if self._gcs_pending() or self._starved_at else 1.0)
             try:
                 events = ep.poll(timeout)
             except InterruptedError:
@@ -298,6 +302,12 @@ class NodeManager:
                 self._hello(c, m)
             elif t == P.RETURN:
                 self._returned(c, m[1])
+            elif t == P.DIRECT_DONE:
+                self._direct_done(c, m[1], m[2], m[3], m[4], m[5], m[6])
+            elif t == P.LEASE_REQUEST:
+                self._lease_request(c, m[1])
+            elif t == P.LEASE_RETURN:
+                self._lease_return(m[1])
             elif t == P.CANCEL:
                 self._cancel(m[1], m[2], m[3])
             elif t == P.REQUEST:
@@ -398,10 +408,16 @@ class NodeManager:
 
     def _blocked(self, c, blocked):
         w = c.worker
-        if w is None or w.task is None or w.blocked == blocked:
+        if w is None or w.blocked == blocked:
+            return
+        if w.task is not None:
+            shape = w.task.shape
+        elif w.worker_id in self.leases:
+            shape = w.shape        # a task run over a lease waits in get()
+        else:
             return
         w.blocked = blocked
-        cpu = dict(w.task.shape).get("CPU", 0)
+        cpu = dict(shape).get("CPU", 0)
         if cpu:
             self.avail["CPU"] += cpu if blocked else -cpu
 
@@ -415,10 +431,20 @@ class NodeManager:
 
     def _schedule(self):
         actors = self.actors
+        starving = False
         if actors is not None and actors.pending:
             actors.schedule()          # actors waiting for resources to be placed
-        if not self.queues:
-            return
+            starving = bool(actors.pending)
+        if self.queues:
+            starving = self._schedule_tasks() or starving
+        if not starving:
+            self._starved_at = None
+        elif self.leases:
+            self._starving()
+
+    def _schedule_tasks(self):
+        """Dispatch what resources and workers allow; True if runnable tasks still wait."""
+        waiting = False
         idle = self.idle
         for shape, q in self.queues.items():
             while len(q):
@@ -428,6 +454,7 @@ class NodeManager:
                 else:
                     w = self._pipeline_target(shape, q)
                     if w is None:
+                        waiting = True
                         if not idle and self._fits(shape) and self.starting == 0 and self._may_grow():
                             self._spawn_worker()
                         break
@@ -439,6 +466,71 @@ class NodeManager:
                         idle.append(w)
                     continue
                 self._dispatch(rec, w, pipelined)
+        return waiting
+
+    # --- leases (rayfast/direct.py) ----------------------------------------
+    def _lease_request(self, c, shape):
+        q = self.queues.get(shape)
+        if c.kind == "driver" and self.idle and self._fits(shape) and not (q and len(q)) \
+                and not (self.actors is not None and self.actors.pending):
+            w = self.idle.pop()
+            avail = self.avail
+            for name, amount in shape:
+                avail[name] = avail.get(name, 0) - amount
+            w.state = LEASED
+            w.shape = shape
+            self.leases[w.worker_id] = [w, c, False]
+            self.send(c, (P.LEASE_GRANT, w.worker_id, w.pid,
+                          worker_socket_path(self.session_dir, w.worker_id), shape))
+        else:
+            self.send(c, (P.LEASE_DENIED,))
+
+    def _lease_return(self, worker_id):
+        lease = self.leases.pop(worker_id, None)
+        if lease is None:
+            return
+        w = lease[0]
+        avail = self.avail
+        for name, amount in w.shape:
+            if name == "CPU" and w.blocked:
+                continue
+            avail[name] = avail.get(name, 0) + amount
+        w.blocked = False
+        if w.state == LEASED:
+            w.state = IDLE
+            self.idle.append(w)
+
+    def _starving(self):
+        """Work waits while workers are leased: after LEASE_STARVE, call the leases back."""
+        now = time.monotonic()
+        if self._starved_at is None:
+            self._starved_at = now
+        elif now - self._starved_at > LEASE_STARVE:
+            self._starved_at = None
+            self._revoke_leases()
+
+    def _revoke_leases(self):
+        for lease in self.leases.values():
+            if not lease[2]:
+                lease[2] = True
+                self.send(lease[1], (P.LEASE_REVOKE, lease[0].worker_id))
+
+    def _direct_done(self, c, spec, results, start, end, worker_id, pid):
+        """A task ran over a lease: record it as if it had passed through here."""
+        name = spec[P.S_NAME]
+        objects = self.objects
+        for oid, kind, data, contained, held in results:
+            e = objects.entry(oid)
+            if held:
+                e.holders.add(c.id)
+                c.held.add(oid)
+            self._object_ready(e, kind, data, contained)
+        self.stats.submitted(name)
+        self.stats.started(name, 0.0)
+        self.stats.finished(name, start, end)
+        self.events.append((name, spec[P.S_TASK_ID], worker_id, pid, start, end))
+        if self.gcs is not None:
+            self.gcs.put_task_async(spec[P.S_TASK_ID], spec)
 
     def _pipeline_target(self, shape, q):
         """A busy worker to queue one more task on, or None.
@@ -616,6 +708,9 @@ class NodeManager:
             self._worker_died(w)
         if self.actors is not None:
             self.actors.client_gone(c)
+        for wid, lease in list(self.leases.items()):
+            if lease[1] is c:
+                self._lease_return(wid)
         cid = c.id
         objects = self.objects
         for oid in c.held:
@@ -636,6 +731,8 @@ class NodeManager:
             pass
         self.pool.remove(w)
         self.pool.reap()
+        if w.worker_id in self.leases:
+            self._lease_return(w.worker_id)
         rec = w.task
         w.task = None
         self._not_busy(w)
@@ -716,7 +813,7 @@ class NodeManager:
         if what == "cluster_resources":
             return dict(self.total)
         if what == "available_resources":
-            return {k: v for k, v in self.avail.items() if v > 0}
+            return {k: v for k, v in self.available().items() if v > 0}
         if what == "nodes":
             return [self.node_record()]
         if what == "statistics":
@@ -732,6 +829,16 @@ class NodeManager:
             return self.actors.answer(what, args, c)
         raise ValueError(f"unknown request {what!r}")
 
+    def available(self):
+        """Free resources, counting leased ones as free: a lease is lent, not used (its
+        worker idles between its driver's calls and is called back when work waits)."""
+        avail = dict(self.avail)
+        for w, _, _ in self.leases.values():
+            for name, amount in w.shape:
+                if not (name == "CPU" and w.blocked):
+                    avail[name] = avail.get(name, 0) + amount
+        return avail
+
     def node_record(self):
         return {"NodeID": self.node_id.hex(), "Alive": True, "NodeManagerAddress": "127.0.0.1",
                 "NodeManagerHostname": socket.gethostname(), "Resources": dict(self.total),
@@ -741,7 +848,7 @@ class NodeManager:
     def statistics(self):
         queued = sum(len(q) for q in self.queues.values())
         return {"node_id": self.node_id.hex(), "resources_total": dict(self.total),
-                "resources_available": dict(self.avail), "tasks_queued": queued,
+                "resources_available": self.available(), "leases": len(self.leases), "tasks_queued": queued,
                 "tasks_waiting_for_args": len(self.deps), "tasks_in_flight": len(self.tasks),
                 "workers": self.pool.statistics(), "objects": self.objects.statistics(),
                 "dependency_table": self.deps.statistics(),

@@ -13,6 +13,7 @@ from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import TaskID
 from rayfast.config import INLINE_THRESHOLD
+from rayfast.direct import WorkerChannels, worker_socket_path
 from rayfast.core_worker import CoreWorker, decode_value, format_exception, set_current
 from rayfast.exceptions import PortableCause, RayTaskError
 
@@ -27,6 +28,8 @@ class TaskExecutor:
 
     def function(self, spec, pickled):
         fid = spec[P.S_FUNCTION_ID]
+        if pickled is None and fid not in self.functions:
+            pickled = self.cw.spare_functions.pop(fid, None)
         if pickled is not None:
             self.functions[fid] = serialization.loads_inline(pickled)
         return self.functions[fid]
@@ -48,7 +51,8 @@ class TaskExecutor:
         return args, kwargs
 
     def execute(self, msg):
-        _, handle, spec, resolved, pickled = msg
+        _, handle, spec, resolved, pickled = msg[:5]
+        reply = msg[5] if len(msg) > 5 else None   # a leasing driver's channel
         cw = self.cw
         cw.current_task_id = TaskID(spec[P.S_TASK_ID])
         cw._task_counter = 0
@@ -70,7 +74,13 @@ class TaskExecutor:
         finally:
             cw.in_task = False
         done = (P.DONE, handle, results, start, time.time())
-        if cw._inbox:
+        if reply is not None:
+            try:
+                reply.send(done)
+                reply.flush()
+            except OSError:
+                pass   # the driver went away; it resubmits or no longer cares
+        elif cw._inbox:
             cw.send_batched(done)   # more queued here: let the results of a run share a frame
         else:
             cw.send(done)
@@ -141,6 +151,7 @@ def worker_main(sock_fd, worker_id, store_name, node_info):
         conn = P.Connection(socket.socket(fileno=sock_fd))
         store = ObjectStore.attach(store_name)
         cw = CoreWorker(conn, "worker", store, node_info, worker_id=worker_id)
+        cw.channels = WorkerChannels(worker_socket_path(node_info["session_dir"], worker_id))
         set_current(cw)
         signal.signal(signal.SIGINT, _on_sigint(cw))
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -158,6 +169,10 @@ def worker_main(sock_fd, worker_id, store_name, node_info):
         traceback.print_exc()
         code = 1
     finally:
+        try:
+            cw.channels.close()
+        except Exception:
+            pass
         try:
             sys.stdout.flush()
             sys.stderr.flush()

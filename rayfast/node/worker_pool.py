@@ -13,7 +13,7 @@ import signal
 import socket
 
 _PR_SET_PDEATHSIG = 1
-IDLE, BUSY, ACTOR, DEAD = "idle", "busy", "actor", "dead"
+IDLE, BUSY, ACTOR, DEAD, LEASED = "idle", "busy", "actor", "dead", "leased"
 
 
 def set_pdeathsig(sig=signal.SIGKILL):

@@ -1,0 +1,285 @@
+"""Direct task channels: a driver running tasks one at a time on a leased worker.
+
+A task that is submitted, run and waited for one at a time crosses the node
+manager twice on its way there and back: four wakeups of three Python
+processes. For that pattern the driver leases a worker from its node
+manager and talks to it over a socket of their own: the task goes straight
+to the worker and the result straight back, two wakeups. The node manager
+keeps the lease's resources reserved and learns of every task run this way
+afterwards, off the critical path (DIRECT_DONE: lineage, timeline, and the
+results, so that other tasks and processes can use them as usual).
+
+Only simple tasks take this path: one in flight at a time, the lease's
+resource shape, no refs nested in the arguments, and top-level ref arguments
+whose values the driver already holds inline. Everything else goes through
+the node manager as before. The node manager revokes a lease as soon as
+other work waits for its resources; the driver hands it back when its task
+in flight (if any) is done. A worker that dies under a lease closes the
+channel: its task is resubmitted through the node manager (consuming a
+retry) or fails with WorkerCrashedError.
+"""
+import os
+import select
+import signal
+import socket
+import time
+
+from rayfast import protocol as P
+from rayfast import serialization
+from rayfast.exceptions import TaskCancelledError, WorkerCrashedError
+
+LEASE_COOLDOWN = 0.1   # after losing a lease, wait this long before asking again
+
+
+class Lease:
+    __slots__ = ("worker_id", "pid", "conn", "shape", "functions", "inflight", "revoked", "cancelled")
+
+    def __init__(self, worker_id, pid, conn, shape):
+        self.worker_id = worker_id
+        self.pid = pid
+        self.conn = conn
+        self.shape = shape
+        self.functions = set()
+        self.inflight = None      # (handle, spec, submitted) of the task on the worker
+        self.revoked = False
+        self.cancelled = False    # cancel() was called on the task in flight
+
+
+def _error_results(spec, exc):
+    data, _ = serialization.dumps(exc)
+    tid = spec[P.S_TASK_ID]
+    return tuple((tid + i.to_bytes(4, "little"), P.ERROR, data, ())
+                 for i in range(1, max(spec[P.S_NUM_RETURNS], 1) + 1))
+
+
+def worker_socket_path(session_dir, worker_id):
+    return os.path.join(session_dir, f"w{worker_id}.sock")
+
+
+class DriverChannel:
+    """The driver's side: asking for a lease, submitting over it, taking results."""
+
+    def __init__(self, cw):
+        self.cw = cw
+        self.lease = None
+        self.requested = False
+        self.lost_at = 0.0
+        self._handles = 0
+
+    # --- called by the submit path ---------------------------------------
+    def try_submit(self, spec, pickled_fn):
+        """Run spec on the leased worker if it qualifies; True if it went there."""
+        lease = self.lease
+        if lease is None:
+            if not self.requested and time.monotonic() - self.lost_at > LEASE_COOLDOWN:
+                self.requested = True
+                self.cw.conn.send((P.LEASE_REQUEST, spec[P.S_RESOURCES]))
+            return False
+        if lease.inflight is not None or lease.revoked or spec[P.S_RESOURCES] != lease.shape \
+                or spec[P.S_BORROWED]:
+            return False
+        resolved = ()
+        if spec[P.S_ARG_REFS]:
+            results = self.cw._results
+            out = []
+            for _, oid in spec[P.S_ARG_REFS]:
+                r = results.get(oid)
+                if r is None or r[0] != P.INLINE:
+                    return False
+                out.append((oid, r[0], r[1]))
+            resolved = tuple(out)
+        fid = spec[P.S_FUNCTION_ID]
+        fn = None
+        if fid not in lease.functions:
+            fn = pickled_fn
+            lease.functions.add(fid)
+        self._handles += 1
+        lease.inflight = (self._handles, spec, time.time())
+        try:
+            lease.conn.send((P.TASK, self._handles, spec, resolved, fn))
+            lease.conn.flush()
+        except OSError:
+            self._lost(lease)    # resubmits through the node manager
+        return True
+
+    # --- called by the receive path ----------------------------------------
+    def on_grant(self, m):
+        _, worker_id, pid, path, shape = m
+        self.requested = False
+        try:
+            conn = P.connect(path)
+        except OSError:
+            self.cw.conn.send((P.LEASE_RETURN, worker_id))
+            self.lost_at = time.monotonic()
+            return
+        self.lease = Lease(worker_id, pid, conn, shape)
+
+    def on_denied(self):
+        self.requested = False
+        self.lost_at = time.monotonic()
+
+    def on_revoke(self, worker_id):
+        lease = self.lease
+        if lease is None or lease.worker_id != worker_id:
+            return
+        lease.revoked = True
+        if lease.inflight is None:
+            self._give_back(lease)
+
+    def on_messages(self, msgs):
+        """Messages from the leased worker (its DONE replies); None when the channel closed."""
+        lease = self.lease
+        if lease is None:
+            return
+        if msgs is None:
+            self._lost(lease)
+            return
+        cw = self.cw
+        for m in msgs:
+            if m[0] != P.DONE or lease.inflight is None or m[1] != lease.inflight[0]:
+                continue
+            _, spec, _ = lease.inflight
+            lease.inflight = None
+            results = m[2]
+            if lease.cancelled:
+                lease.cancelled = False
+                results = _error_results(spec, TaskCancelledError(spec[P.S_TASK_ID].hex()))
+            self._record(spec, results, m[3], m[4], lease)
+        if lease.revoked and lease.inflight is None:
+            self._give_back(lease)
+
+    def _record(self, spec, results, start, end, lease):
+        """Keep the results we still hold refs to, and tell the node manager what ran."""
+        cw = self.cw
+        published = []
+        for oid, kind, data, contained in results:
+            held = cw.holds(oid)
+            if held:
+                cw._results[oid] = (kind, data)
+            published.append((oid, kind, data, contained, held))
+        # Not urgent: it rides with the next frame, or the flush timer's.
+        cw.send_later((P.DIRECT_DONE, spec, tuple(published), start, end, lease.worker_id, lease.pid))
+
+    def _give_back(self, lease):
+        self.lease = None
+        self.lost_at = time.monotonic()
+        lease.conn.close()
+        self.cw.conn.send((P.LEASE_RETURN, lease.worker_id))
+        self.cw._must_flush = True
+
+    def _lost(self, lease):
+        """The leased worker's channel closed: it died (or is shutting down)."""
+        self.lease = None
+        self.lost_at = time.monotonic()
+        lease.conn.close()
+        if lease.inflight is None:
+            return
+        _, spec, _ = lease.inflight
+        lease.inflight = None
+        retries = spec[P.S_MAX_RETRIES]
+        if lease.cancelled:
+            self._record(spec, _error_results(spec, TaskCancelledError(spec[P.S_TASK_ID].hex())),
+                         time.time(), time.time(), lease)
+        elif retries != 0:
+            spec = spec[:P.S_MAX_RETRIES] + (retries - 1 if retries > 0 else retries,) + spec[P.S_MAX_RETRIES + 1:]
+            self.cw.conn.send((P.SUBMIT, spec))
+        else:
+            err = WorkerCrashedError(
+                f"The worker running {spec[P.S_NAME]} (pid {lease.pid}) died unexpectedly and no "
+                f"retries were left (max_retries={spec[P.S_MAX_RETRIES]}).")
+            self._record(spec, _error_results(spec, err), time.time(), time.time(), lease)
+        self.cw._must_flush = True
+
+    def cancel(self, oid, force):
+        """cancel() of a task running over the lease: True if it was one."""
+        lease = self.lease
+        if lease is None or lease.inflight is None or oid[:16] != lease.inflight[1][P.S_TASK_ID]:
+            return False
+        lease.cancelled = True
+        try:
+            os.kill(lease.pid, signal.SIGKILL if force else signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        return True
+
+    def connections(self):
+        return [self.lease.conn] if self.lease is not None else []
+
+    def close(self):
+        if self.lease is not None:
+            self.lease.conn.close()
+            self.lease = None
+
+
+class WorkerChannels:
+    """The worker's side: accept the connection of the driver that leased us."""
+
+    def __init__(self, path):
+        self.path = path
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(8)
+        self.conns = []
+
+    def accept(self):
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        self.conns.append(P.Connection(sock))
+
+    def on_messages(self, cw, conn, msgs):
+        if msgs is None:
+            self.conns.remove(conn)
+            conn.close()
+            return
+        for m in msgs:
+            if m[0] == P.TASK:
+                cw._inbox.append(m + (conn,))   # the reply goes back on this channel
+
+    def close(self):
+        for c in self.conns:
+            c.close()
+        self.listener.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def recv_any(main, extra, listener, timeout):
+    """Read whichever of main/extra connections is ready.
+
+    Returns a list of (connection, messages or None-if-closed); the listener,
+    when readable, is reported as (listener, []). ConnectionClosed only for main.
+    """
+    out = []
+    for c in [main] + extra:
+        m = c._parse()
+        if m:
+            out.append((c, m))
+    if out:
+        return out
+    socks = [main.sock] + [c.sock for c in extra]
+    if listener is not None:
+        socks.append(listener)
+    r, _, _ = select.select(socks, (), (), timeout)
+    for s in r:
+        if s is listener:
+            out.append((listener, []))
+            continue
+        c = main if s is main.sock else next(x for x in extra if x.sock is s)
+        try:
+            chunk = s.recv(P.RECV_SIZE)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            if c is main:
+                raise P.ConnectionClosed("node manager connection closed")
+            out.append((c, None))
+            continue
+        c._rbuf += chunk
+        m = c._parse()
+        if m:
+            out.append((c, m))
+    return out
