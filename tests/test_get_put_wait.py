@@ -42,6 +42,13 @@ def test_put_get_roundtrip(value):
     assert rayfast.get(rayfast.put(value)) == value
 
 
+def test_put_unpicklable_raises():
+    import threading
+    with pytest.raises(Exception):
+        rayfast.put(threading.Lock())
+    assert rayfast.get(rayfast.put(1)) == 1
+
+
 def test_put_returns_ref_and_rejects_ref():
     r = rayfast.put(1)
     assert isinstance(r, ObjectRef)

@@ -155,6 +155,23 @@ def test_num_cpus_zero_cluster():
     rayfast.shutdown()
 
 
+@pytest.mark.parametrize("shards", [1, 3])
+def test_gcs_shards(shards):
+    ctx = rayfast.init(num_cpus=1, gcs_shards=shards)
+    servers = [p for p, cmd in runtime_children() if "valkey-server" in cmd or "redis-server" in cmd]
+    assert len(servers) == shards
+    assert len(ctx["gcs_address"].split(",")) == shards
+    assert rayfast.get(square.remote(3)) == 9
+    rayfast.shutdown()
+    assert_no_leftovers(ctx["session_dir"], servers)
+
+
+def test_default_num_cpus_is_machine_cores():
+    rayfast.init()
+    assert rayfast.cluster_resources()["CPU"] == float(os.cpu_count())
+    rayfast.shutdown()
+
+
 # --- drivers that end in different ways -------------------------------------
 _DRIVER = """
 import json, os, sys, time
