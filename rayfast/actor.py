@@ -34,59 +34,16 @@ import cloudpickle
 
 from rayfast import core_worker
 from rayfast import protocol as P
-from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID
-from rayfast.config import INLINE_THRESHOLD
 from rayfast.exceptions import RayActorError
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
-from rayfast.remote_function import encode_args
+from rayfast.remote_function import encode_call_args as _encode
 
 _SUFFIX = [i.to_bytes(4, "little") for i in range(64)]
 _LIVE = _SUFFIX[1]
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")
 DEFAULT_ASYNC_CONCURRENCY = 1000
-_PROMOTE_BYTES = 16 * 1024
-_SMALL = frozenset((int, float, str, bool, type(None), ObjectRef))
-
-
-def _encode(cw, args, kwargs):
-    """encode_args, but large arguments go to the object store first and travel as refs.
-
-    A big numpy array inlined in a spec would be copied through every message
-    and into the GCS lineage; as a ref it is written once into shared memory
-    and read by the actor as a zero-copy view.
-    """
-    big = False
-    for v in args:
-        if type(v) not in _SMALL and (getattr(v, "nbytes", 0) or 0) >= _PROMOTE_BYTES:
-            big = True
-            break
-    if not big:
-        for v in kwargs.values():
-            if type(v) not in _SMALL and (getattr(v, "nbytes", 0) or 0) >= _PROMOTE_BYTES:
-                big = True
-                break
-    if not big:
-        payload, arg_refs, borrowed = encode_args(args, kwargs)
-        if len(payload) < INLINE_THRESHOLD:
-            return payload, arg_refs, borrowed
-    args = list(args)
-    kwargs = dict(kwargs)
-    for seq, keys in ((args, range(len(args))), (kwargs, list(kwargs))):
-        for k in keys:
-            v = seq[k]
-            if type(v) is ObjectRef:
-                continue
-            size = getattr(v, "nbytes", None)
-            if not isinstance(size, int):
-                try:
-                    size = len(serialization.dumps(v)[0])
-                except Exception:
-                    continue
-            if size >= _PROMOTE_BYTES:
-                seq[k] = cw.put(v)
-    return encode_args(args, kwargs)
 
 
 def _ret(tb, i):

@@ -294,11 +294,9 @@ class CoreWorker:
         try:
             serialization.write_parts(buf, parts)
         except BaseException:
-            del buf
-            self.store.abort(key)
+            self.store.abort(key)   # also invalidates buf
             raise
-        del buf
-        self.store.seal(key)
+        self.store.seal(key)        # also invalidates buf
 
     def wait_objects(self, keys, num_ready, deadline):
         """Subscribe to keys and wait until at least num_ready of them have values.

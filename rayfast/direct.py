@@ -134,7 +134,6 @@ class DriverChannel:
         if msgs is None:
             self._lost(lease)
             return
-        cw = self.cw
         for m in msgs:
             if m[0] != P.DONE or lease.inflight is None or m[1] != lease.inflight[0]:
                 continue

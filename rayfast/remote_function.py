@@ -4,21 +4,27 @@ import inspect
 import pickle
 
 import cloudpickle
+import numpy as np
 
 from rayfast import core_worker
 from rayfast import protocol as P
 from rayfast import serialization
+from rayfast.config import INLINE_THRESHOLD
 from rayfast._core.ids import ObjectRef, set_reported
 from rayfast.options import TASK_OPTIONS, check_feasible, max_retries, resource_shape, validate
 
 _SUFFIX = [i.to_bytes(4, "little") for i in range(64)]
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
+_PROMOTE_BYTES = 16 * 1024
+_SMALL = frozenset((int, float, str, bool, type(None), ObjectRef))
 _dumps = pickle.dumps
 
 
 def _all_plain(values):
+    """Values the C pickler handles alone (no cloudpickle, no refs inside)."""
     for v in values:
-        if type(v) not in _PLAIN:
+        t = type(v)
+        if t not in _PLAIN and not (t is np.ndarray and not v.dtype.hasobject):
             return False
     return True
 
@@ -65,6 +71,46 @@ def encode_args(args, kwargs):
     except Exception as e:
         raise describe_unpicklable(args, kwargs, e) from None
     return payload, tuple(arg_refs), borrowed
+
+
+def encode_call_args(cw, args, kwargs):
+    """encode_args, but large arguments go to the object store first and travel as refs.
+
+    A big numpy array inlined in a spec would be copied through every message
+    and into the GCS lineage; as a ref it is written once into shared memory
+    and read by the actor as a zero-copy view.
+    """
+    big = False
+    for v in args:
+        if type(v) not in _SMALL and (getattr(v, "nbytes", 0) or 0) >= _PROMOTE_BYTES:
+            big = True
+            break
+    if not big:
+        for v in kwargs.values():
+            if type(v) not in _SMALL and (getattr(v, "nbytes", 0) or 0) >= _PROMOTE_BYTES:
+                big = True
+                break
+    if not big:
+        payload, arg_refs, borrowed = encode_args(args, kwargs)
+        if len(payload) < INLINE_THRESHOLD:
+            return payload, arg_refs, borrowed
+    args = list(args)
+    kwargs = dict(kwargs)
+    for seq, keys in ((args, range(len(args))), (kwargs, list(kwargs))):
+        for k in keys:
+            v = seq[k]
+            if type(v) is ObjectRef:
+                continue
+            size = getattr(v, "nbytes", None)
+            if not isinstance(size, int):
+                try:
+                    size = len(serialization.dumps(v)[0])
+                except Exception:
+                    continue
+            if size >= _PROMOTE_BYTES:
+                seq[k] = cw.put(v)
+    return encode_args(args, kwargs)
+
 
 
 class _Signature:
@@ -173,7 +219,7 @@ class RemoteFunction:
             check_feasible(shape, cw.node_info["resources"], f"Task {self.__name__}")
             cw.feasible_shapes.add(shape)
         fid = self._export(cw)
-        payload, arg_refs, borrowed = encode_args(args, kwargs)
+        payload, arg_refs, borrowed = encode_call_args(cw, args, kwargs)
         tid = cw.next_task_id()
         tb = tid.binary()
         spec = (tb, P.TASK_NORMAL, fid, self._name, payload, arg_refs, borrowed, num_returns, shape,

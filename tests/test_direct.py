@@ -5,7 +5,6 @@ errors, retries, cancellation, reference counting, and its results usable
 by every other task.
 """
 import os
-import signal
 import time
 
 import numpy as np

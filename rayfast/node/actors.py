@@ -17,7 +17,6 @@ are done, unless it is detached.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import time

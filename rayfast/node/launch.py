@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 
 
 def run_node(args):
