@@ -34,6 +34,7 @@ import cloudpickle
 
 from rayfast import core_worker
 from rayfast import protocol as P
+from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID
 from rayfast.exceptions import RayActorError
 from rayfast.node.worker import TaskExecutor
@@ -267,7 +268,7 @@ class ActorClass:
 
     def _export(self, cw):
         if self._pickled is None:
-            self._pickled = cloudpickle.dumps(self._cls, protocol=5)
+            self._pickled = serialization.dumps_function(self._cls)
             self._class_id = hashlib.blake2b(self._pickled, digest_size=16).digest()
         cw.export_function(self._class_id, self._pickled)
         return self._class_id
@@ -575,7 +576,6 @@ class ActorTaskExecutor(TaskExecutor):
         self.actor = cls(*args, **kwargs)
         mc = extras.get("max_concurrency") or 1
         if extras.get("is_async"):
-            _install_ref_hooks(self.cw)
             self.sem = asyncio.Semaphore(mc)
             self.loop = asyncio.new_event_loop()
             ready = threading.Event()
@@ -599,33 +599,6 @@ def _exit_now(cw):
     except Exception:
         pass
     os._exit(0)
-
-
-# --- ObjectRef hooks: `await ref` and ref.future() --------------------------------
-
-def _install_ref_hooks(cw):
-    from concurrent.futures import Future
-
-    from rayfast._core.ids import set_ref_hooks
-    from rayfast.core_worker import decode_value
-
-    def future_fn(ref):
-        fut = Future()
-        key = ref.binary()
-
-        def done(kind, data):
-            try:
-                fut.set_result(decode_value(cw.store, key, kind, data))
-            except BaseException as e:  # the task's error, raised as get() would
-                fut.set_exception(e)
-        cw.add_callback(key, done)
-        fut._rayfast_ref = ref   # keep the ref alive until the value arrives
-        return fut
-
-    def await_fn(ref):
-        return asyncio.wrap_future(future_fn(ref))
-
-    set_ref_hooks(future_fn, await_fn)
 
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "ActorID", "method", "get_actor", "kill", "exit_actor",

@@ -16,6 +16,8 @@ message in the same batch still names.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import threading
 import time
@@ -24,7 +26,7 @@ from collections import deque
 
 from rayfast import protocol as P
 from rayfast import serialization
-from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count
+from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count, set_ref_hooks
 from rayfast.config import INLINE_THRESHOLD
 from rayfast.direct import recv_any
 from rayfast.exceptions import GetTimeoutError, ObjectLostError, RaySystemError
@@ -190,19 +192,10 @@ class CoreWorker:
         return True
 
     def _dispatch(self, msgs):
-        results = self._results
         for m in msgs:
             t = m[0]
             if t == P.OBJ:
-                oid = m[1]
-                cbs = self._callbacks.pop(oid, None)
-                if cbs:
-                    for cb in cbs:
-                        cb(m[2], m[3])
-                if local_ref_count(oid) > 0:
-                    results[oid] = (m[2], m[3])
-                else:  # pushed to us as its submitter, but we dropped the ref meanwhile
-                    self._subscribed.discard(oid)
+                self.deliver(m[1], m[2], m[3])
             elif t == P.TASK:
                 if self._blocked and m[2][P.S_KIND] == P.TASK_NORMAL:
                     self._keep_function(m)
@@ -229,6 +222,20 @@ class CoreWorker:
             elif t == P.EXIT:
                 self.exit_requested = True
                 self._inbox.append(m)
+
+    def deliver(self, oid, kind, data):
+        """An object's value arrived: wake its callbacks, keep it if we still hold a ref.
+
+        Returns whether it was kept."""
+        cbs = self._callbacks.pop(oid, None)
+        if cbs:
+            for cb in cbs:
+                cb(kind, data)
+        if local_ref_count(oid) > 0:
+            self._results[oid] = (kind, data)
+            return True
+        self._subscribed.discard(oid)   # pushed to us as its submitter, but the ref is gone
+        return False
 
     def next_task(self):
         """Block until the node manager hands this worker a message for its task loop."""
@@ -468,6 +475,30 @@ class _FlushTimer:
                 self.cw.flush()
             except Exception:
                 return
+
+
+# --- ObjectRef hooks: ref.future() and `await ref`, in drivers and workers alike ---
+
+def _future_of(ref):
+    cw = current()
+    fut = concurrent.futures.Future()
+    key = ref.binary()
+
+    def done(kind, data):
+        try:
+            fut.set_result(decode_value(cw.store, key, kind, data))
+        except BaseException as e:  # the task's error, raised as get() would
+            fut.set_exception(e)
+    fut._rayfast_ref = ref   # keeps the object alive until its value has arrived
+    cw.add_callback(key, done)
+    return fut
+
+
+def _awaitable_of(ref):
+    return asyncio.wrap_future(_future_of(ref))
+
+
+set_ref_hooks(_future_of, _awaitable_of)
 
 
 def decode_value(store, key, kind, data):

@@ -152,9 +152,7 @@ class DriverChannel:
         cw = self.cw
         published = []
         for oid, kind, data, contained in results:
-            held = cw.holds(oid)
-            if held:
-                cw._results[oid] = (kind, data)
+            held = cw.deliver(oid, kind, data)
             published.append((oid, kind, data, contained, held))
         # Not urgent: it rides with the next frame, or the flush timer's.
         cw.send_later((P.DIRECT_DONE, spec, tuple(published), start, end, lease.worker_id, lease.pid))

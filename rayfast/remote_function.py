@@ -3,7 +3,6 @@ import hashlib
 import inspect
 import pickle
 
-import cloudpickle
 import numpy as np
 
 from rayfast import core_worker
@@ -197,7 +196,7 @@ class RemoteFunction:
 
     def _export(self, cw):
         if self._pickled is None:
-            self._pickled = cloudpickle.dumps(self._function, protocol=5)
+            self._pickled = serialization.dumps_function(self._function)
             self._function_id = hashlib.blake2b(self._pickled, digest_size=16).digest()
         cw.export_function(self._function_id, self._pickled)
         return self._function_id

@@ -19,8 +19,10 @@ ObjectRefs inside a value are pickled through persistent_id: the pickler
 records every ref it meets (the node manager counts them as held by the
 containing object) and the unpickler rebuilds them as live ObjectRefs.
 """
+import collections
 import io
 import pickle
+import types
 import struct
 
 import cloudpickle
@@ -37,10 +39,24 @@ _dumps = pickle.dumps
 _loads = pickle.loads
 
 
+def _code_reduce_keeping_filename(code):
+    """cloudpickle >= 3.1 renames the file of code it pickles by value to
+    "<dynamic-code>"; remote tracebacks would lose their file names and source
+    lines. Put the real file name back."""
+    func, args = _cloudpickle_code_reduce(code)
+    return func, tuple(code.co_filename if a == "<dynamic-code>" and type(a) is str else a for a in args)
+
+
+_cloudpickle_code_reduce = getattr(getattr(cloudpickle, "cloudpickle", None), "_code_reduce", None)
+_DISPATCH = {types.CodeType: _code_reduce_keeping_filename} if _cloudpickle_code_reduce else {}
+
+
 class _Pickler(cloudpickle.Pickler):
     def __init__(self, file, buffer_callback=None):
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self.contained = []
+        if _DISPATCH:
+            self.dispatch_table = collections.ChainMap(_DISPATCH, self.dispatch_table)
 
     def persistent_id(self, obj):
         if type(obj) is ObjectRef:
@@ -59,6 +75,13 @@ class _Pickler(cloudpickle.Pickler):
 class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         return ObjectRef(pid)
+
+
+def dumps_function(fn):
+    """Pickle a function or class to export it (by value when cloudpickle must)."""
+    f = io.BytesIO()
+    _Pickler(f).dump(fn)
+    return f.getvalue()
 
 
 def _is_plain(value):

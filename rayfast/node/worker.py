@@ -73,6 +73,8 @@ class TaskExecutor:
             results = self.error_results(spec, e)
         finally:
             cw.in_task = False
+        # Drop the task's values now: refs in them are released with this flush, not the next task's.
+        out = args = kwargs = None
         done = (P.DONE, handle, results, start, time.time())
         if reply is not None:
             try:
@@ -80,6 +82,7 @@ class TaskExecutor:
                 reply.flush()
             except OSError:
                 pass   # the driver went away; it resubmits or no longer cares
+            cw.flush()   # ref releases go to the node (a no-op when there are none)
         elif cw._inbox:
             cw.send_batched(done)   # more queued here: let the results of a run share a frame
         else:
