@@ -52,11 +52,12 @@ _DISPATCH = {types.CodeType: _code_reduce_keeping_filename} if _cloudpickle_code
 
 
 class _Pickler(cloudpickle.Pickler):
+    # a class attribute: the C pickler reads it when the instance is created
+    dispatch_table = collections.ChainMap(_DISPATCH, cloudpickle.Pickler.dispatch_table)
+
     def __init__(self, file, buffer_callback=None):
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self.contained = []
-        if _DISPATCH:
-            self.dispatch_table = collections.ChainMap(_DISPATCH, self.dispatch_table)
 
     def persistent_id(self, obj):
         if type(obj) is ObjectRef:
