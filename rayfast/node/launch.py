@@ -1,11 +1,15 @@
 """Bringing a node up and tearing it down (the body of `python -m rayfast.node.main`)."""
 import json
-import time
 import os
 import shutil
 import signal
 import socket
+import threading
+import time
 
+
+# How much of the store to fault in at start-up (two 100 MB objects fit).
+WARM_BYTES = int(os.environ.get("RAYFAST_WARM_STORE_BYTES", 256 << 20))
 
 def run_node(args):
     from rayfast._core.store import ObjectStore
@@ -80,6 +84,7 @@ def run_node(args):
                                     "hostname": socket.gethostname()})
         _attach_actor_manager(nm)
         nm.listen()
+        _warm_store(store)
         if args.ready_fd >= 0:
             os.write(args.ready_fd, b"ready\n")
             os.close(args.ready_fd)
@@ -104,6 +109,26 @@ def run_node(args):
             pass
         cleanup()
     return 0
+
+
+def _warm_store(store):
+    """Fault in the bottom of the store in the background, at the lowest priority:
+    the first large puts then run at memcpy speed (see rf_store_warm)."""
+    nbytes = min(WARM_BYTES, store.capacity // 2)
+    if nbytes <= 0:
+        return
+
+    def run():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (OSError, AttributeError):
+            pass
+        try:
+            store.warm(nbytes)
+        except Exception:
+            pass   # only an optimisation
+
+    threading.Thread(target=run, name="rayfast-warm-store", daemon=True).start()
 
 
 def _attach_actor_manager(nm):
