@@ -261,3 +261,31 @@ def test_closure_and_lambda_like_functions():
     f = rayfast.remote(lambda x: x * 3)
     assert rayfast.get(f.remote(4)) == 12
 
+
+
+def test_object_put_in_task_and_returned_is_freed():
+    """A store object put() inside a task and returned inside its result is freed once the result is."""
+    from conftest import object_count, wait_for
+    import gc
+    import time
+
+    @rayfast.remote
+    def wrap():
+        return [rayfast.put(np.ones(20_000))]
+
+    def settle():
+        gc.collect()
+        rayfast.get(square.remote(0))
+        time.sleep(0.2)
+        rayfast.get(square.remote(0))
+        return object_count()
+
+    base = settle()
+    for _ in range(3):
+        w = wrap.remote()
+        inner = rayfast.get(w)
+        assert rayfast.get(inner[0]).sum() == 20_000
+        del w, inner
+    assert wait_for(lambda: settle() <= base, timeout=5), (base, object_count())
+    from rayfast import core_worker
+    assert core_worker.current().request("statistics")["store"]["bytes_used"] == 0
