@@ -82,7 +82,6 @@ class TaskExecutor:
                 reply.flush()
             except OSError:
                 pass   # the driver went away; it resubmits or no longer cares
-            cw.flush()   # ref releases go to the node (a no-op when there are none)
         elif cw._inbox:
             cw.send_batched(done)   # more queued here: let the results of a run share a frame
         else:
