@@ -35,6 +35,7 @@ _HEAD = struct.Struct("<IIQ")
 _BUF = struct.Struct("<QQ")
 _PRIMITIVES = (int, float, str, bytes, bool, type(None))
 _RAW_ARRAY = 1   # layout kind: one ndarray, no pickle
+_SMALL_ARRAY = 64 * 1024   # arrays below this pickle in band with the C pickler
 _dumps = pickle.dumps
 _loads = pickle.loads
 
@@ -86,12 +87,23 @@ def dumps_function(fn):
 
 
 def _is_plain(value):
+    """Whether the C pickler alone can take value: no cloudpickle, no refs inside."""
     t = type(value)
-    if t in _PRIMITIVES:
+    if t in _PRIMITIVES or (t is np.ndarray and _small_array(value)):
         return True
     if t is tuple or t is list:
-        return len(value) < 16 and all(type(v) in _PRIMITIVES for v in value)
+        if len(value) >= 16:
+            return False
+        for v in value:
+            tv = type(v)
+            if tv not in _PRIMITIVES and not (tv is np.ndarray and _small_array(v)):
+                return False
+        return True
     return False
+
+
+def _small_array(a):
+    return a.nbytes < _SMALL_ARRAY and not a.dtype.hasobject
 
 
 def dumps(value, buffer_callback=None):
