@@ -37,6 +37,7 @@ ACTOR_REF = 13     # (ACTOR_REF, actor_id, delta)  handles held by this process
 LEASE_REQUEST = 15 # (LEASE_REQUEST, shape)   a driver asks for a worker of its own (see rayfast/direct.py)
 LEASE_RETURN = 16  # (LEASE_RETURN, worker_id)
 DIRECT_DONE = 17   # (DIRECT_DONE, spec, results, start, end, worker_id, pid)  a task run on a lease
+PIN = 18           # (PIN, oids)  a leased worker's results contain these refs: hold them for the result
 RETURN = 14        # (RETURN, handles)  queued tasks a worker hands back unstarted (it blocked, or they were cancelled)
 # --- node manager -> client -------------------------------------------------
 OBJ = 20           # (OBJ, oid, kind, data)

@@ -263,9 +263,6 @@ def test_closure_and_lambda_like_functions():
 
 
 
-@pytest.mark.xfail(strict=False, reason="leased direct path: a leased worker's ref releases reach the node only "
-                   "with its next node-bound message, and sending them at once could free a pending object "
-                   "before the node records the result that contains it (test_nested_result_ref_outlives_child)")
 def test_object_put_in_task_and_returned_is_freed():
     """A store object put() inside a task and returned inside its result is freed once the result is."""
     from conftest import object_count, wait_for

@@ -302,6 +302,9 @@ class NodeManager:
                 self._hello(c, m)
             elif t == P.RETURN:
                 self._returned(c, m[1])
+            elif t == P.PIN:
+                for oid in m[1]:
+                    objects.entry(oid).contained_in += 1
             elif t == P.DIRECT_DONE:
                 self._direct_done(c, m[1], m[2], m[3], m[4], m[5], m[6])
             elif t == P.LEASE_REQUEST:
@@ -378,8 +381,8 @@ class NodeManager:
         c.held.add(oid)
         self._object_ready(e, kind, data, contained)
 
-    def _object_ready(self, e, kind, data, contained):
-        subs = self.objects.set_ready(e, kind, data, contained)
+    def _object_ready(self, e, kind, data, contained, pinned=False):
+        subs = self.objects.set_ready(e, kind, data, contained, pinned)
         if subs:
             msg = (P.OBJ, e.oid, kind, data)
             for s in subs:
@@ -524,7 +527,7 @@ class NodeManager:
             if held:
                 e.holders.add(c.id)
                 c.held.add(oid)
-            self._object_ready(e, kind, data, contained)
+            self._object_ready(e, kind, data, contained, pinned=True)
         self.stats.submitted(name)
         self.stats.started(name, 0.0)
         self.stats.finished(name, start, end)

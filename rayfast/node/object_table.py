@@ -53,8 +53,11 @@ class ObjectTable:
             e = self.entries[oid] = ObjectEntry(oid)
         return e
 
-    def set_ready(self, e, kind, data, contained):
-        """Record a value; returns the subscribers to notify (or None)."""
+    def set_ready(self, e, kind, data, contained, pinned=False):
+        """Record a value; returns the subscribers to notify (or None).
+
+        pinned: the refs it contains were already counted (PIN) by the worker
+        that produced it."""
         e.state = READY
         e.kind = kind
         e.data = data
@@ -63,8 +66,9 @@ class ObjectTable:
             self.inline_bytes += len(data)
         if contained:
             e.contains = contained
-            for c in contained:
-                self.entry(c).contained_in += 1
+            if not pinned:
+                for c in contained:
+                    self.entry(c).contained_in += 1
         subs = e.subscribers
         e.subscribers = None
         return subs

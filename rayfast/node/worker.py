@@ -77,11 +77,19 @@ class TaskExecutor:
         out = args = kwargs = None
         done = (P.DONE, handle, results, start, time.time())
         if reply is not None:
+            # Refs inside the results are pinned at the node before this worker's
+            # own refs to them are released there (same socket, in order); the
+            # driver's record of the task (DIRECT_DONE) then takes the pins over.
+            contained = tuple(c for r in results for c in r[3])
+            if contained:
+                cw.conn.send((P.PIN, contained))
             try:
                 reply.send(done)
                 reply.flush()
             except OSError:
                 pass   # the driver went away; it resubmits or no longer cares
+            if contained:
+                cw.flush()
         elif cw._inbox:
             cw.send_batched(done)   # more queued here: let the results of a run share a frame
         else:
