@@ -26,7 +26,7 @@ import time
 
 from rayfast import protocol as P
 from rayfast import serialization
-from rayfast.exceptions import TaskCancelledError, WorkerCrashedError
+from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
 
 LEASE_COOLDOWN = 0.1   # after losing a lease, wait this long before asking again
 
@@ -174,8 +174,8 @@ class DriverChannel:
         _, spec, _ = lease.inflight
         lease.inflight = None
         retries = spec[P.S_MAX_RETRIES]
-        if lease.cancelled:
-            self._record(spec, _error_results(spec, TaskCancelledError(spec[P.S_TASK_ID].hex())),
+        if lease.cancelled:   # killed by cancel(force=True) while it ran
+            self._record(spec, _error_results(spec, TaskCancelledWorkerCrashedError(spec[P.S_TASK_ID].hex())),
                          time.time(), time.time(), lease)
         elif retries != 0:
             spec = spec[:P.S_MAX_RETRIES] + (retries - 1 if retries > 0 else retries,) + spec[P.S_MAX_RETRIES + 1:]

@@ -129,6 +129,17 @@ class TaskCancelledError(RayError):
         super().__init__(f"Task {task_id} was cancelled" if task_id else "This task was cancelled")
 
 
+class TaskCancelledWorkerCrashedError(TaskCancelledError, WorkerCrashedError):
+    """get() of a task that cancel(force=True) killed while it ran.
+
+    Ray documents WorkerCrashedError for this case and TaskCancelledError for
+    cancelled tasks in general; the error is an instance of both, so code
+    written against either catches it."""
+
+    def __init__(self, task_id=None):
+        TaskCancelledError.__init__(self, task_id)
+
+
 class GetTimeoutError(RayError, TimeoutError):
     pass
 

@@ -163,3 +163,19 @@ def test_timeline_and_summary_count_direct_tasks(cluster):
         rayfast.get(pid.remote())
     names = [e["name"] for e in rayfast.timeline() if e.get("ph") == "X"]
     assert sum(1 for n in names if n.endswith(".pid")) >= 20
+
+
+def test_force_cancel_is_both_cancelled_and_crashed(cluster):
+    # Ray documents WorkerCrashedError after cancel(force=True) of a running task,
+    # and TaskCancelledError for cancelled tasks: code written for either must work.
+    for via_lease in (True, False):
+        if via_lease:
+            _lease()
+            r = sleep.remote(30)
+        else:
+            r = sleep.options(num_cpus=2).remote(30)   # not the lease's shape: through the node
+        time.sleep(0.3)
+        rayfast.cancel(r, force=True)
+        with pytest.raises(WorkerCrashedError) as info:
+            rayfast.get(r, timeout=30)
+        assert isinstance(info.value, TaskCancelledError)

@@ -28,7 +28,7 @@ from rayfast import serialization
 from rayfast._core.deps import DependencyTable
 from rayfast._core.queue import TaskQueue
 from rayfast.config import MAX_WORKERS_PER_CPU
-from rayfast.exceptions import TaskCancelledError, WorkerCrashedError
+from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
 from rayfast.node.object_table import READY, ObjectTable
 from rayfast.direct import worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
@@ -747,8 +747,8 @@ class NodeManager:
         elif rec is not None and not rec.done:
             self._release_resources(rec, w)
             rec.worker = None
-            if rec.cancelled:
-                self.fail_task(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
+            if rec.cancelled:   # killed by cancel(force=True) while it ran
+                self.fail_task(rec, TaskCancelledWorkerCrashedError(rec.spec[P.S_TASK_ID].hex()))
             elif rec.retries_left != 0:
                 if rec.retries_left > 0:
                     rec.retries_left -= 1
