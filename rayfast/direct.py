@@ -22,6 +22,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 
 from rayfast import protocol as P
@@ -65,10 +66,22 @@ class DriverChannel:
         self.requested = False
         self.lost_at = 0.0
         self._handles = 0
+        # One task in flight per lease: checking and taking the slot must be
+        # atomic when several threads submit (a thread that finds the lock
+        # taken goes through the node manager instead).
+        self._lock = threading.Lock()
 
     # --- called by the submit path ---------------------------------------
     def try_submit(self, spec, pickled_fn):
         """Run spec on the leased worker if it qualifies; True if it went there."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            return self._try_submit(spec, pickled_fn)
+        finally:
+            self._lock.release()
+
+    def _try_submit(self, spec, pickled_fn):
         lease = self.lease
         if lease is None:
             if not self.requested and time.monotonic() - self.lost_at > LEASE_COOLDOWN:
@@ -119,6 +132,10 @@ class DriverChannel:
         self.lost_at = time.monotonic()
 
     def on_revoke(self, worker_id):
+        with self._lock:
+            self._on_revoke(worker_id)
+
+    def _on_revoke(self, worker_id):
         lease = self.lease
         if lease is None or lease.worker_id != worker_id:
             return
@@ -128,6 +145,10 @@ class DriverChannel:
 
     def on_messages(self, msgs):
         """Messages from the leased worker (its DONE replies); None when the channel closed."""
+        with self._lock:
+            self._on_messages(msgs)
+
+    def _on_messages(self, msgs):
         lease = self.lease
         if lease is None:
             return

@@ -179,3 +179,22 @@ def test_force_cancel_is_both_cancelled_and_crashed(cluster):
         with pytest.raises(WorkerCrashedError) as info:
             rayfast.get(r, timeout=30)
         assert isinstance(info.value, TaskCancelledError)
+
+
+def test_threads_sharing_the_lease(cluster):
+    import threading
+    _lease()
+    errors = []
+
+    def run(k):
+        try:
+            for i in range(200):
+                assert rayfast.get(ident.remote((k, i)), timeout=30) == (k, i)
+        except Exception as e:   # reported below
+            errors.append(repr(e))
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
