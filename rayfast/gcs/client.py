@@ -49,9 +49,15 @@ pack_command = hiredis.pack_command
 
 
 def shard_for(key: bytes, num_shards: int) -> int:
-    """Stable shard of a key (same in every process, every run)."""
+    """Stable shard of a key (same in every process, every run).
+
+    Task, object, actor and node IDs (16 or 20 bytes) are hashes already:
+    their first 8 bytes are spread evenly and cost nothing to use. Any other
+    key (names, KV keys) is hashed."""
     if num_shards == 1:
         return 0
+    if len(key) in (16, 20):
+        return int.from_bytes(key[:8], "little") % num_shards
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % num_shards
 
 
@@ -223,7 +229,7 @@ class GcsClient:
             return 0
         if isinstance(key, str):
             key = key.encode()
-        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % n
+        return shard_for(key, n)
 
     # ------------------------------------------------------------------ connections
 

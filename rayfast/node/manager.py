@@ -29,7 +29,7 @@ from rayfast._core.deps import DependencyTable
 from rayfast._core.queue import TaskQueue
 from rayfast.config import MAX_WORKERS_PER_CPU
 from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
-from rayfast.node.object_table import READY, ObjectTable
+from rayfast.node.object_table import READY, ObjectEntry, ObjectTable
 from rayfast.direct import worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
 from rayfast.node.stats import FunctionStats
@@ -337,24 +337,31 @@ class NodeManager:
         self._next_handle += 1
         handle = self._next_handle
         task_id = spec[P.S_TASK_ID]
-        returns = return_ids(task_id, max(spec[P.S_NUM_RETURNS], 1))
+        n = spec[P.S_NUM_RETURNS]
+        returns = [task_id + _RETURN_SUFFIX[1]] if n <= 1 else return_ids(task_id, n)
         rec = TaskRecord(handle, spec, c, spec[P.S_RESOURCES], returns)
         self.tasks[handle] = rec
         self.task_by_id[task_id] = handle
         objects = self.objects
+        entries = objects.entries
         cid = c.id
+        held = c.held
         for oid in returns:
-            e = objects.entry(oid)
+            held.add(oid)
+            e = entries.get(oid)
+            if e is None:
+                # The submitter holds the results and is subscribed from the
+                # start: they are pushed to it, so a get() costs no message.
+                entries[oid] = ObjectEntry(oid, cid, handle, c)
+                continue
             e.holders.add(cid)
             e.producer = handle
-            c.held.add(oid)
-            # The submitter is subscribed from the start: its results are
-            # pushed to it, so a get() costs no extra message.
             if e.subscribers is None:
                 e.subscribers = [c]
             elif c not in e.subscribers:
                 e.subscribers.append(c)
-        deps = [oid for _, oid in spec[P.S_ARG_REFS]]
+        arg_refs = spec[P.S_ARG_REFS]
+        deps = [oid for _, oid in arg_refs] if arg_refs else ()
         for oid in deps:
             objects.entry(oid).task_refs += 1
         for oid in spec[P.S_BORROWED]:

@@ -17,17 +17,17 @@ class ObjectEntry:
     __slots__ = ("oid", "state", "kind", "data", "holders", "task_refs", "contained_in",
                  "contains", "subscribers", "producer")
 
-    def __init__(self, oid):
+    def __init__(self, oid, holder=None, producer=None, subscriber=None):
         self.oid = oid
         self.state = PENDING
         self.kind = None
         self.data = None
-        self.holders = set()
+        self.holders = {holder} if holder is not None else set()
         self.task_refs = 0
         self.contained_in = 0
         self.contains = ()
-        self.subscribers = None
-        self.producer = None      # task handle while its producer is queued or running
+        self.subscribers = [subscriber] if subscriber is not None else None
+        self.producer = producer  # task handle while its producer is queued or running
 
     def referenced(self):
         return bool(self.holders) or self.task_refs > 0 or self.contained_in > 0
