@@ -331,10 +331,18 @@ class CoreWorker:
             self.flush()
         try:
             with self._cond:
-                while sum(1 for k in missing if k in results) < num_ready - (len(keys) - len(missing)):
+                if len(missing) == 1:
+                    key = missing[0]
+                    while key not in results:
+                        if not self._pump(deadline):
+                            return False
+                    return True
+                while True:
+                    missing = [k for k in missing if k not in results]   # shrinks as values come
+                    if len(keys) - len(missing) >= num_ready:
+                        return True
                     if not self._pump(deadline):
                         return False
-            return True
         finally:
             if blocked:
                 self._blocked = False
