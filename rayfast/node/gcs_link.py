@@ -21,6 +21,7 @@ from rayfast.protocol import RECV_SIZE
 from rayfast.gcs.tables import Gcs
 
 logger = logging.getLogger(__name__)
+MAX_EVENTS = 200_000   # timeline events kept per shard
 
 
 class _AsyncShard:
@@ -70,6 +71,8 @@ class NodeGcs:
             json.dumps({"name": name, "task_id": tid.hex(), "worker": wid, "pid": pid, "start": start,
                         "end": end, "node": node_id.hex()}, separators=(",", ":"))
             for name, tid, wid, pid, start, end in events])
+        # A long-running cluster keeps only the newest events, like the node's own deque.
+        self.write(node_id, "LTRIM", "events", -MAX_EVENTS, -1)
 
     def register_node(self, node_id, info):
         self.gcs.register_node(node_id, info)
