@@ -90,7 +90,11 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             from rayfast.cluster import connect_driver
             node, conn, info = connect_driver(address)
         else:
-            node = start_local_node(int(num_cpus), res, int(object_store_memory), object_spilling_directory,
+            system_config = kwargs.get("_system_config") or {}
+            spill = object_spilling_directory
+            if system_config.get("automatic_object_spilling_enabled") is False:
+                spill = False   # Ray's switch: a full store raises ObjectStoreFullError
+            node = start_local_node(int(num_cpus), res, int(object_store_memory), spill,
                                     gcs_shards, kwargs.get("_temp_dir"))
             try:
                 conn, info = _hello(node.socket_path)

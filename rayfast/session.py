@@ -64,10 +64,17 @@ def _remove_leftovers(session_dir):
 
 
 def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_shards, temp_dir=None):
+    """spill_dir: None = inside the session dir; False = spilling off; a path =
+    a directory of this session's own below it (only that is removed at the end)."""
     session_dir = tempfile.mkdtemp(prefix="rayfast-", dir=temp_dir)
     if spill_dir is None:
         spill_dir = os.path.join(session_dir, "spill")
-    os.makedirs(spill_dir, exist_ok=True)
+    elif spill_dir is False:
+        spill_dir = ""
+    else:
+        spill_dir = os.path.join(os.path.abspath(spill_dir), os.path.basename(session_dir))
+    if spill_dir:
+        os.makedirs(spill_dir, exist_ok=True)
     r, w = os.pipe()
     cmd = [sys.executable, "-m", "rayfast.node.main", "--session-dir", session_dir,
            "--num-cpus", str(num_cpus), "--resources", json.dumps(resources or {}),

@@ -52,7 +52,7 @@ def run_node(args):
         resources.update(json.loads(args.resources))
         store_name = "/rayfast-" + os.path.basename(session_dir.rstrip("/"))
         try:
-            store = ObjectStore.create(store_name, args.object_store_memory, args.spill_dir)
+            store = ObjectStore.create(store_name, args.object_store_memory, args.spill_dir or None)
         except Exception as e:
             _fail(session_dir, f"cannot create the object store: {e}")
             return 1
