@@ -29,7 +29,7 @@ from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count, set_ref_hooks
 from rayfast.config import INLINE_THRESHOLD
 from rayfast.direct import recv_any
-from rayfast.exceptions import GetTimeoutError, ObjectLostError, RaySystemError
+from rayfast.exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFullError, RaySystemError
 
 
 BURST_GAP = 50e-6   # submissions closer than this are batched
@@ -297,13 +297,33 @@ class CoreWorker:
         return ref
 
     def write_to_store(self, key, parts):
-        buf = self.store.create_object(key, parts[3])
+        buf = self._create_in_store(key, parts[3])
         try:
             serialization.write_parts(buf, parts)
         except BaseException:
             self.store.abort(key)   # also invalidates buf
             raise
         self.store.seal(key)        # also invalidates buf
+
+    def _create_in_store(self, key, size):
+        """create_object, retried while the node frees what was just released.
+
+        Refs dropped here reach the node with the next message, and other
+        processes free theirs a little later: a full store is only reported
+        once the releases are through and a short wait has not helped."""
+        delay = 0.01
+        for attempt in range(6):
+            try:
+                return self.store.create_object(key, size)
+            except ObjectStoreFullError:
+                if attempt == 5:
+                    raise
+                if attempt == 0:
+                    self.flush()
+                    self.request("ping")   # the node has handled our releases when it answers
+                else:
+                    time.sleep(delay)
+                    delay *= 2
 
     def wait_objects(self, keys, num_ready, deadline):
         """Subscribe to keys and wait until at least num_ready of them have values.
