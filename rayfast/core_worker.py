@@ -256,11 +256,12 @@ class CoreWorker:
 
     def submit_task(self, spec, pickled_fn):
         """Send a normal task: over a leased worker when it is a lone call, else to the node."""
+        # The lease takes one task at a time: in a burst the first goes there
+        # and the rest, finding it busy, go to the node manager.
         direct = self.direct
-        if direct is not None and time.perf_counter() - self._last_submit > BURST_GAP:
-            if direct.try_submit(spec, pickled_fn):
-                self._last_submit = time.perf_counter()
-                return
+        if direct is not None and direct.try_submit(spec, pickled_fn):
+            self._last_submit = time.perf_counter()
+            return
         self.send_batched((P.SUBMIT, spec))
 
     def send_later(self, msg):
