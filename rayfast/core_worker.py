@@ -116,6 +116,8 @@ class CoreWorker:
             self._batch_started = now
             self._arm_timer()
         elif n >= 128 or now - self._batch_started > 0.0002:
+            if n >= 128 and self.direct is not None:
+                self.direct.release_idle()   # a burst: the leased worker is better off in the pool
             self.flush()
 
     def _arm_timer(self, delay=None):

@@ -131,6 +131,13 @@ class DriverChannel:
         self.requested = False
         self.lost_at = time.monotonic()
 
+    def release_idle(self):
+        """Give the lease back now if no task is in flight on it."""
+        with self._lock:
+            lease = self.lease
+            if lease is not None and lease.inflight is None:
+                self._give_back(lease)
+
     def on_revoke(self, worker_id):
         with self._lock:
             self._on_revoke(worker_id)
