@@ -31,6 +31,11 @@ def remote(*args, **options):
     return decorator
 
 
+def get_gpu_ids():
+    """The GPU ids assigned to this worker: rayfast schedules no GPUs, so always []."""
+    return []
+
+
 def _make_remote(obj, options):
     import inspect
 
@@ -47,6 +52,9 @@ def __getattr__(name):
     if name in ("get_actor", "kill", "method", "ActorHandle", "ActorClass"):
         from rayfast import actor
         return getattr(actor, name)
+    if name in ("util", "actor"):
+        import importlib
+        return importlib.import_module(f"rayfast.{name}")
     if name in ("timeline", "summary"):
         from rayfast import observability
         return getattr(observability, name)
@@ -55,4 +63,5 @@ def __getattr__(name):
 
 __all__ = ["init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "kill",
            "get_actor", "method", "nodes", "cluster_resources", "available_resources", "timeline",
-           "ObjectRef", "ObjectID", "TaskID", "ActorHandle", "exceptions", "get_runtime_context"]
+           "ObjectRef", "ObjectID", "TaskID", "ActorHandle", "exceptions", "get_runtime_context",
+           "get_gpu_ids"]

@@ -112,6 +112,21 @@ def encode_call_args(cw, args, kwargs):
 
 
 
+def _task_extras(options):
+    """The spec's S_OPTIONS for a normal task: None unless retry_exceptions is set."""
+    rx = options.get("retry_exceptions")
+    if rx is None or rx is False:
+        return None
+    if rx is True:
+        return {"retry_exceptions": True}
+    if isinstance(rx, (list, tuple)) and rx and all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in rx):
+        # Classes travel cloudpickled: the node manager never unpickles them.
+        return {"retry_exceptions": serialization.dumps_function(tuple(rx))}
+    raise TypeError("retry_exceptions must be either a boolean or a list of exceptions, "
+                    f"got {rx!r}")
+
+
 class _Signature:
     """Checks call arguments against a function's signature at the call site, cheaply."""
 
@@ -182,7 +197,7 @@ class RemoteFunction:
             num_returns = 1
         if not isinstance(num_returns, int):
             raise ValueError(f"num_returns={num_returns!r} is not supported; use an integer")
-        return (num_returns, resource_shape(options, 1), max_retries(options))
+        return (num_returns, resource_shape(options, 1), max_retries(options), _task_extras(options))
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Remote functions cannot be called directly. Instead of running "
@@ -212,7 +227,7 @@ class RemoteFunction:
 
     def _remote(self, args, kwargs, compiled):
         cw = core_worker.current()
-        num_returns, shape, retries = compiled
+        num_returns, shape, retries, extras = compiled
         self._signature.check(self.__name__, args, kwargs)
         if shape not in cw.feasible_shapes:
             check_feasible(shape, cw.node_info["resources"], f"Task {self.__name__}")
@@ -222,7 +237,7 @@ class RemoteFunction:
         tid = cw.next_task_id()
         tb = tid.binary()
         spec = (tb, P.TASK_NORMAL, fid, self._name, payload, arg_refs, borrowed, num_returns, shape,
-                retries, None, None, None)
+                retries, None, None, extras)
         # The node manager counts the submitter as holding the results and
         # pushes them to it unasked: no ref announcement, no GET needed.
         # The refs exist before the spec is sent: a result that another

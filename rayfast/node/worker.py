@@ -62,8 +62,11 @@ class TaskExecutor:
         try:
             if spec[P.S_KIND] == P.TASK_NORMAL:
                 fn = self.function(spec, pickled)
-                args, kwargs = self.resolve_args(spec, resolved)
-                out = fn(*args, **kwargs)
+                if spec[P.S_OPTIONS]:
+                    out = self.run_with_retries(spec, fn, resolved)
+                else:
+                    args, kwargs = self.resolve_args(spec, resolved)
+                    out = fn(*args, **kwargs)
             else:
                 out = self.actor_call(spec, resolved, pickled)
             results = self.pack_results(spec, out)
@@ -94,6 +97,26 @@ class TaskExecutor:
             cw.send_batched(done)   # more queued here: let the results of a run share a frame
         else:
             cw.send(done)
+
+    def run_with_retries(self, spec, fn, resolved):
+        """Run a task whose application errors are retried (Ray's retry_exceptions), up to max_retries.
+
+        Retries run here, in the same worker, each with freshly decoded arguments."""
+        rx = spec[P.S_OPTIONS].get("retry_exceptions")
+        if isinstance(rx, bytes):
+            rx = serialization.loads_inline(rx)
+        left = spec[P.S_MAX_RETRIES]
+        while True:
+            args, kwargs = self.resolve_args(spec, resolved)
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                if left == 0 or not rx or (rx is not True and not isinstance(e, rx)):
+                    raise
+                if left > 0:
+                    left -= 1
+            finally:
+                args = kwargs = None
 
     def actor_call(self, spec, resolved, pickled):
         raise NotImplementedError("actor tasks need rayfast.actor")
