@@ -260,7 +260,12 @@ class Gcs:
         replies = self.client.execute_all({s: [("LRANGE", "events", 0, -1)] for s in range(self.num_shards)})
         out = []
         for s in range(self.num_shards):
-            out.extend(loads(x) for x in replies[s][0])
+            for x in replies[s][0]:
+                ev = loads(x)
+                if isinstance(ev, list):   # a batch: one JSON array per write
+                    out.extend(ev)
+                else:
+                    out.append(ev)
         return out
 
     def clear_events(self) -> None:

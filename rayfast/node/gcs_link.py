@@ -21,7 +21,7 @@ from rayfast.protocol import RECV_SIZE
 from rayfast.gcs.tables import Gcs
 
 logger = logging.getLogger(__name__)
-MAX_EVENTS = 200_000   # timeline events kept per shard
+MAX_EVENT_BATCHES = 20_000   # timeline event batches (JSON arrays) kept per shard
 
 
 class _AsyncShard:
@@ -67,12 +67,13 @@ class NodeGcs:
         self._ntasks += 1
 
     def add_events_async(self, node_id, events):
-        self.write(node_id, "RPUSH", "events", *[
-            json.dumps({"name": name, "task_id": tid.hex(), "worker": wid, "pid": pid, "start": start,
-                        "end": end, "node": node_id.hex()}, separators=(",", ":"))
-            for name, tid, wid, pid, start, end in events])
-        # A long-running cluster keeps only the newest events, like the node's own deque.
-        self.write(node_id, "LTRIM", "events", -MAX_EVENTS, -1)
+        node = node_id.hex()
+        # One JSON array per batch: one encode call, one list element (get_events flattens).
+        self.write(node_id, "RPUSH", "events", json.dumps(
+            [{"name": name, "task_id": tid.hex(), "worker": wid, "pid": pid, "start": start, "end": end,
+              "node": node} for name, tid, wid, pid, start, end in events], separators=(",", ":")))
+        # A long-running cluster keeps only its newest event batches.
+        self.write(node_id, "LTRIM", "events", -MAX_EVENT_BATCHES, -1)
 
     def register_node(self, node_id, info):
         self.gcs.register_node(node_id, info)
