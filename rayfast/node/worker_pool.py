@@ -11,6 +11,7 @@ import ctypes
 import os
 import signal
 import socket
+import warnings
 
 _PR_SET_PDEATHSIG = 1
 IDLE, BUSY, ACTOR, DEAD, LEASED = "idle", "busy", "actor", "dead", "leased"
@@ -57,7 +58,11 @@ class WorkerPool:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._next_id += 1
         worker_id = self._next_id
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about fork() with threads running; ours (the
+            # store warm-up) hold no locks the child could need.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # child
             try:
                 set_pdeathsig()
