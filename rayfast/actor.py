@@ -36,7 +36,7 @@ from rayfast import core_worker
 from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID
-from rayfast.exceptions import RayActorError
+from rayfast.exceptions import RayActorError, _TypeOrValueError
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
 from rayfast.remote_function import encode_call_args as _encode
@@ -447,7 +447,7 @@ def get_actor(name, namespace=None):
 def kill(actor, *, no_restart=True):
     """End an actor now: its process is killed; pending and later calls raise RayActorError."""
     if not isinstance(actor, ActorHandle):
-        raise TypeError(f"kill() expects an ActorHandle, got {type(actor).__name__}. "
+        raise _TypeOrValueError(f"kill() expects an ActorHandle, got {type(actor).__name__}. "
                         f"(To cancel a task, use rayfast.cancel(object_ref).)")
     cw = core_worker.current()
     cw.send((P.KILL_ACTOR, actor._aid, bool(no_restart)))

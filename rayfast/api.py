@@ -13,7 +13,7 @@ from rayfast._core.ids import ObjectRef
 from rayfast.config import DEFAULT_GCS_SHARDS
 from rayfast.core_worker import CoreWorker
 from rayfast.direct import DriverChannel
-from rayfast.exceptions import GetTimeoutError
+from rayfast.exceptions import GetTimeoutError, _TypeOrValueError
 
 _lock = threading.RLock()
 _state = {"node": None, "cw": None, "namespace": None}
@@ -159,7 +159,8 @@ def _check_refs(object_refs, what):
                 raise TypeError(f"{what} expects an ObjectRef or a list of ObjectRefs, but the list "
                                 f"holds a {type(r).__name__}: {r!r}")
         return list(object_refs), False
-    raise TypeError(f"{what} expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}")
+    # Ray raises ValueError here ("'object_refs' must either be an ObjectRef or a list of ObjectRefs").
+    raise _TypeOrValueError(f"{what} expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}")
 
 
 def _check_timeout(timeout):

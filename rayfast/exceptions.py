@@ -184,3 +184,55 @@ class RaySystemExit(RayError):
 
 class PendingCallsLimitExceeded(RayError):
     pass
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    pass
+
+
+class ObjectFreedError(ObjectLostError):
+    pass
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectLostError):
+    pass
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
+    pass
+
+
+class LocalRayletDiedError(RayError):
+    pass
+
+
+class TaskUnschedulableError(RayError):
+    pass
+
+
+class ActorUnschedulableError(RayError):
+    pass
+
+
+class TaskPlacementGroupRemovedError(RayError):
+    pass
+
+
+class ActorPlacementGroupRemovedError(RayError):
+    pass
+
+
+class CrossLanguageError(RayError):
+    pass
+
+
+class OutOfDiskError(RayError):
+    pass
+
+
+class AsyncioActorExit(RayError):
+    pass
+
+
+class _TypeOrValueError(TypeError, ValueError):
+    """A bad argument where Ray raises ValueError and earlier rayfast raised TypeError: both catch it."""
