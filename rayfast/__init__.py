@@ -55,6 +55,9 @@ def __getattr__(name):
     if name in ("util", "actor"):
         import importlib
         return importlib.import_module(f"rayfast.{name}")
+    if name in ("ObjectRefGenerator", "DynamicObjectRefGenerator"):
+        from rayfast import generator
+        return getattr(generator, name)
     if name in ("timeline", "summary"):
         from rayfast import observability
         return getattr(observability, name)

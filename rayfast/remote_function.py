@@ -192,12 +192,21 @@ class RemoteFunction:
         self.__wrapped__ = function
 
     def _compile(self, options):
-        num_returns = options.get("num_returns", 1)
+        num_returns = options.get("num_returns")
+        generator = None
+        if num_returns in ("dynamic", "streaming") or (
+                num_returns is None and inspect.isgeneratorfunction(self._function)):
+            generator = "dynamic" if num_returns == "dynamic" else "streaming"
+            num_returns = 1
         if num_returns is None:
             num_returns = 1
         if not isinstance(num_returns, int):
-            raise ValueError(f"num_returns={num_returns!r} is not supported; use an integer")
-        return (num_returns, resource_shape(options, 1), max_retries(options), _task_extras(options))
+            raise ValueError(f"num_returns={num_returns!r} is not supported; use an integer, "
+                             f"'dynamic' or 'streaming'")
+        extras = _task_extras(options)
+        if generator is not None:
+            extras = dict(extras or {}, generator=generator)
+        return (num_returns, resource_shape(options, 1), max_retries(options), extras)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Remote functions cannot be called directly. Instead of running "
@@ -225,6 +234,9 @@ class RemoteFunction:
     def remote(self, *args, **kwargs):
         return self._remote(args, kwargs, self._defaults)
 
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("rayfast does not support Ray DAGs (bind); call .remote() instead")
+
     def _remote(self, args, kwargs, compiled):
         cw = core_worker.current()
         num_returns, shape, retries, extras = compiled
@@ -248,6 +260,9 @@ class RemoteFunction:
             ref = ObjectRef(key)
             set_reported(key)
             cw.submit_task(spec, self._pickled)
+            if extras is not None and extras.get("generator") == "streaming":
+                from rayfast.generator import ObjectRefGenerator
+                return ObjectRefGenerator(ref)
             return ref
         if num_returns == 0:
             cw.send_batched((P.SUBMIT, spec))

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+import types
 
 from rayfast import protocol as P
 from rayfast import serialization
@@ -123,6 +124,12 @@ class TaskExecutor:
 
     def pack_results(self, spec, out):
         n = spec[P.S_NUM_RETURNS]
+        if type(out) is types.GeneratorType:
+            if n == 1 and spec[P.S_OPTIONS] and spec[P.S_OPTIONS].get("generator"):
+                from rayfast.generator import materialize
+                out = materialize(self.cw, spec, out)
+            elif n > 1:
+                out = tuple(out)   # a generator yielding num_returns values (Ray allows it)
         if n == 1:
             values = (out,)
         elif n == 0:
