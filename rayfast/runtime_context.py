@@ -79,7 +79,10 @@ class RuntimeContext:
         return ex is not None and ex.actor_id is not None and ex.restarts > 0
 
     def get_assigned_resources(self):
-        return {}
+        """The resources the running task holds, e.g. {"CPU": 1.0}; {} in the driver."""
+        if self._cw.mode == "driver":
+            return {}
+        return dict(getattr(self._cw, "current_resources", None) or ())
 
     def get(self):
         return {"job_id": JOB_ID, "node_id": self.get_node_id(), "task_id": self.get_task_id(),

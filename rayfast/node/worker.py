@@ -56,6 +56,7 @@ class TaskExecutor:
         reply = msg[5] if len(msg) > 5 else None   # a leasing driver's channel
         cw = self.cw
         cw.current_task_id = TaskID(spec[P.S_TASK_ID])
+        cw.current_resources = spec[P.S_RESOURCES]
         cw._task_counter = 0
         cw._put_counter = 0
         start = time.time()
