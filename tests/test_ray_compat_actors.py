@@ -1,0 +1,482 @@
+"""Ray core's documented actor behaviour, ActorPool and Queue, run with `import rayfast as ray`.
+
+Examples and rules from docs.ray.io (ray-core/actors, named actors, async and
+threaded actors, terminating actors, actor fault tolerance, ray.util.ActorPool,
+ray.util.queue). Known differences from Ray are xfail with the reason.
+"""
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+
+import rayfast as ray
+from rayfast.util import ActorPool
+from rayfast.util.queue import Empty, Full, Queue
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@ray.remote
+class Counter:
+    def __init__(self):
+        self.value = 0
+
+    def increment(self):
+        self.value += 1
+        return self.value
+
+    def get_counter(self):
+        return self.value
+
+
+def test_counter_actor():
+    counter = Counter.remote()
+    assert ray.get([counter.increment.remote() for _ in range(3)]) == [1, 2, 3]
+    assert ray.get(counter.get_counter.remote()) == 3
+
+
+def test_actor_cannot_be_instantiated_or_called_directly():
+    with pytest.raises(TypeError):
+        Counter()
+    c = Counter.remote()
+    with pytest.raises(TypeError):
+        c.increment()
+
+
+def test_passing_actor_handles_to_tasks():
+    @ray.remote
+    def f(counter):
+        for _ in range(10):
+            counter.increment.remote()
+
+    counter = Counter.remote()
+    ray.get([f.remote(counter) for _ in range(3)])
+    # Each task's 10 calls are done by the time get of the task returns? Not guaranteed by
+    # Ray either; poll for the final value like the docs' example prints progress.
+    deadline = time.monotonic() + 10
+    while ray.get(counter.get_counter.remote()) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ray.get(counter.get_counter.remote()) == 30
+
+
+def test_method_num_returns():
+    @ray.remote
+    class A:
+        @ray.method(num_returns=2)
+        def two(self):
+            return 1, 2
+
+        def one(self):
+            return 0
+
+    a = A.remote()
+    r1, r2 = a.two.remote()
+    assert ray.get([r1, r2]) == [1, 2]
+    x, y, z = a.one.options(num_returns=1).remote(), *a.two.options(num_returns=2).remote()
+    assert ray.get([x, y, z]) == [0, 1, 2]
+
+
+def test_actor_method_exception_keeps_actor_alive():
+    @ray.remote
+    class A:
+        def bad(self):
+            raise ValueError("bad")
+
+        def ok(self):
+            return "ok"
+
+    a = A.remote()
+    with pytest.raises(ValueError):
+        ray.get(a.bad.remote())
+    assert ray.get(a.ok.remote()) == "ok"
+
+
+def test_constructor_failure_is_actor_error():
+    @ray.remote
+    class Broken:
+        def __init__(self):
+            raise RuntimeError("init failed")
+
+        def f(self):
+            return 1
+
+    b = Broken.remote()
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(b.f.remote(), timeout=10)
+
+
+# --- named and detached -----------------------------------------------------------
+
+def test_named_actor_get_actor():
+    counter = Counter.options(name="compat_counter").remote()
+    ray.get(counter.increment.remote())
+    same = ray.get_actor("compat_counter")
+    assert ray.get(same.increment.remote()) == 2
+
+
+def test_get_actor_missing_is_value_error():
+    with pytest.raises(ValueError):
+        ray.get_actor("no_such_actor_anywhere")
+
+
+def test_duplicate_name_is_value_error():
+    Counter.options(name="compat_dup").remote()
+    with pytest.raises(ValueError):
+        Counter.options(name="compat_dup").remote()
+
+
+def test_get_if_exists():
+    a = Counter.options(name="compat_gie", get_if_exists=True).remote()
+    ray.get(a.increment.remote())
+    b = Counter.options(name="compat_gie", get_if_exists=True).remote()
+    assert ray.get(b.get_counter.remote()) == 1
+
+
+def test_namespaces():
+    Counter.options(name="compat_ns", namespace="colors").remote()
+    assert ray.get(ray.get_actor("compat_ns", namespace="colors").increment.remote()) == 1
+    with pytest.raises(ValueError):
+        ray.get_actor("compat_ns")
+
+
+def test_list_named_actors():
+    Counter.options(name="compat_listed").remote()
+    assert "compat_listed" in ray.util.list_named_actors()
+    entries = ray.util.list_named_actors(all_namespaces=True)
+    assert {"name": "compat_listed", "namespace": ray.get_runtime_context().namespace} in entries
+
+
+def test_detached_actor_outlives_its_handle():
+    d = Counter.options(name="compat_detached", lifetime="detached").remote()
+    ray.get(d.increment.remote())
+    del d
+    time.sleep(0.3)
+    again = ray.get_actor("compat_detached")
+    assert ray.get(again.increment.remote()) == 2
+    ray.kill(again)
+
+
+# --- kill / exit -------------------------------------------------------------------------
+
+def test_kill_then_calls_raise_actor_error():
+    c = Counter.remote()
+    ray.get(c.increment.remote())
+    ray.kill(c)
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(c.increment.remote(), timeout=10)
+
+
+def test_kill_non_actor_is_value_error():
+    with pytest.raises(ValueError):
+        ray.kill(ray.put(1))
+
+
+def test_kill_frees_name():
+    c = Counter.options(name="compat_reuse").remote()
+    ray.get(c.increment.remote())
+    ray.kill(c)
+    time.sleep(0.3)
+    c2 = Counter.options(name="compat_reuse").remote()
+    assert ray.get(c2.increment.remote()) == 1
+
+
+def test_exit_actor():
+    @ray.remote
+    class Exiter:
+        def exit(self):
+            ray.actor.exit_actor()
+
+    a = Exiter.remote()
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(a.exit.remote(), timeout=10)
+
+
+@pytest.mark.xfail(reason="rayfast actors have no __ray_terminate__ method yet", strict=False)
+def test_ray_terminate():
+    c = Counter.remote()
+    ray.get(c.increment.remote())
+    ray.get(c.__ray_terminate__.remote(), timeout=10)
+
+
+# --- fault tolerance -------------------------------------------------------------------
+
+def test_max_restarts():
+    @ray.remote(max_restarts=1)
+    class Phoenix:
+        def __init__(self):
+            self.n = 0
+
+        def inc(self):
+            self.n += 1
+            return self.n
+
+        def die(self):
+            os._exit(1)
+
+        def reconstructed(self):
+            return ray.get_runtime_context().was_current_actor_reconstructed
+
+    p = Phoenix.remote()
+    assert ray.get(p.inc.remote()) == 1
+    assert not ray.get(p.reconstructed.remote())
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(p.die.remote(), timeout=10)
+    assert ray.get(p.inc.remote(), timeout=10) == 1      # state is rebuilt by __init__
+    assert ray.get(p.reconstructed.remote())
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(p.die.remote(), timeout=10)
+    with pytest.raises(ray.exceptions.RayActorError):   # no restarts left
+        ray.get(p.inc.remote(), timeout=10)
+
+
+@pytest.mark.xfail(reason="actor methods ignore retry_exceptions (Ray retries them up to "
+                          "max_task_retries)", strict=False)
+def test_actor_retry_exceptions():
+    @ray.remote(max_task_retries=3)
+    class Flaky:
+        def __init__(self):
+            self.n = 0
+
+        @ray.method(retry_exceptions=True)
+        def f(self):
+            self.n += 1
+            if self.n < 3:
+                raise ValueError("flaky")
+            return self.n
+
+    assert ray.get(Flaky.remote().f.remote(), timeout=10) == 3
+
+
+# --- concurrency ------------------------------------------------------------------------
+
+def test_async_actor_runs_concurrently():
+    @ray.remote
+    class AsyncActor:
+        async def run_concurrent(self):
+            await asyncio.sleep(0.5)
+            return 1
+
+    actor = AsyncActor.remote()
+    ray.get(actor.run_concurrent.remote())
+    t = time.monotonic()
+    assert ray.get([actor.run_concurrent.remote() for _ in range(4)]) == [1] * 4
+    assert time.monotonic() - t < 1.5
+
+
+def test_async_actor_max_concurrency_1_serializes():
+    @ray.remote(max_concurrency=1)
+    class AsyncActor:
+        async def run(self):
+            await asyncio.sleep(0.3)
+            return 1
+
+    actor = AsyncActor.remote()
+    ray.get(actor.run.remote())
+    t = time.monotonic()
+    ray.get([actor.run.remote() for _ in range(3)])
+    assert time.monotonic() - t >= 0.85
+
+
+def test_async_actor_awaits_object_refs():
+    @ray.remote
+    def some_task():
+        return 1
+
+    @ray.remote
+    class AsyncActor:
+        async def run_task(self):
+            return await some_task.remote() + await asyncio.wrap_future(some_task.remote().future())
+
+    assert ray.get(AsyncActor.remote().run_task.remote()) == 2
+
+
+def test_threaded_actor():
+    @ray.remote(max_concurrency=2)
+    class ThreadedActor:
+        def task(self):
+            time.sleep(0.5)
+            return threading.get_ident()
+
+    a = ThreadedActor.remote()
+    ray.get(a.task.remote())
+    t = time.monotonic()
+    idents = ray.get([a.task.remote(), a.task.remote()])
+    assert time.monotonic() - t < 0.9
+    assert len(set(idents)) == 2
+
+
+def test_sync_actor_runs_in_order():
+    @ray.remote
+    class Log:
+        def __init__(self):
+            self.items = []
+
+        def add(self, x):
+            self.items.append(x)
+
+        def get(self):
+            return self.items
+
+    log = Log.remote()
+    for i in range(100):
+        log.add.remote(i)
+    assert ray.get(log.get.remote()) == list(range(100))
+
+
+def test_current_actor_and_actor_id():
+    @ray.remote
+    class Self:
+        def me(self):
+            return ray.get_runtime_context().current_actor
+
+        def aid(self):
+            return ray.get_runtime_context().get_actor_id()
+
+    s = Self.remote()
+    aid = ray.get(s.aid.remote())
+    assert isinstance(aid, str)
+    assert s._actor_id.hex() == aid
+    assert ray.get(s.me.remote())._actor_id.hex() == aid
+
+
+@pytest.mark.xfail(reason="ray.cancel of an actor task has no effect yet (Ray cancels queued "
+                          "calls and running async calls)", strict=False)
+def test_cancel_async_actor_task():
+    @ray.remote
+    class AsyncSleeper:
+        async def sleep(self):
+            await asyncio.sleep(30)
+
+    a = AsyncSleeper.remote()
+    ref = a.sleep.remote()
+    time.sleep(0.3)
+    ray.cancel(ref)
+    with pytest.raises((ray.exceptions.TaskCancelledError, asyncio.CancelledError)):
+        ray.get(ref, timeout=5)
+
+
+# --- ActorPool ------------------------------------------------------------------------
+
+@ray.remote
+class PoolActor:
+    def double(self, v):
+        return 2 * v
+
+    def slow_double(self, v):
+        time.sleep(v)
+        return 2 * v
+
+
+def test_actor_pool_map():
+    a1, a2 = PoolActor.remote(), PoolActor.remote()
+    pool = ActorPool([a1, a2])
+    assert list(pool.map(lambda a, v: a.double.remote(v), [1, 2, 3, 4])) == [2, 4, 6, 8]
+
+
+def test_actor_pool_map_unordered():
+    pool = ActorPool([PoolActor.remote(), PoolActor.remote()])
+    out = list(pool.map_unordered(lambda a, v: a.slow_double.remote(v), [0.4, 0.0, 0.1]))
+    assert sorted(out) == [0.0, 0.2, 0.8]
+    assert out[-1] == 0.8
+
+
+def test_actor_pool_submit_get_next():
+    pool = ActorPool([PoolActor.remote(), PoolActor.remote()])
+    pool.submit(lambda a, v: a.double.remote(v), 1)
+    pool.submit(lambda a, v: a.double.remote(v), 2)
+    pool.submit(lambda a, v: a.double.remote(v), 3)   # queued until an actor is free
+    assert pool.has_next()
+    assert [pool.get_next(), pool.get_next(), pool.get_next()] == [2, 4, 6]
+    assert not pool.has_next()
+    with pytest.raises(StopIteration):
+        pool.get_next()
+
+
+def test_actor_pool_get_next_unordered_and_timeout():
+    pool = ActorPool([PoolActor.remote()])
+    pool.submit(lambda a, v: a.slow_double.remote(v), 1.0)
+    with pytest.raises(TimeoutError):
+        pool.get_next_unordered(timeout=0.05)
+    assert pool.get_next_unordered() == 2.0
+
+
+def test_actor_pool_idle_push_pop():
+    a1, a2 = PoolActor.remote(), PoolActor.remote()
+    pool = ActorPool([a1])
+    assert pool.has_free()
+    popped = pool.pop_idle()
+    assert popped == a1
+    assert not pool.has_free() and pool.pop_idle() is None
+    pool.push(a2)
+    assert pool.has_free()
+    with pytest.raises(ValueError):
+        pool.push(a2)
+    pool.submit(lambda a, v: a.double.remote(v), 5)
+    assert not pool.has_free()
+    assert pool.get_next() == 10
+
+
+# --- Queue -------------------------------------------------------------------------------
+
+def test_queue_put_get_between_driver_and_tasks():
+    queue = Queue(maxsize=100)
+
+    @ray.remote
+    def consumer(id, queue):
+        next_item = queue.get(block=True)
+        return id, next_item
+
+    consumers = [consumer.remote(i, queue) for i in range(2)]
+    [queue.put(i) for i in range(2)]
+    out = ray.get(consumers, timeout=20)
+    assert sorted(item for _, item in out) == [0, 1]
+    assert queue.empty()
+
+
+def test_queue_sizes_and_nowait():
+    q = Queue(maxsize=2)
+    assert q.empty() and not q.full() and q.qsize() == 0 and len(q) == 0
+    q.put(1)
+    q.put_nowait(2)
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(Full):
+        q.put_nowait(3)
+    with pytest.raises(Full):
+        q.put(3, timeout=0.1)
+    assert q.get() == 1
+    assert q.get_nowait() == 2
+    with pytest.raises(Empty):
+        q.get_nowait()
+    with pytest.raises(Empty):
+        q.get(timeout=0.1)
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+
+
+def test_queue_batches_and_shutdown():
+    q = Queue()
+    q.put_nowait_batch([1, 2, 3])
+    assert q.get_nowait_batch(2) == [1, 2]
+    with pytest.raises(Empty):
+        q.get_nowait_batch(5)
+    assert q.get() == 3
+    q.shutdown()
+
+
+def test_queue_async_api():
+    q = Queue()
+
+    async def main():
+        await q.put_async("a")
+        return await q.get_async()
+
+    assert asyncio.run(main()) == "a"
