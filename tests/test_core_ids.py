@@ -26,8 +26,11 @@ def clean_ref_table():
     # Other tests (or earlier ones) may hold refs; start each test from a drained table.
     gc.collect()
     drain_ref_changes()
-    yield
     set_ref_hooks(None, None)
+    yield
+    # Put the runtime's hooks back: later test modules use ObjectRef.future() / await.
+    from rayfast import core_worker
+    set_ref_hooks(core_worker._future_of, core_worker._awaitable_of)
 
 
 def test_sizes():
