@@ -3,14 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                    \
-        }                                                                  \
-    } while (0)
+#include "check.h"
 #include "deps.h"
 
 static void oid(uint8_t out[20], uint32_t i) {
@@ -202,6 +195,5 @@ static void test_model(void) {
 int main(void) {
     test_basic();
     test_model();
-    if (failures) fprintf(stderr, "test_deps: %d failures\n", failures);
-    return failures ? 1 : 0;
+    return check_done("test_deps");
 }

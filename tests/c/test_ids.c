@@ -3,14 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                    \
-        }                                                                  \
-    } while (0)
+#include "check.h"
 #include "hash.h"
 #include "ids.h"
 
@@ -146,6 +139,5 @@ int main(void) {
     test_layout();
     test_reftable();
     test_reftable_model();
-    if (failures) fprintf(stderr, "test_ids: %d failures\n", failures);
-    return failures ? 1 : 0;
+    return check_done("test_ids");
 }

@@ -4,25 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                    \
-        }                                                                  \
-    } while (0)
-
+#include "check.h"
 #include "hash.h"
 #include "idtable.h"
-
-static uint64_t rng = 88172645463325252ULL;
-static uint64_t xorshift(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 
 static void make_key(uint8_t *k, size_t ks, uint32_t i) {
     memset(k, 0xab, ks);
@@ -61,10 +45,10 @@ static void test_model(size_t ks) {
     uint8_t k[32];
     size_t live = 0;
     for (int step = 0; step < 60000; step++) {
-        uint32_t i = (uint32_t)(xorshift() % N);
+        uint32_t i = (uint32_t)(check_rand() % N);
         make_key(k, ks, i);
         rf_idval *v;
-        switch (xorshift() % 3) {
+        switch (check_rand() % 3) {
         case 0:
         case 1: {
             int rc = rf_idtable_upsert(t, k, &v);
@@ -196,6 +180,5 @@ int main(void) {
     test_collisions();
     test_hash();
     test_derive();
-    if (failures) fprintf(stderr, "test_idtable: %d failures\n", failures);
-    return failures ? 1 : 0;
+    return check_done("test_idtable");
 }

@@ -3,14 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                    \
-        }                                                                  \
-    } while (0)
+#include "check.h"
 #include "lineage.h"
 
 int main(void) {
@@ -46,6 +39,5 @@ int main(void) {
     CHECK(st.entries == 2001 && st.bytes == 2000 * sizeof(uint32_t));
     rf_lineage_free(l);
     rf_lineage_free(NULL);
-    if (failures) fprintf(stderr, "test_lineage: %d failures\n", failures);
-    return failures ? 1 : 0;
+    return check_done("test_lineage");
 }

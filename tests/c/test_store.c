@@ -14,38 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures = 0;
-#define CHECK(cond)                                                                                                \
-    do {                                                                                                           \
-        if (!(cond)) {                                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                               \
-            failures++;                                                                                            \
-        }                                                                                                          \
-    } while (0)
-#define CHECK_EQ(a, b)                                                                                             \
-    do {                                                                                                           \
-        long long _a = (long long)(a), _b = (long long)(b);                                                        \
-        if (_a != _b) {                                                                                            \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s = %lld, %s = %lld\n", __FILE__, __LINE__, #a, _a, #b, _b); \
-            failures++;                                                                                            \
-        }                                                                                                          \
-    } while (0)
-#define REQUIRE(cond)                                                                                              \
-    do {                                                                                                           \
-        if (!(cond)) {                                                                                             \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);                             \
-            exit(1);                                                                                               \
-        }                                                                                                          \
-    } while (0)
+#include "check.h"
 
 static char g_name[64];
-static uint64_t rng_state = 88172645463325252ull;
-static uint64_t rnd(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
 
 static void make_oid(uint8_t *oid, uint64_t a, uint64_t b) {
     memset(oid, 0, RF_OID_SIZE);
@@ -154,14 +125,14 @@ static void test_allocator_random(void) {
     uint64_t offs[512];
     int fulls = 0;
     for (int step = 0; step < 20000; step++) {
-        int i = (int)(rnd() % N);
+        int i = (int)(check_rand() % N);
         make_oid(oid, (uint64_t)i, 77);
         if (live[i]) {
             CHECK_EQ(verify(s, oid, sizes[i], (uint8_t)i), 0);
-            CHECK_EQ((rnd() & 1) ? rf_store_release(s, oid) : rf_store_delete(s, oid), 0);
+            CHECK_EQ((check_rand() & 1) ? rf_store_release(s, oid) : rf_store_delete(s, oid), 0);
             live[i] = 0;
         } else {
-            uint64_t n = (rnd() & 3) == 0 ? rnd() % (256 << 10) : rnd() % 4096;
+            uint64_t n = (check_rand() & 3) == 0 ? check_rand() % (256 << 10) : check_rand() % 4096;
             int r = put(s, oid, n, (uint8_t)i);
             if (r == RF_STORE_FULL) {
                 fulls++;
@@ -345,12 +316,12 @@ static void test_multiprocess(void) {
         if (pid == 0) {
             rf_store *c = NULL;
             if (rf_store_attach(g_name, &c) != 0) _exit(2);
-            rng_state ^= (uint64_t)getpid() * 0x9E3779B97F4A7C15ull;
+            check_rng_state ^= (uint64_t)getpid() * 0x9E3779B97F4A7C15ull;
             uint8_t oid[RF_OID_SIZE];
             int bad = 0;
             for (int i = 0; i < N; i++) {
                 make_oid(oid, (uint64_t)p, (uint64_t)i);
-                uint64_t n = 1 + rnd() % 20000;
+                uint64_t n = 1 + check_rand() % 20000;
                 if (put(c, oid, n, (uint8_t)(p * 31 + i)) != 0) bad++;
                 /* read a sibling's object (waits until it is sealed) */
                 uint8_t other[RF_OID_SIZE];
@@ -465,14 +436,14 @@ static void test_kill_storm(void) {
         for (int p = 0; p < 3; p++) {
             pids[p] = fork();
             if (pids[p] == 0) {
-                rng_state ^= (uint64_t)getpid() * 0x2545F4914F6CDD1Dull;
+                check_rng_state ^= (uint64_t)getpid() * 0x2545F4914F6CDD1Dull;
                 uint8_t oid[RF_OID_SIZE];
                 for (uint64_t i = 0;; i++) {
                     make_oid(oid, (uint64_t)getpid(), i);
                     uint32_t idx;
                     uint8_t *w;
-                    if (rf_store_create_object(s, oid, rnd() % 3000, 0, &idx, &w) == 0) {
-                        if (rnd() & 1) {
+                    if (rf_store_create_object(s, oid, check_rand() % 3000, 0, &idx, &w) == 0) {
+                        if (check_rand() & 1) {
                             rf_store_seal(s, oid);
                             rf_store_delete(s, oid);
                         } else {
@@ -482,7 +453,7 @@ static void test_kill_storm(void) {
                 }
             }
         }
-        usleep((useconds_t)(2000 + rnd() % 8000));
+        usleep((useconds_t)(2000 + check_rand() % 8000));
         for (int p = 0; p < 3; p++) kill(pids[p], SIGKILL);
         for (int p = 0; p < 3; p++) waitpid(pids[p], NULL, 0);
         CHECK_EQ(rf_store_check(s), 0);
@@ -526,10 +497,5 @@ int main(void) {
     test_kill_storm();
     test_attach_errors();
     printf("memcpy bandwidth: %.1f GB/s\n", rf_memcpy_bandwidth(64 << 20));
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_store: all passed\n");
-    return 0;
+    return check_done("test_store");
 }
