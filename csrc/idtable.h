@@ -13,13 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifndef RF_OK
-#define RF_OK 0
-#define RF_ENOMEM (-1)
-#define RF_EINVAL (-2)
-#define RF_ENOTFOUND (-3)
-#define RF_EEXIST (-4)
-#endif
+#include "rf_errors.h"
 
 #define RF_IDTABLE_MAX_KEY 64
 

@@ -1,14 +1,11 @@
 # C API of csrc/deps.h and the DependencyTable class.
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
+from rayfast._core.rf_errors cimport RF_EEXIST, RF_OK
+
 
 cdef extern from "deps.h" nogil:
     enum:
-        RF_OK
-        RF_ENOMEM
-        RF_EINVAL
-        RF_ENOTFOUND
-        RF_EEXIST
         RF_DEPS_ID_SIZE
 
     ctypedef struct rf_deps_stats:

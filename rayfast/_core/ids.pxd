@@ -1,20 +1,13 @@
-# C API of csrc/hash.h, csrc/idtable.h and csrc/ids.h, and the id classes.
+# C API of csrc/hash.h and csrc/ids.h, and the id classes.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+
+from rayfast._core.rf_errors cimport RF_OK
 
 
 cdef extern from "hash.h" nogil:
     uint64_t rf_hash64(const void *data, size_t len)
     uint64_t rf_hash64_seed(const void *data, size_t len, uint64_t seed)
     void rf_derive_id(const uint8_t *parent, size_t n, uint64_t counter, uint8_t *out)
-
-
-cdef extern from "idtable.h" nogil:
-    enum:
-        RF_OK
-        RF_ENOMEM
-        RF_EINVAL
-        RF_ENOTFOUND
-        RF_EEXIST
 
 
 cdef extern from "ids.h" nogil:

@@ -1,13 +1,11 @@
 # C API of csrc/lineage.h and the LineageTable class.
 from libc.stdint cimport uint8_t, uint64_t
 
+from rayfast._core.rf_errors cimport RF_OK
+
 
 cdef extern from "lineage.h" nogil:
     enum:
-        RF_OK
-        RF_ENOMEM
-        RF_EINVAL
-        RF_ENOTFOUND
         RF_LINEAGE_ID_SIZE
 
     ctypedef struct rf_lineage_stats:

@@ -1,13 +1,10 @@
 # C API of csrc/queue.h and the TaskQueue class.
 from libc.stdint cimport int64_t, uint64_t
 
+from rayfast._core.rf_errors cimport RF_OK
+
 
 cdef extern from "queue.h" nogil:
-    enum:
-        RF_OK
-        RF_ENOMEM
-        RF_ENOTFOUND
-
     ctypedef struct rf_queue_stats:
         size_t length
         uint64_t pushed
