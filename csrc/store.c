@@ -1003,50 +1003,39 @@ int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, 
     return 0;
 }
 
-int rf_store_seal(rf_store *s, const uint8_t *oid) {
-    if (!s || !oid) return RF_STORE_EINVAL;
-    uint64_t hash = oid_hash(oid);
-    LOCK_OR_RETURN(s);
-    uint32_t idx = index_find(s, oid, hash, NULL);
-    if (idx == NIL32) {
-        store_unlock(s);
-        return RF_STORE_NOTFOUND;
-    }
-    entry_t *e = &s->entries[idx];
-    if (e->state != RF_OBJ_CREATED || e->block == NIL64) {
-        store_unlock(s);
-        return RF_STORE_ESTATE;
-    }
-    e->state = RF_OBJ_SEALED;
-    e->pins--;
-    lru_push_front(s, idx);
-    if (e->flags & EF_DELETE_PENDING) do_delete(s, idx);
-    else maybe_free(s, idx);
-    wake_waiters(s);
-    store_unlock(s);
-    return 0;
+static int lookup_locked(rf_store *s, const uint8_t *oid, uint32_t *idx) {
+    *idx = index_find(s, oid, oid_hash(oid), NULL);
+    return *idx == NIL32 ? RF_STORE_NOTFOUND : 0;
 }
 
-int rf_store_abort(rf_store *s, const uint8_t *oid) {
+/* End the write of a CREATED object, dropping the writer's pin: seal makes it
+ * readable (it needs its block by then), abort deletes it. */
+static int end_write(rf_store *s, const uint8_t *oid, int seal) {
     if (!s || !oid) return RF_STORE_EINVAL;
-    uint64_t hash = oid_hash(oid);
+    uint32_t idx;
     LOCK_OR_RETURN(s);
-    uint32_t idx = index_find(s, oid, hash, NULL);
-    if (idx == NIL32) {
-        store_unlock(s);
-        return RF_STORE_NOTFOUND;
+    int r = lookup_locked(s, oid, &idx);
+    if (r == 0) {
+        entry_t *e = &s->entries[idx];
+        if (e->state != RF_OBJ_CREATED || (seal && e->block == NIL64)) r = RF_STORE_ESTATE;
+        else {
+            e->pins--;
+            if (seal) {
+                e->state = RF_OBJ_SEALED;
+                lru_push_front(s, idx);
+            }
+            if (!seal || (e->flags & EF_DELETE_PENDING)) do_delete(s, idx);
+            else maybe_free(s, idx);
+            wake_waiters(s);
+        }
     }
-    entry_t *e = &s->entries[idx];
-    if (e->state != RF_OBJ_CREATED) {
-        store_unlock(s);
-        return RF_STORE_ESTATE;
-    }
-    e->pins--;
-    do_delete(s, idx);
-    wake_waiters(s);
     store_unlock(s);
-    return 0;
+    return r;
 }
+
+int rf_store_seal(rf_store *s, const uint8_t *oid) { return end_write(s, oid, 1); }
+
+int rf_store_abort(rf_store *s, const uint8_t *oid) { return end_write(s, oid, 0); }
 
 /* Restore a SPILLED object (lock held). On success the object is SEALED and pinned
  * once for the caller. */
@@ -1189,11 +1178,6 @@ int rf_store_unpin(rf_store *s, uint32_t idx) {
     if (e->pins == 0) maybe_free(s, idx);
     store_unlock(s);
     return 0;
-}
-
-static int lookup_locked(rf_store *s, const uint8_t *oid, uint32_t *idx) {
-    *idx = index_find(s, oid, oid_hash(oid), NULL);
-    return *idx == NIL32 ? RF_STORE_NOTFOUND : 0;
 }
 
 int rf_store_contains(rf_store *s, const uint8_t *oid) {
