@@ -70,6 +70,10 @@ cdef extern from "store.h" nogil:
     double rf_memcpy_bandwidth(uint64_t nbytes)
 
 
+# seal, abort, release and delete: one object id in, an RF_STORE_* code out.
+ctypedef int (*_id_op)(rf_store *s, const uint8_t *oid) noexcept nogil
+
+
 cdef class _Mapping:
     """Owns the process's mapping; unmapped when the last user (store or view) goes."""
     cdef rf_store *s
@@ -98,3 +102,4 @@ cdef class ObjectStore:
     cdef int _raise(self, int r, object oid, uint64_t size=*) except -1
     cdef _Pin _pin(self, uint32_t idx, char *ptr, Py_ssize_t size, bint readonly)
     cdef _drop_writer(self, bytes oid)
+    cdef _apply(self, _id_op op, bytes oid, str wrong_state=*)

@@ -187,6 +187,19 @@ cdef class ObjectStore:
             raise OSError(err, f"object store {self._name}, object {h}: {os.strerror(err)}")
         raise RuntimeError(f"object store error {r}: {rf_store_strerror(r).decode()}")
 
+    cdef _apply(self, _id_op op, bytes oid, str wrong_state=None):
+        """Run op on oid with the GIL released; raise its error (`wrong_state`
+        words RF_STORE_ESTATE for this op)."""
+        cdef rf_store *s = self._s()
+        cdef const uint8_t *o = _oid_ptr(oid)
+        cdef int r
+        with nogil:
+            r = op(s, o)
+        if r == RF_STORE_ESTATE and wrong_state is not None:
+            raise ValueError(f"object {oid.hex()} {wrong_state}")
+        if r < 0:
+            self._raise(r, oid)
+
     cdef _Pin _pin(self, uint32_t idx, char *ptr, Py_ssize_t size, bint readonly):
         cdef _Pin p = _Pin.__new__(_Pin)
         p.m = self._m
@@ -288,25 +301,13 @@ cdef class ObjectStore:
 
     def seal(self, bytes oid):
         """Make the object immutable and visible; wakes every waiting get()."""
-        cdef rf_store *s = self._s()
-        cdef const uint8_t *o = _oid_ptr(oid)
-        cdef int r
         self._drop_writer(oid)
-        with nogil:
-            r = rf_store_seal(s, o)
-        if r < 0:
-            self._raise(r, oid)
+        self._apply(rf_store_seal, oid)
 
     def abort(self, bytes oid):
         """Discard an unsealed object (the writer failed)."""
-        cdef rf_store *s = self._s()
-        cdef const uint8_t *o = _oid_ptr(oid)
-        cdef int r
         self._drop_writer(oid)
-        with nogil:
-            r = rf_store_abort(s, o)
-        if r < 0:
-            self._raise(r, oid)
+        self._apply(rf_store_abort, oid)
 
     def get(self, bytes oid, timeout=None):
         """A read-only, pinned memoryview of a sealed object; waits up to `timeout` s for the seal."""
@@ -362,25 +363,11 @@ cdef class ObjectStore:
 
     def release(self, bytes oid):
         """Drop one reference; at 0 the object is freed once unpinned (and its spill file deleted)."""
-        cdef rf_store *s = self._s()
-        cdef const uint8_t *o = _oid_ptr(oid)
-        cdef int r
-        with nogil:
-            r = rf_store_release(s, o)
-        if r == RF_STORE_ESTATE:
-            raise ValueError(f"object {oid.hex()} has no reference left to release")
-        if r < 0:
-            self._raise(r, oid)
+        self._apply(rf_store_release, oid, "has no reference left to release")
 
     def delete(self, bytes oid):
         """Free the object regardless of its refcount, as soon as it is unpinned."""
-        cdef rf_store *s = self._s()
-        cdef const uint8_t *o = _oid_ptr(oid)
-        cdef int r
-        with nogil:
-            r = rf_store_delete(s, o)
-        if r < 0:
-            self._raise(r, oid)
+        self._apply(rf_store_delete, oid)
 
     def list_objects(self):
         """Ids of the sealed objects (in memory or spilled)."""
