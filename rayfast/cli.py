@@ -128,20 +128,29 @@ def cmd_stop(args):
     return 0
 
 
-def cmd_status(args):
-    from rayfast.observability import summary
-
+def _ask_cluster(args, query):
+    """(node info, query(_client=...)) from the cluster at args.address, or None
+    once stderr has been told why it cannot be reached."""
     try:
         client = cluster.connect_cli(args.address)
     except (ConnectionError, ValueError) as e:
-        print(f"rayfast status: {e}", file=sys.stderr)
-        return 1
+        print(f"rayfast {args.command}: {e}", file=sys.stderr)
+        return None
     with client:
-        s = summary(_client=client)
+        return client.info, query(_client=client)
+
+
+def cmd_status(args):
+    from rayfast.observability import summary
+
+    answer = _ask_cluster(args, summary)
+    if answer is None:
+        return 1
+    info, s = answer
     if args.json:
         print(json.dumps(s, indent=1, default=str))
     else:
-        print(f"rayfast cluster at {client.info.get('socket')}")
+        print(f"rayfast cluster at {info.get('socket')}")
         print(str(s))
     return 0
 
@@ -149,13 +158,10 @@ def cmd_status(args):
 def cmd_timeline(args):
     from rayfast.observability import timeline, write_trace
 
-    try:
-        client = cluster.connect_cli(args.address)
-    except (ConnectionError, ValueError) as e:
-        print(f"rayfast timeline: {e}", file=sys.stderr)
+    answer = _ask_cluster(args, timeline)
+    if answer is None:
         return 1
-    with client:
-        events = timeline(_client=client)
+    _, events = answer
     n = sum(1 for e in events if e.get("ph") == "X")
     if args.output == "-":
         json.dump(events, sys.stdout)
