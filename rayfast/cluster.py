@@ -345,21 +345,13 @@ def _shard_addresses(address, timeout=2.0):
 
 def find_local_node(address):
     """Socket path of a live node of the cluster at address (HOST:PORT) that runs on this machine."""
-    from rayfast.gcs.tables import Gcs
+    from rayfast.gcs.tables import Gcs, read_once
 
     shards = _shard_addresses(address)
-    gcs = None
     try:
-        gcs = Gcs(shards, background_flush=False, timeout=5.0, connect_timeout=2.0)
-        nodes = gcs.get_nodes()
+        nodes = read_once(shards, Gcs.get_nodes, timeout=5.0, connect_timeout=2.0)
     except Exception as e:
         raise ConnectionError(f"could not read the node table of the cluster at {address}: {e}") from None
-    finally:
-        if gcs is not None:
-            try:
-                gcs.close()
-            except Exception:
-                pass
     candidates = []
     for n in nodes:
         sdir = n.get("session_dir")

@@ -91,7 +91,7 @@ def _gather_events(client):
 
 def _remote_events(client, local_hex):
     """Events the GCS holds from nodes other than this one (empty on a one-node cluster)."""
-    from rayfast.gcs.tables import Gcs
+    from rayfast.gcs.tables import Gcs, read_once
 
     try:
         nodes = client.request("nodes")
@@ -102,18 +102,10 @@ def _remote_events(client, local_hex):
     addrs = list(_node_info(client).get("gcs_addresses") or [])
     if not addrs:
         return []
-    gcs = None
     try:
-        gcs = Gcs(addrs, background_flush=False, timeout=10.0)
-        evs = gcs.get_events()
+        evs = read_once(addrs, Gcs.get_events, timeout=10.0)
     except Exception:
         return []
-    finally:
-        if gcs is not None:
-            try:
-                gcs.close()
-            except Exception:
-                pass
     out = []
     for e in evs:
         if not isinstance(e, dict) or e.get("node") == local_hex:
@@ -166,21 +158,13 @@ def _cluster_nodes(client):
     """Every node in the GCS node table (Ray-style records); this node's own answer as a fallback."""
     import socket
 
-    from rayfast.gcs.tables import Gcs
+    from rayfast.gcs.tables import Gcs, read_once
 
     addrs = list(_node_info(client).get("gcs_addresses") or [])
-    gcs = None
     try:
-        gcs = Gcs(addrs, background_flush=False, timeout=5.0, connect_timeout=2.0)
-        table = gcs.get_nodes()
+        table = read_once(addrs, Gcs.get_nodes, timeout=5.0, connect_timeout=2.0)
     except Exception:
         table = None
-    finally:
-        if gcs is not None:
-            try:
-                gcs.close()
-            except Exception:
-                pass
     if not table:
         try:
             return list(client.request("nodes"))

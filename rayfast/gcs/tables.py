@@ -324,5 +324,18 @@ class Gcs:
         self.client.close()
 
 
+def read_once(addresses: Sequence[str], read: Callable[["Gcs"], object], **client_kwargs):
+    """read(gcs) over a connection made for it alone and closed after, whatever
+    happens (an error closing it is dropped: read's answer or error is what counts)."""
+    gcs = Gcs(addresses, background_flush=False, **client_kwargs)
+    try:
+        return read(gcs)
+    finally:
+        try:
+            gcs.close()
+        except Exception:
+            pass
+
+
 def _pairs(r) -> dict:
     return {r[i]: r[i + 1] for i in range(0, len(r), 2)}
