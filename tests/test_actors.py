@@ -10,33 +10,14 @@ import pytest
 import rayfast
 from rayfast.exceptions import RayActorError, RayTaskError
 
+from conftest import alive, wait_for
+
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     rayfast.init(num_cpus=2)
     yield
     rayfast.shutdown()
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead too
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait_dead(pid, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @rayfast.remote
@@ -147,7 +128,7 @@ def test_fifty_actors_on_two_cpus():
     assert len(set(pids)) == 50
     del actors
     for p in pids:
-        assert _wait_dead(p), "actor process outlived its handles"
+        assert wait_for(lambda: not alive(p)), "actor process outlived its handles"
 
 
 def test_handles_passed_to_tasks_and_actors():
@@ -194,9 +175,10 @@ def test_handle_in_flight_keeps_actor_alive():
 def test_actor_ends_when_last_handle_dropped():
     c = Counter.remote()
     pid = rayfast.get(c.pid.remote())
-    assert _alive(pid)
+    assert alive(pid)
     del c
-    assert _wait_dead(pid, 2.0), "the actor process did not end within 2 s of its last handle"
+    assert wait_for(lambda: not alive(pid), timeout=2.0), \
+        "the actor process did not end within 2 s of its last handle"
 
 
 def test_pending_calls_finish_before_out_of_scope_exit():
@@ -245,11 +227,11 @@ def test_detached_actor_outlives_handles():
     pid = rayfast.get(c.pid.remote())
     del c
     time.sleep(0.3)
-    assert _alive(pid)
+    assert alive(pid)
     h = rayfast.get_actor("det")
     assert rayfast.get(h.add.remote(1)) == 2
     rayfast.kill(h)
-    assert _wait_dead(pid)
+    assert wait_for(lambda: not alive(pid))
     with pytest.raises(ValueError):
         rayfast.get_actor("det")
 
@@ -274,7 +256,7 @@ def test_kill():
     rayfast.kill(c)
     with pytest.raises(RayActorError):
         rayfast.get(c.add.remote(1), timeout=10)
-    assert _wait_dead(pid)
+    assert wait_for(lambda: not alive(pid))
     with pytest.raises(TypeError):
         rayfast.kill("not a handle")
 
@@ -492,5 +474,5 @@ def test_no_leftover_processes_after_shutdown():
     pids.append(rayfast.get(d.pid.remote()))
     rayfast.shutdown()
     for p in pids:
-        assert _wait_dead(p), f"actor process {p} survived shutdown"
+        assert wait_for(lambda: not alive(p)), f"actor process {p} survived shutdown"
     rayfast.init(num_cpus=2)

@@ -10,18 +10,7 @@ from rayfast.gcs import (Gcs, GcsClient, ReplyError, Subscriber, find_server_bin
                          stop_shards)
 from rayfast.gcs import server as gcs_server
 
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+from conftest import alive, wait_for
 
 
 @pytest.fixture
@@ -78,9 +67,9 @@ def test_start_three_shards_and_stop_cleans_up(tmp_path):
     assert len({s.port for s in sh}) == 3
     pids = [s.pid for s in sh]
     socks = [s.unix_socket for s in sh]
-    assert all(_alive(p) for p in pids)
+    assert all(alive(p) for p in pids)
     stop_shards(sh)
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
     assert not any(os.path.exists(p) for p in socks)
     assert not [f for f in os.listdir(tmp_path) if f.endswith((".sock", ".rdb"))]
     stop_shards(sh)  # idempotent
@@ -368,7 +357,7 @@ def test_reconnect_and_dead_server(tmp_path):
 def test_replica_survives_primary_kill(tmp_path):
     sh = start_shards(2, str(tmp_path), replicas=True)
     try:
-        assert all(s.replica is not None and _alive(s.replica.pid) for s in sh)
+        assert all(s.replica is not None and alive(s.replica.pid) for s in sh)
         c = GcsClient([s.address for s in sh], wait_replicas=1, wait_timeout_ms=2000)
         g = Gcs(client=c)
         keys = []
@@ -390,7 +379,7 @@ def test_replica_survives_primary_kill(tmp_path):
         c.close()
     finally:
         stop_shards(sh)
-    assert not any(_alive(s.pid) or _alive(s.replica.pid) for s in sh)
+    assert not any(alive(s.pid) or alive(s.replica.pid) for s in sh)
     assert not [f for f in os.listdir(tmp_path) if f.endswith((".sock", ".rdb"))]
 
 
@@ -405,13 +394,10 @@ def test_server_dies_with_parent(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
     pid = int(p.stdout.readline())
-    assert _alive(pid)
+    assert alive(pid)
     p.kill()
     p.wait()
-    deadline = time.time() + 3
-    while _alive(pid) and time.time() < deadline:
-        time.sleep(0.01)
-    assert not _alive(pid)
+    assert wait_for(lambda: not alive(pid), timeout=3)
 
 
 def test_client_after_fork(gcs):

@@ -1,7 +1,6 @@
 """get / put / wait / cancel, with Ray's semantics."""
 import gc
 import os
-import signal
 import time
 
 import numpy as np
@@ -223,12 +222,17 @@ def test_cancel_queued_task():
     rayfast.get(blockers)
 
 
-def test_cancel_running_task(tmp_path):
+def _running_task(tmp_path):
+    """A task that sleeps 30 s, once it runs: (its ref, its worker's pid)."""
     _wait_free()
     path = str(tmp_path / "pid")
     ref = pid_then_sleep.remote(path, 30)
     assert wait_for(lambda: os.path.exists(path) and open(path).read(), timeout=10)
-    worker = int(open(path).read())
+    return ref, int(open(path).read())
+
+
+def test_cancel_running_task(tmp_path):
+    ref, worker = _running_task(tmp_path)
     t = time.time()
     rayfast.cancel(ref)
     with pytest.raises(TaskCancelledError):
@@ -241,11 +245,7 @@ def test_cancel_running_task(tmp_path):
 
 
 def test_cancel_running_task_force(tmp_path):
-    _wait_free()
-    path = str(tmp_path / "pid")
-    ref = pid_then_sleep.remote(path, 30)
-    assert wait_for(lambda: os.path.exists(path) and open(path).read(), timeout=10)
-    worker = int(open(path).read())
+    ref, worker = _running_task(tmp_path)
     rayfast.cancel(ref, force=True)
     with pytest.raises((TaskCancelledError, WorkerCrashedError)):
         rayfast.get(ref, timeout=10)
