@@ -568,8 +568,8 @@ def test_property_against_model(tmp_path_factory, seq):
                 else:
                     s.release(o)
                     m["rc"] -= 1
-                    if m["rc"] == 0 and m["sealed"]:
-                        del model[k]
+                    if m["rc"] == 0 and m["sealed"] and not views.get(k):
+                        del model[k]   # (a view still pinning it keeps it, id and all, until it goes)
             elif kind == "delete":
                 if m is None:
                     with pytest.raises(KeyError):
@@ -596,6 +596,8 @@ def test_property_against_model(tmp_path_factory, seq):
             elif kind == "drop_view":
                 if views.get(k):
                     views[k].pop()
+                    if not views[k] and m is not None and m["rc"] == 0 and m["sealed"]:
+                        del model[k]   # its last pin went: freed
             # invariants
             s.check()
             stt = s.statistics()
@@ -617,6 +619,8 @@ def test_property_against_model(tmp_path_factory, seq):
                 assert bytes(s.get(ids[kk])) == bytes([mm["fill"]]) * mm["size"]
         views.clear()
         gc.collect()
+        for kk in [kk for kk, mm in model.items() if mm["rc"] == 0 and mm["sealed"]]:
+            del model[kk]   # released objects whose views just went are freed
         assert s.statistics()["num_pinned"] == sum(1 for mm in model.values() if not mm["sealed"])
     finally:
         s.unlink()
