@@ -33,6 +33,7 @@ import time
 import cloudpickle
 
 from rayfast import core_worker
+from rayfast.actor_channel import channels_of
 from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID
@@ -383,17 +384,31 @@ class ActorHandle:
     def _submit(self, name, args, kwargs, num_returns, check, retries=None):
         cw = core_worker.current()
         check.check(name, args, kwargs)
-        payload, arg_refs, borrowed = _encode(cw, args, kwargs)
+        keep = []
+        payload, arg_refs, borrowed = _encode(cw, args, kwargs, keep)
         tb = cw.next_task_id().binary()
         # retries None: the actor's max_task_retries, filled in by the node manager
         spec = (tb, P.TASK_ACTOR_METHOD, b"", name, payload, arg_refs, borrowed, num_returns, (), retries,
                 self._aid, name, None)
-        cw.send_batched((P.SUBMIT, spec))
+        # The refs exist before the call is sent (a result received first would be dropped), and
+        # we are subscribed: the results come to us either way, get() asks for nothing.
         if num_returns == 1:
-            return ObjectRef(tb + _SUFFIX[1])
-        if num_returns == 0:
-            return None
-        return [ObjectRef(_ret(tb, i)) for i in range(1, num_returns + 1)]
+            key = tb + _SUFFIX[1]
+            cw._subscribed.add(key)
+            out = ObjectRef(key)
+        elif num_returns == 0:
+            out = None
+        else:
+            out = [ObjectRef(_ret(tb, i)) for i in range(1, num_returns + 1)]
+            cw._subscribed.update(r.binary() for r in out)
+        ac = cw.actor_channels
+        if ac is None:
+            ac = channels_of(cw)
+        if ac is None:
+            cw.send_batched((P.SUBMIT, spec))
+        else:
+            ac.submit(self._aid, spec, keep)   # straight to the actor once it can (actor_channel.py)
+        return out
 
 
 def _rebuild_handle(aid, blob, ref, detached):
@@ -450,6 +465,8 @@ def kill(actor, *, no_restart=True):
         raise _TypeOrValueError(f"kill() expects an ActorHandle, got {type(actor).__name__}. "
                         f"(To cancel a task, use rayfast.cancel(object_ref).)")
     cw = core_worker.current()
+    if cw.actor_channels is not None:
+        cw.actor_channels.on_kill(actor._aid, bool(no_restart))
     cw.send((P.KILL_ACTOR, actor._aid, bool(no_restart)))
 
 
@@ -487,6 +504,7 @@ class ActorTaskExecutor(TaskExecutor):
         self.loop = None        # asyncio loop in its own thread (async actors)
         self.sem = None
         self._reply_lock = threading.Lock()
+        self._async_running = 0
 
     def execute(self, msg):
         kind = msg[2][P.S_KIND]
@@ -494,6 +512,8 @@ class ActorTaskExecutor(TaskExecutor):
             return super().execute(msg)
         if kind == P.TASK_ACTOR_METHOD:
             if self.loop is not None:
+                with self._reply_lock:
+                    self._async_running += 1
                 asyncio.run_coroutine_threadsafe(self._run_async(msg), self.loop)
                 return
             if self.pool is not None:
@@ -525,17 +545,58 @@ class ActorTaskExecutor(TaskExecutor):
         self._reply(msg, (P.DONE, handle, results, start, time.time()))
 
     def _reply(self, msg, done):
-        if len(msg) > 5:   # the call came over a direct channel (rayfast/direct.py): answer there
+        if len(msg) > 5:   # the call came over a direct channel (rayfast/actor_channel.py): answer there
+            cw = self.cw
+            conn = msg[5]
+            contained = tuple(c for r in done[2] for c in r[3]) if done[2] else ()
+            if contained or msg[2][P.S_BORROWED]:
+                # Refs in the results are pinned, and refs we kept from the arguments
+                # announced, at the node before the caller can drop its own.
+                if contained:
+                    cw.conn.send((P.PIN, contained))
+                cw.flush()
             try:
+                # Each reply is written at once: batching them behind queued calls saved
+                # little, and a crash in a later call would lose results of calls that ran.
                 with self._reply_lock:
-                    msg[5].send(done)
-                    msg[5].flush()
+                    conn.send(done)
+                    conn.flush()
             except OSError:
                 pass
         else:
             self.cw.send_batched(done)
 
+    def drain_direct(self):
+        """Before exiting (every handle dropped): run the calls already sent to us over channels."""
+        cw = self.cw
+        channels = cw.channels
+        if channels is None or not channels.conns or self.actor_id is None:
+            return
+        channels.read_pending(cw)
+        while cw._inbox:
+            m = cw._inbox.popleft()
+            if m[0] == P.TASK and len(m) > 5:
+                self.execute(m)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        deadline = time.monotonic() + 30
+        while self.loop is not None and self._async_running and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with self._reply_lock:
+            for c in channels.conns:
+                try:
+                    c.flush()
+                except OSError:
+                    pass
+
     async def _run_async(self, msg):
+        try:
+            await self._run_async_inner(msg)
+        finally:
+            with self._reply_lock:
+                self._async_running -= 1
+
+    async def _run_async_inner(self, msg):
         _, handle, spec, resolved, pickled = msg[:5]
         cw = self.cw
         async with self.sem:
@@ -596,6 +657,8 @@ class ActorTaskExecutor(TaskExecutor):
 def _exit_now(cw):
     try:
         cw.flush()
+        if cw.channels is not None:
+            cw.channels.close()   # writes replies still batched for direct callers
     except Exception:
         pass
     os._exit(0)

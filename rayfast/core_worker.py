@@ -30,7 +30,7 @@ from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count, set_ref_hooks
 from rayfast.config import INLINE_THRESHOLD
-from rayfast.direct import recv_any
+from rayfast.direct import WRITABLE, recv_any
 from rayfast.exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFullError, RaySystemError
 
 
@@ -71,9 +71,15 @@ class CoreWorker:
         self.spare_functions = {}             # function id -> pickled, from tasks handed back
         self.direct = None                    # DriverChannel (drivers): tasks on a leased worker
         self.channels = None                  # WorkerChannels (workers): a leasing driver's socket
+        self.actor_channels = None            # ActorChannels: direct calls to actors (rayfast/actor_channel.py)
+        self._reply_hooks = {}                # request id -> fn(value), for requests answered asynchronously
+        self._wait_node = False               # a get()/wait() waits for something the node manager sends
 
     # --- sending ----------------------------------------------------------
     def flush(self):
+        ac = self.actor_channels
+        if ac is not None and ac.dirty:
+            ac.flush()   # calls on actor channels leave before the ref releases that follow them
         added, released = drain_ref_changes()
         for oid in released:
             self._results.pop(oid, None)
@@ -158,11 +164,21 @@ class CoreWorker:
         self._reading = True
         self._cond.release()
         batches = None
+        ac = self.actor_channels
         try:
+            extra = None
+            listener = None
+            writers = ()
             if self.channels is not None:
-                batches = recv_any(self.conn, self.channels.conns, self.channels.listener, remaining)
-            elif self.direct is not None and self.direct.lease is not None:
-                batches = recv_any(self.conn, self.direct.connections(), None, remaining)
+                extra = self.channels.conns
+                listener = self.channels.listener
+            if self.direct is not None and self.direct.lease is not None:
+                extra = (extra or []) + self.direct.connections()
+            if ac is not None and ac.conns:
+                extra = (extra or []) + ac.conns
+                writers = ac.writers()
+            if extra is not None or listener is not None:
+                batches = recv_any(self.conn, extra or [], listener, remaining, writers)
             msgs = None if batches is not None else self.conn.recv(remaining)
         except P.ConnectionClosed:
             self._closed = True
@@ -174,6 +190,11 @@ class CoreWorker:
             for source, batch in batches:
                 if source is self.conn:
                     self._dispatch(batch)
+                elif ac is not None and source in ac.by_conn:
+                    if batch is WRITABLE:
+                        ac.writable(source)
+                    else:
+                        ac.on_messages(source, batch)
                 elif self.channels is not None:
                     if source is self.channels.listener:
                         self.channels.accept()
@@ -216,7 +237,11 @@ class CoreWorker:
                         self._must_flush = True
                         break
             elif t == P.REPLY:
-                self._replies[m[1]] = m[2]
+                hook = self._reply_hooks.pop(m[1], None) if self._reply_hooks else None
+                if hook is not None:
+                    hook(m[2])
+                else:
+                    self._replies[m[1]] = m[2]
             elif t == P.LEASE_GRANT:
                 self.direct.on_grant(m)
             elif t == P.LEASE_REVOKE:
@@ -352,7 +377,13 @@ class CoreWorker:
         if blocked:
             self._hand_back_queued()
             self.conn.send((P.BLOCKED,))
-        if len(self.conn._out) > self._later:   # anything but records that can wait
+        ac = self.actor_channels
+        if ac is not None:
+            # records of direct actor calls go out at once while we wait for the node manager
+            self._wait_node = not ac.waits_only_on_channels(missing)
+            if ac.dirty:
+                self.flush()
+        if len(self.conn._out) > self._later or (self._wait_node and self._later):   # anything but records that can wait
             self.flush()
         try:
             with self._cond:
@@ -369,6 +400,7 @@ class CoreWorker:
                     if not self._pump(deadline):
                         return False
         finally:
+            self._wait_node = False
             if blocked:
                 self._blocked = False
                 self.send((P.UNBLOCKED,))
@@ -456,6 +488,8 @@ class CoreWorker:
             self.direct.close()
         if self.channels is not None:
             self.channels.close()
+        if self.actor_channels is not None:
+            self.actor_channels.close()
         self.conn.close()
 
 

@@ -243,7 +243,7 @@ class WorkerChannels:
         self.path = path
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
-        self.listener.listen(8)
+        self.listener.listen(128)   # every process calling an actor connects to it (actor_channel.py)
         self.conns = []
 
     def accept(self):
@@ -262,8 +262,34 @@ class WorkerChannels:
             if m[0] == P.TASK:
                 cw._inbox.append(m + (conn,))   # the reply goes back on this channel
 
+    def read_pending(self, cw):
+        """Take in, without waiting, every call already sent to us (an actor about to exit)."""
+        for c in list(self.conns):
+            closed = False
+            while True:
+                r, _, _ = select.select((c.sock,), (), (), 0)
+                if not r:
+                    break
+                try:
+                    chunk = c.sock.recv(P.RECV_SIZE)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    closed = True
+                    break
+                c._rbuf += chunk
+            msgs = c._parse()
+            if msgs:
+                self.on_messages(cw, c, msgs)
+            if closed:
+                self.on_messages(cw, c, None)
+
     def close(self):
         for c in self.conns:
+            try:
+                c.flush()   # replies an actor batched for its direct callers
+            except OSError:
+                pass
             c.close()
         self.listener.close()
         try:
@@ -272,11 +298,16 @@ class WorkerChannels:
             pass
 
 
-def recv_any(main, extra, listener, timeout):
+WRITABLE = object()   # recv_any's report that one of `writers` can take more bytes
+
+
+def recv_any(main, extra, listener, timeout, writers=()):
     """Read whichever of main/extra connections is ready.
 
     Returns a list of (connection, messages or None-if-closed); the listener,
-    when readable, is reported as (listener, []). ConnectionClosed only for main.
+    when readable, is reported as (listener, []), and a connection of
+    `writers` (ones with bytes waiting to be written) that became writable as
+    (connection, WRITABLE). ConnectionClosed only for main.
     """
     out = []
     for c in [main] + extra:
@@ -288,7 +319,9 @@ def recv_any(main, extra, listener, timeout):
     socks = [main.sock] + [c.sock for c in extra]
     if listener is not None:
         socks.append(listener)
-    r, _, _ = select.select(socks, (), (), timeout)
+    r, w, _ = select.select(socks, [c.sock for c in writers], (), timeout)
+    for s in w:
+        out.append((next(c for c in writers if c.sock is s), WRITABLE))
     for s in r:
         if s is listener:
             out.append((listener, []))
@@ -296,6 +329,8 @@ def recv_any(main, extra, listener, timeout):
         c = main if s is main.sock else next(x for x in extra if x.sock is s)
         try:
             chunk = s.recv(P.RECV_SIZE)
+        except (BlockingIOError, InterruptedError):   # (a non-blocking actor channel)
+            continue
         except OSError:
             chunk = b""
         if not chunk:

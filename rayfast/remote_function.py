@@ -72,7 +72,7 @@ def encode_args(args, kwargs):
     return payload, tuple(arg_refs), borrowed
 
 
-def encode_call_args(cw, args, kwargs):
+def encode_call_args(cw, args, kwargs, keep=None):
     """encode_args, but large arguments go to the object store first and travel as refs.
 
     A big numpy array inlined in a spec would be copied through every message
@@ -108,6 +108,8 @@ def encode_call_args(cw, args, kwargs):
                     continue
             if size >= _PROMOTE_BYTES:
                 seq[k] = cw.put(v)
+                if keep is not None:   # the caller holds it until the call is done (actor_channel.py)
+                    keep.append(seq[k])
     return encode_args(args, kwargs)
 
 

@@ -24,9 +24,11 @@ from collections import deque
 
 from rayfast import protocol as P
 from rayfast.exceptions import RayActorError
+from rayfast.direct import worker_socket_path
 from rayfast.node.worker_pool import ACTOR
 
 PENDING, CREATING, ALIVE, RESTARTING, DEAD = "PENDING", "CREATING", "ALIVE", "RESTARTING", "DEAD"
+DEFERRED = object()   # a request answered later (the node manager sends nothing now)
 
 
 def _actor_died_error(message, cause_blob):
@@ -65,7 +67,7 @@ class Actor:
     __slots__ = ("aid", "create", "extras", "state", "worker", "queues", "inflight", "restarts_left",
                  "max_restarts", "hold", "placement", "holding", "name", "namespace", "detached",
                  "out_of_scope", "dead_data", "pinned", "num_restarts", "class_name", "live_oid",
-                 "live_freed", "no_restart", "pid", "max_task_retries")
+                 "live_freed", "no_restart", "pid", "max_task_retries", "last_call", "channel_waiters")
 
     def __init__(self, rec):
         spec = rec.spec
@@ -95,6 +97,8 @@ class Actor:
         self.live_freed = False
         self.no_restart = False
         self.pid = None
+        self.last_call = {}         # caller client id -> handle of its latest call through here
+        self.channel_waiters = []   # (client, req_id, handle): channel requests answered once that call is done
 
 
 class ActorManager:
@@ -141,6 +145,10 @@ class ActorManager:
             return
         if rec.retries_left is None:
             rec.retries_left = a.max_task_retries
+        a.last_call[rec.owner.id] = rec.handle
+        ex = rec.spec[P.S_OPTIONS]
+        if ex is not None and "rerouted" in ex and self._rerouted(a, rec, ex["rerouted"]):
+            return
         missing = nm.deps.add_task(rec.handle, rec.deps) if rec.deps else 0
         if missing:
             self.waiting.add(rec.handle)
@@ -154,6 +162,53 @@ class ActorManager:
         q.append(rec)
         if a.state == ALIVE and q[0] is rec and not missing:
             self._pump(a, key, q)
+
+    def _rerouted(self, a, rec, pid):
+        """A call that was in flight on a direct channel when the actor's process (pid) ended.
+
+        It is treated as if it had been forwarded to that process: the death
+        costs it a retry (max_task_retries) or fails it. True if it was handled here."""
+        if a.pid == pid and a.worker is not None:
+            # We have not seen that process go yet: count it in flight there, worker_died decides.
+            if rec.deps and self.nm.deps.add_task(rec.handle, rec.deps):
+                self.waiting.add(rec.handle)
+            a.inflight[rec.handle] = rec
+            return True
+        if rec.retries_left == 0:
+            self._fail(rec, _error_data(f"The actor {a.class_name} died while running this call, which had no "
+                                        f"retries left (max_task_retries); the actor was restarted."))
+            return True
+        if rec.retries_left > 0:
+            rec.retries_left -= 1
+        return False
+
+    # --- direct channels (rayfast/actor_channel.py) -----------------------------------------
+    def channel_request(self, c, req_id, aid):
+        """A caller asks for the actor's socket; answered once the actor is alive and the
+        caller's last call through here is done, so direct calls cannot overtake it."""
+        a = self.actors.get(aid)
+        w = c.worker
+        if a is None or a.state == DEAD or (w is not None and w.actor_id == aid):
+            return None
+        waiter = (c, req_id, a.last_call.get(c.id))
+        if not self._answer_waiter(a, waiter):
+            a.channel_waiters.append(waiter)
+        return DEFERRED
+
+    def _answer_waiter(self, a, waiter):
+        c, req_id, handle = waiter
+        if a.state == DEAD:
+            self.nm.send(c, (P.REPLY, req_id, None))
+            return True
+        if a.state != ALIVE or a.worker is None or (handle is not None and handle in self.nm.tasks):
+            return False
+        w = a.worker
+        self.nm.send(c, (P.REPLY, req_id, (w.worker_id, w.pid, worker_socket_path(self.nm.session_dir,
+                                                                                 w.worker_id))))
+        return True
+
+    def _check_waiters(self, a):
+        a.channel_waiters = [wt for wt in a.channel_waiters if not wt[0].closed and not self._answer_waiter(a, wt)]
 
     def deps_ready(self, rec):
         self.waiting.discard(rec.handle)
@@ -278,6 +333,8 @@ class ActorManager:
             self._record(a)
             if a.state == ALIVE:
                 self._pump_all(a)
+                if a.channel_waiters:
+                    self._check_waiters(a)
                 self._maybe_end(a)
             return
         self._creation_failed(a, results[0][2], rec)
@@ -309,8 +366,11 @@ class ActorManager:
                           c.pid or 0, start, end))
         if not rec.done:
             nm._finish(rec, results)
-        if a is not None and a.out_of_scope and not a.inflight and not a.queues:
-            self._end(a)
+        if a is not None:
+            if a.channel_waiters:
+                self._check_waiters(a)
+            if a.out_of_scope and not a.inflight and not a.queues:
+                self._end(a)
 
     def _fail(self, rec, data):
         if rec.handle in self.waiting:
@@ -353,6 +413,8 @@ class ActorManager:
             for oid in a.create.spec[P.S_BORROWED]:
                 objects.release_task_ref(oid)
         self._drop_name(a)
+        if a.channel_waiters:
+            self._check_waiters(a)
         w = a.worker
         if w is not None and kill:
             if graceful and w.client is not None and not w.client.closed:
@@ -457,6 +519,7 @@ class ActorManager:
             q = a.queues.get(c.id)
             if q is not None and not q:
                 del a.queues[c.id]
+            a.last_call.pop(c.id, None)
 
     # --- messages and requests -------------------------------------------------------------
     def handle(self, c, m):
@@ -468,7 +531,7 @@ class ActorManager:
             return True
         return False
 
-    def answer(self, what, args, c):
+    def answer(self, what, args, c, req_id=None):
         if what == "actor_create":
             return self._create_named(c, args[0])
         if what == "get_actor":
@@ -479,6 +542,8 @@ class ActorManager:
             if all_ns:
                 return [{"name": n, "namespace": s} for (s, n) in self.names]
             return sorted(n for (s, n) in self.names if s == ns)
+        if what == "actor_channel":
+            return self.channel_request(c, req_id, args[0])
         if what == "actor_state":
             a = self.actors.get(args[0])
             return None if a is None else {"state": a.state, "pid": a.pid, "restarts": a.num_restarts}

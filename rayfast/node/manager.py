@@ -30,6 +30,7 @@ from rayfast._core.queue import TaskQueue
 from rayfast.config import MAX_WORKERS_PER_CPU
 from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
 from rayfast.node.object_table import READY, ObjectEntry, ObjectTable
+from rayfast.node.actors import DEFERRED
 from rayfast.direct import worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
 from rayfast.node.stats import FunctionStats
@@ -814,7 +815,12 @@ class NodeManager:
     # --- requests ---------------------------------------------------------
     def _request(self, c, req_id, what, args):
         try:
-            value = self.answer(what, args, c)
+            if what == "actor_channel":   # may be answered later (rayfast/node/actors.py)
+                value = self.actors.answer(what, args, c, req_id)
+                if value is DEFERRED:
+                    return
+            else:
+                value = self.answer(what, args, c)
         except Exception as e:  # the caller re-raises it
             value = e
         self.send(c, (P.REPLY, req_id, value))

@@ -201,6 +201,9 @@ def worker_main(sock_fd, worker_id, store_name, node_info):
         while True:
             msg = cw.next_task()
             if msg[0] == P.EXIT:
+                drain = getattr(executor, "drain_direct", None)
+                if drain is not None:
+                    drain()   # an actor ending: calls its direct callers already sent still run
                 break
             executor.execute(msg)
     except SystemExit as e:
