@@ -58,6 +58,7 @@ from collections import deque
 
 from rayfast import protocol as P
 from rayfast._core.ids import ObjectRef
+from rayfast.direct import make_hot
 
 NONE, REQUESTED, OFF, OPEN, CLOSING = range(5)
 BATCH = 128              # calls per frame at most
@@ -66,6 +67,7 @@ BATCH_WAIT = 0.0002      # a batch waits this long at most before it is written
 CONNECT_COOLDOWN = 0.05  # after a failed connect, wait this long before asking again
 REPORT_DELAY = 0.01      # DIRECT_DONE records wait this long at most for a frame to ride with
 ENABLED = os.environ.get("RAYFAST_DIRECT_ACTORS", "1") != "0"
+_DONTWAIT = socket.MSG_DONTWAIT
 
 
 class _Conn(P.Connection):
@@ -80,10 +82,19 @@ class _Conn(P.Connection):
     def flush(self):
         if self._out:
             out, self._out = self._out, []
+            if not self.wbuf:   # the common case: one frame, written whole
+                data = P.encode(out)
+                try:
+                    n = self.sock.send(data, _DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                if n < len(data):
+                    self.wbuf += memoryview(data)[n:]
+                return
             self.wbuf += P.encode(out)
         if self.wbuf:
             try:
-                n = self.sock.send(self.wbuf)
+                n = self.sock.send(self.wbuf, _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             del self.wbuf[:n]
@@ -268,6 +279,8 @@ class ActorChannels:
                 ch.state = NONE
                 ch.retry_at = time.monotonic() + CONNECT_COOLDOWN
                 return
+            sock.setblocking(True)   # reads may block (recv_hot, bounded); writes never do (MSG_DONTWAIT)
+            make_hot(sock)
             conn = _Conn(sock)
             ch.conn = conn
             ch.worker_id = worker_id
@@ -395,6 +408,17 @@ class ActorChannels:
         """Whether every key is the result of a call in flight on a channel."""
         pending = self.pending
         return all(k[:16] in pending for k in keys)
+
+    def hot_conn(self, keys):
+        """The channel every key's call is in flight on, if there is one such channel."""
+        pending = self.pending
+        ch = pending.get(keys[0][:16])
+        if ch is None or ch.conn is None:
+            return None
+        for k in keys:
+            if pending.get(k[:16]) is not ch:
+                return None
+        return ch.conn
 
     def close(self):
         with self.lock:

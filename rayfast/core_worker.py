@@ -30,7 +30,7 @@ from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count, set_ref_hooks
 from rayfast.config import INLINE_THRESHOLD
-from rayfast.direct import WRITABLE, recv_any
+from rayfast.direct import HOT_WAIT, WRITABLE, recv_any, recv_hot
 from rayfast.exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFullError, RaySystemError
 
 
@@ -74,6 +74,9 @@ class CoreWorker:
         self.actor_channels = None            # ActorChannels: direct calls to actors (rayfast/actor_channel.py)
         self._reply_hooks = {}                # request id -> fn(value), for requests answered asynchronously
         self._wait_node = False               # a get()/wait() waits for something the node manager sends
+        self._hot = None                      # the actor channel a get() waits on alone (recv_hot)
+        self._hot_in = None                   # a worker's channel its last task came from
+        self._hot_n = 0
 
     # --- sending ----------------------------------------------------------
     def flush(self):
@@ -166,19 +169,33 @@ class CoreWorker:
         batches = None
         ac = self.actor_channels
         try:
+            hot = self._hot
+            if hot is not None:
+                if ac is None or hot not in ac.by_conn or ac.dirty:
+                    hot = None
+            elif self._hot_in is not None:
+                self._hot_n += 1   # every 16th wait looks at every connection (node manager, others)
+                hot = self._hot_in if self._hot_n & 15 and self._hot_in in self.channels.conns else None
+            if hot is not None and (remaining is None or remaining > HOT_WAIT) and not self._callbacks:
+                m = recv_hot(hot)   # one blocking read of the channel we expect (bounded by HOT_WAIT)
+                if m is None or m:
+                    batches = [(hot, m)]
+                else:
+                    self._hot_in = None
             extra = None
             listener = None
             writers = ()
-            if self.channels is not None:
+            if batches is None and self.channels is not None:
                 extra = self.channels.conns
                 listener = self.channels.listener
-            if self.direct is not None and self.direct.lease is not None:
-                extra = (extra or []) + self.direct.connections()
-            if ac is not None and ac.conns:
-                extra = (extra or []) + ac.conns
-                writers = ac.writers()
-            if extra is not None or listener is not None:
-                batches = recv_any(self.conn, extra or [], listener, remaining, writers)
+            if batches is None:
+                if self.direct is not None and self.direct.lease is not None:
+                    extra = (extra or []) + self.direct.connections()
+                if ac is not None and ac.conns:
+                    extra = (extra or []) + ac.conns
+                    writers = ac.writers()
+                if extra is not None or listener is not None:
+                    batches = recv_any(self.conn, extra or [], listener, remaining, writers)
             msgs = None if batches is not None else self.conn.recv(remaining)
         except P.ConnectionClosed:
             self._closed = True
@@ -200,6 +217,7 @@ class CoreWorker:
                         self.channels.accept()
                     else:
                         self.channels.on_messages(self, source, batch)
+                        self._hot_in = source if batch is not None else None
                 else:
                     self.direct.on_messages(batch)
         elif msgs:
@@ -381,6 +399,7 @@ class CoreWorker:
         if ac is not None:
             # records of direct actor calls go out at once while we wait for the node manager
             self._wait_node = not ac.waits_only_on_channels(missing)
+            self._hot = None if self._wait_node else ac.hot_conn(missing)
             if ac.dirty:
                 self.flush()
         if len(self.conn._out) > self._later or (self._wait_node and self._later):   # anything but records that can wait
@@ -401,6 +420,7 @@ class CoreWorker:
                         return False
         finally:
             self._wait_node = False
+            self._hot = None
             if blocked:
                 self._blocked = False
                 self.send((P.UNBLOCKED,))
