@@ -175,7 +175,8 @@ class CoreWorker:
                     hot = None
             elif self._hot_in is not None:
                 self._hot_n += 1   # every 16th wait looks at every connection (node manager, others)
-                hot = self._hot_in if self._hot_n & 15 and self._hot_in in self.channels.conns else None
+                conns = self.channels.conns   # (only while it is our one caller: others must not wait)
+                hot = self._hot_in if self._hot_n & 15 and len(conns) == 1 and conns[0] is self._hot_in else None
             if hot is not None and (remaining is None or remaining > HOT_WAIT) and not self._callbacks:
                 m = recv_hot(hot)   # one blocking read of the channel we expect (bounded by HOT_WAIT)
                 if m is None or m:
