@@ -17,11 +17,7 @@ from rayfast.actor_channel import OPEN
 from rayfast.exceptions import RayActorError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    rayfast.init(num_cpus=2)
-    yield
-    rayfast.shutdown()
+pytestmark = pytest.mark.usefixtures("cluster")   # conftest: init(num_cpus=2), leak check after
 
 
 @rayfast.remote

@@ -13,11 +13,7 @@ from rayfast.exceptions import RayActorError, RayTaskError
 from conftest import alive, wait_for
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    rayfast.init(num_cpus=2)
-    yield
-    rayfast.shutdown()
+pytestmark = pytest.mark.usefixtures("cluster")   # conftest: init(num_cpus=2), leak check after
 
 
 @rayfast.remote

@@ -15,11 +15,6 @@ from rayfast import core_worker
 from rayfast.exceptions import TaskCancelledError, WorkerCrashedError
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    rayfast.init(num_cpus=2)
-    yield
-    rayfast.shutdown()
 
 
 def _lease():

@@ -13,11 +13,6 @@ from rayfast import core_worker
 from rayfast.exceptions import TaskCancelledError
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    rayfast.init(num_cpus=2)
-    yield
-    rayfast.shutdown()
 
 
 @rayfast.remote

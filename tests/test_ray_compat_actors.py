@@ -16,13 +16,7 @@ from rayfast.util import ActorPool
 from rayfast.util.queue import Empty, Full, Queue
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("cluster")   # conftest: init(num_cpus=2), leak check after
 
 
 @ray.remote

@@ -11,13 +11,7 @@ import pytest
 import rayfast as ray
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("cluster")   # conftest: init(num_cpus=2), leak check after
 
 
 def test_nested_tasks_quicksort():
