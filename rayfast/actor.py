@@ -42,14 +42,8 @@ from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
 from rayfast.remote_function import encode_call_args as _encode
 
-_SUFFIX = [i.to_bytes(4, "little") for i in range(64)]
-_LIVE = _SUFFIX[1]
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")
 DEFAULT_ASYNC_CONCURRENCY = 1000
-
-
-def _ret(tb, i):
-    return tb + (_SUFFIX[i] if i < 64 else i.to_bytes(4, "little"))
 
 
 class ActorID:
@@ -316,12 +310,12 @@ class ActorClass:
                 hold, 0, tb, None, extras)
         if name is None:
             cw.send_batched((P.SUBMIT, spec))
-            return ActorHandle(tb, self._meta, ObjectRef(tb + _LIVE), detached)
+            return ActorHandle(tb, self._meta, ObjectRef(P.return_id(tb, 1)), detached)
         # Named: the node manager claims the name and submits in one step, so a clash is
         # reported here, at the call site.
         aid, blob, was_detached = cw.request("actor_create", spec)
         meta = self._meta if blob == self._meta.blob else _meta_from_blob(blob)
-        return ActorHandle(aid, meta, ObjectRef(aid + _LIVE), was_detached)
+        return ActorHandle(aid, meta, ObjectRef(P.return_id(aid, 1)), was_detached)
 
 
 # --- handles ------------------------------------------------------------------
@@ -365,7 +359,7 @@ class ActorHandle:
     def __reduce__(self):
         # The liveness ref travels inside the pickle: the serializer records it, so the
         # node manager counts a handle in flight (in a spec or a stored object) as a holder.
-        return (_rebuild_handle, (self._aid, self._meta.dumps(), ObjectRef(self._aid + _LIVE), self._detached))
+        return (_rebuild_handle, (self._aid, self._meta.dumps(), ObjectRef(P.return_id(self._aid, 1)), self._detached))
 
     def __del__(self):
         ref = self._ref
@@ -393,13 +387,13 @@ class ActorHandle:
         # The refs exist before the call is sent (a result received first would be dropped), and
         # we are subscribed: the results come to us either way, get() asks for nothing.
         if num_returns == 1:
-            key = tb + _SUFFIX[1]
+            key = P.return_id(tb, 1)
             cw._subscribed.add(key)
             out = ObjectRef(key)
         elif num_returns == 0:
             out = None
         else:
-            out = [ObjectRef(_ret(tb, i)) for i in range(1, num_returns + 1)]
+            out = [ObjectRef(k) for k in P.return_ids(tb, num_returns)]
             cw._subscribed.update(r.binary() for r in out)
         ac = cw.actor_channels
         if ac is None:
@@ -456,7 +450,7 @@ def get_actor(name, namespace=None):
         raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")
     cw = core_worker.current()
     aid, blob, detached = cw.request("get_actor", namespace if namespace is not None else _namespace(cw), name)
-    return ActorHandle(aid, _meta_from_blob(blob), ObjectRef(aid + _LIVE), detached)
+    return ActorHandle(aid, _meta_from_blob(blob), ObjectRef(P.return_id(aid, 1)), detached)
 
 
 def kill(actor, *, no_restart=True):

@@ -436,8 +436,7 @@ class ActorChannels:
 
 
 def _returns(spec):
-    tid = spec[P.S_TASK_ID]
-    return [tid + i.to_bytes(4, "little") for i in range(1, spec[P.S_NUM_RETURNS] + 1)]
+    return P.return_ids(spec[P.S_TASK_ID], spec[P.S_NUM_RETURNS])
 
 
 def _hold(spec, keep):

@@ -49,9 +49,8 @@ class Lease:
 
 def _error_results(spec, exc):
     data, _ = serialization.dumps(exc)
-    tid = spec[P.S_TASK_ID]
-    return tuple((tid + i.to_bytes(4, "little"), P.ERROR, data, ())
-                 for i in range(1, max(spec[P.S_NUM_RETURNS], 1) + 1))
+    return tuple((oid, P.ERROR, data, ())
+                 for oid in P.return_ids(spec[P.S_TASK_ID], max(spec[P.S_NUM_RETURNS], 1)))
 
 
 def worker_socket_path(session_dir, worker_id):

@@ -75,6 +75,19 @@ TASK_ACTOR_CREATE = 1
 TASK_ACTOR_METHOD = 2
 
 
+_INDEX = [i.to_bytes(4, "little") for i in range(64)]
+
+
+def return_id(task_id, i):
+    """The id of a task's i-th return value (1-based): the task id and a 4-byte index,
+    as rf_object_id in csrc/ids.c builds it; so object -> producing task is a slice."""
+    return task_id + (_INDEX[i] if i < 64 else i.to_bytes(4, "little"))
+
+
+def return_ids(task_id, n):
+    return [return_id(task_id, i) for i in range(1, n + 1)]
+
+
 class ConnectionClosed(Exception):
     pass
 

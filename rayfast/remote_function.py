@@ -3,7 +3,6 @@ import hashlib
 import inspect
 import pickle
 
-import numpy as np
 
 from rayfast import core_worker
 from rayfast import protocol as P
@@ -12,20 +11,9 @@ from rayfast.config import INLINE_THRESHOLD
 from rayfast._core.ids import ObjectRef, set_reported
 from rayfast.options import TASK_OPTIONS, check_feasible, max_retries, resource_shape, validate
 
-_SUFFIX = [i.to_bytes(4, "little") for i in range(64)]
-_PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
 _PROMOTE_BYTES = 16 * 1024
 _SMALL = frozenset((int, float, str, bool, type(None), ObjectRef))
 _dumps = pickle.dumps
-
-
-def _all_plain(values):
-    """Values the C pickler handles alone (no cloudpickle, no refs inside)."""
-    for v in values:
-        t = type(v)
-        if t not in _PLAIN and not (t is np.ndarray and not v.dtype.hasobject):
-            return False
-    return True
 
 
 def describe_unpicklable(args, kwargs, error):
@@ -63,7 +51,7 @@ def encode_args(args, kwargs):
                 kwargs[pos] = None
     else:
         args = list(args)
-        if _all_plain(args) and (not kwargs or _all_plain(kwargs.values())):
+        if serialization.all_plain(args) and (not kwargs or serialization.all_plain(kwargs.values())):
             return _dumps((args, kwargs), 5), (), ()
     try:
         payload, borrowed = serialization.dumps((args, kwargs))
@@ -257,7 +245,7 @@ class RemoteFunction:
         # The refs exist before the spec is sent: a result that another
         # thread receives before then would be dropped as unreferenced.
         if num_returns == 1:
-            key = tb + _SUFFIX[1]
+            key = P.return_id(tb, 1)
             cw._subscribed.add(key)
             ref = ObjectRef(key)
             set_reported(key)
@@ -269,7 +257,7 @@ class RemoteFunction:
         if num_returns == 0:
             cw.send_batched((P.SUBMIT, spec))
             return None
-        keys = [tb + (_SUFFIX[i] if i < 64 else i.to_bytes(4, "little")) for i in range(1, num_returns + 1)]
+        keys = P.return_ids(tb, num_returns)
         cw._subscribed.update(keys)
         refs = [ObjectRef(k) for k in keys]
         for k in keys:

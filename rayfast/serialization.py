@@ -92,14 +92,17 @@ def _is_plain(value):
     if t in _PRIMITIVES or (t is np.ndarray and _small_array(value)):
         return True
     if t is tuple or t is list:
-        if len(value) >= 16:
-            return False
-        for v in value:
-            tv = type(v)
-            if tv not in _PRIMITIVES and not (tv is np.ndarray and _small_array(v)):
-                return False
-        return True
+        return len(value) < 16 and all_plain(value)
     return False
+
+
+def all_plain(values):
+    """Whether every one of values is a primitive or a small plain ndarray."""
+    for v in values:
+        t = type(v)
+        if t not in _PRIMITIVES and not (t is np.ndarray and _small_array(v)):
+            return False
+    return True
 
 
 def _small_array(a):

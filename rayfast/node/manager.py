@@ -39,15 +39,9 @@ _HDR = struct.Struct("<I")
 PIPELINE_DEPTH = 8          # tasks queued on one worker at most
 PIPELINE_MAX_RUN = 0.001    # only functions whose mean run time is below this are queued
 LEASE_STARVE = 0.002        # queued work waits this long before leased workers are called back
-_RETURN_SUFFIX = [i.to_bytes(4, "little") for i in range(0, 64)]
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 
-
-def return_ids(task_id, n):
-    if n < 64:
-        return [task_id + _RETURN_SUFFIX[i] for i in range(1, n + 1)]
-    return [task_id + i.to_bytes(4, "little") for i in range(1, n + 1)]
 
 
 class Client:
@@ -339,7 +333,7 @@ class NodeManager:
         handle = self._next_handle
         task_id = spec[P.S_TASK_ID]
         n = spec[P.S_NUM_RETURNS]
-        returns = [task_id + _RETURN_SUFFIX[1]] if n <= 1 else return_ids(task_id, n)
+        returns = P.return_ids(task_id, max(n, 1))
         rec = TaskRecord(handle, spec, c, spec[P.S_RESOURCES], returns)
         self.tasks[handle] = rec
         self.task_by_id[task_id] = handle

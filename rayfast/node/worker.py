@@ -145,7 +145,7 @@ class TaskExecutor:
         tid = spec[P.S_TASK_ID]
         results = []
         for i, v in enumerate(values, 1):
-            oid = tid + i.to_bytes(4, "little")
+            oid = P.return_id(tid, i)
             inline, parts, contained = serialization.serialize(v, INLINE_THRESHOLD)
             if inline is not None:
                 results.append((oid, P.INLINE, inline, contained))
@@ -173,7 +173,7 @@ class TaskExecutor:
             data, _ = serialization.dumps(err)
         tid = spec[P.S_TASK_ID]
         n = max(spec[P.S_NUM_RETURNS], 1) if spec[P.S_KIND] != P.TASK_ACTOR_CREATE else 1
-        return tuple((tid + i.to_bytes(4, "little"), P.ERROR, data, ()) for i in range(1, n + 1))
+        return tuple((oid, P.ERROR, data, ()) for oid in P.return_ids(tid, n))
 
 
 def _on_sigint(cw):
