@@ -61,6 +61,7 @@ class CoreWorker:
         self._exported = set()
         self.feasible_shapes = set()
         self._timer = None
+        self._pump_thread = None              # reads for callbacks when no get() does (futures, await)
         self._later = 0                       # queued messages that may wait (send_later)
         self._batch_started = 0.0
         self._last_submit = 0.0
@@ -319,13 +320,6 @@ class CoreWorker:
             self._later += 1
         self._arm_timer(LATER_DELAY)
 
-    def holds(self, oid):
-        return local_ref_count(oid) > 0
-
-    def submit(self, spec, task_id, num_returns):
-        self.send((P.SUBMIT, spec))
-        return [ObjectRef(task_id.object_id(i)) for i in range(1, num_returns + 1)]
-
     # --- objects ----------------------------------------------------------
     def put(self, value):
         if isinstance(value, ObjectRef):
@@ -482,24 +476,22 @@ class CoreWorker:
     def _kick_reader(self):
         """Make sure some thread reads the socket so callbacks fire without a get()."""
         with self._cond:
-            if getattr(self, "_pump_thread", None) is not None:
+            if self._pump_thread is not None:
                 return
             self._pump_thread = threading.Thread(target=self._pump_forever, daemon=True,
                                                  name="rayfast-callbacks")
             self._pump_thread.start()
 
     def _pump_forever(self):
-        try:
-            with self._cond:
-                while not self._closed:
-                    if not self._callbacks:
-                        self._cond.wait(0.5)
-                        continue
-                    self._pump(time.monotonic() + 0.5)
-        except RaySystemError:
-            pass
-        finally:
-            self._pump_thread = None
+        """Read until every callback has fired; a later add_callback starts a new reader."""
+        with self._cond:
+            try:
+                while self._callbacks and not self._closed:
+                    self._pump(None)
+            except RaySystemError:
+                pass
+            finally:
+                self._pump_thread = None
 
     def close(self):
         self._closed = True

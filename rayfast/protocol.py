@@ -33,7 +33,6 @@ UNBLOCKED = 9      # (UNBLOCKED,)
 CANCEL = 10        # (CANCEL, oid, force, recursive)
 REQUEST = 11       # (REQUEST, req_id, what, args)
 KILL_ACTOR = 12    # (KILL_ACTOR, actor_id, no_restart)
-ACTOR_REF = 13     # (ACTOR_REF, actor_id, delta)  handles held by this process
 LEASE_REQUEST = 15 # (LEASE_REQUEST, shape)   a driver asks for a worker of its own (see rayfast/direct.py)
 LEASE_RETURN = 16  # (LEASE_RETURN, worker_id)
 DIRECT_DONE = 17   # (DIRECT_DONE, spec, results, start, end, worker_id, pid)  a task run on a lease

@@ -527,8 +527,6 @@ class ActorManager:
         if t == P.KILL_ACTOR:
             self.kill(m[1], m[2], len(m) > 3 and m[3])
             return True
-        if t == P.ACTOR_REF:  # handles are counted through their liveness object; nothing to do
-            return True
         return False
 
     def answer(self, what, args, c, req_id=None):
