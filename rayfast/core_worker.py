@@ -507,10 +507,10 @@ class CoreWorker:
 
 
 class _FlushTimer:
-    """Flushes a batch of submissions that no get() or full batch has sent yet.
+    """Flushes messages that no get() or full batch has sent yet, by their deadline.
 
-    It sleeps on an event and runs only while a batch is waiting, so an idle
-    process pays nothing for it.
+    It sleeps on a condition with no timeout while nothing waits, so an idle
+    process pays nothing for it; the earliest armed deadline wins.
     """
 
     DELAY = 0.0005
