@@ -20,6 +20,7 @@ C_SOURCES = {
     "deps": ["csrc/deps.c", "csrc/idtable.c", "csrc/hash.c"],
     "lineage": ["csrc/lineage.c", "csrc/idtable.c", "csrc/hash.c"],
     "store": ["csrc/store.c", "csrc/hash.c"],
+    "spin": ["csrc/spin.c"],
 }
 
 cflags = ["-O3", "-std=c11", "-D_GNU_SOURCE", "-Wno-unused-function"]

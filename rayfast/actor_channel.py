@@ -58,7 +58,7 @@ from collections import deque
 
 from rayfast import protocol as P
 from rayfast._core.ids import ObjectRef
-from rayfast.direct import make_hot
+from rayfast.direct import HotConnection
 
 NONE, REQUESTED, OFF, OPEN, CLOSING = range(5)
 BATCH = 128              # calls per frame at most
@@ -70,7 +70,7 @@ ENABLED = os.environ.get("RAYFAST_DIRECT_ACTORS", "1") != "0"
 _DONTWAIT = socket.MSG_DONTWAIT
 
 
-class _Conn(P.Connection):
+class _Conn(HotConnection):
     """A caller's end of a channel: writes never block (the rest waits in wbuf)."""
 
     __slots__ = ("wbuf",)
@@ -280,7 +280,6 @@ class ActorChannels:
                 ch.retry_at = time.monotonic() + CONNECT_COOLDOWN
                 return
             sock.setblocking(True)   # reads may block (recv_hot, bounded); writes never do (MSG_DONTWAIT)
-            make_hot(sock)
             conn = _Conn(sock)
             ch.conn = conn
             ch.worker_id = worker_id

@@ -28,6 +28,7 @@ import time
 
 from rayfast import protocol as P
 from rayfast import serialization
+from rayfast._core.spin import Spinner
 from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
 
 LEASE_COOLDOWN = 0.1   # after losing a lease, wait this long before asking again
@@ -251,8 +252,7 @@ class WorkerChannels:
             sock, _ = self.listener.accept()
         except OSError:
             return
-        make_hot(sock)
-        self.conns.append(P.Connection(sock))
+        self.conns.append(HotConnection(sock))
 
     def on_messages(self, cw, conn, msgs):
         if msgs is None:
@@ -304,27 +304,43 @@ HOT_WAIT = 0.002      # how long recv_hot waits on one channel before the reader
 _RCVTIMEO = struct.pack("ll", 0, int(HOT_WAIT * 1e6))
 
 
-def make_hot(sock):
-    """Let recv_hot block on sock for HOT_WAIT at most (the socket itself stays blocking)."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCVTIMEO)
+# How long a reader expecting an answer polls its channel before sleeping in recv (csrc/spin.h:
+# a wakeup costs 15-20 µs on small VMs). Long enough to cover a peer's turnaround of a
+# small call; a peer that is slower makes the spinner back off.
+SPIN = float(os.environ.get("RAYFAST_SPIN_US", "100")) * 1e-6
+
+
+class HotConnection(P.Connection):
+    """A channel that one reader waits on for quick answers (recv_hot).
+
+    Its socket stays blocking, but recv blocks for HOT_WAIT at most
+    (SO_RCVTIMEO), after which the reader falls back to watching every connection."""
+
+    __slots__ = ("spin",)
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCVTIMEO)
+        self.spin = Spinner(SPIN)
 
 
 def recv_hot(conn):
-    """One blocking read of the channel we expect the next messages on.
+    """One blocking read of the HotConnection we expect the next messages on.
 
     A select() plus a recv() cost noticeably more than one recv() (two
     syscalls and a wakeup each on small VMs), so a reader waiting for replies
-    from one channel reads it directly; SO_RCVTIMEO bounds the wait, after
-    which the caller falls back to watching every connection. Returns
-    messages, None if the channel closed, or [] if nothing came."""
+    from one channel polls it briefly and then reads it directly. Returns
+    messages, None if the channel closed, or [] if nothing came within HOT_WAIT."""
     m = conn._parse()
     if m:
         return m
+    sock = conn.sock
     try:
-        chunk = conn.sock.recv(P.RECV_SIZE)
+        conn.spin.wait(sock.fileno())
+        chunk = sock.recv(P.RECV_SIZE)
     except (BlockingIOError, InterruptedError, socket.timeout):
         return []
-    except OSError:
+    except (OSError, ValueError):
         chunk = b""
     if not chunk:
         return None
