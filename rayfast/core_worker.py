@@ -407,6 +407,17 @@ class CoreWorker:
                         if not self._pump(deadline):
                             return False
                     return True
+                if num_ready == len(keys):
+                    # get(): walk the keys once (values arrive about in order),
+                    # not a rescan of all missing ones per batch received
+                    i, n = 0, len(missing)
+                    while True:
+                        while i < n and missing[i] in results:
+                            i += 1
+                        if i == n:
+                            return True
+                        if not self._pump(deadline):
+                            return False
                 while True:
                     missing = [k for k in missing if k not in results]   # shrinks as values come
                     if len(keys) - len(missing) >= num_ready:
