@@ -16,12 +16,14 @@ import socket
 
 import hiredis
 
-from rayfast.gcs.client import parse_address
+from rayfast.gcs.client import parse_address, shard_for
 from rayfast.protocol import RECV_SIZE
 from rayfast.gcs.tables import Gcs
 
 logger = logging.getLogger(__name__)
 MAX_EVENT_BATCHES = 20_000   # timeline event batches (JSON arrays) kept per shard
+# One timeline event as JSON (floats' repr is valid JSON for the finite times here).
+_EVENT = '{"name":%s,"task_id":"%s","worker":%d,"pid":%d,"start":%r,"end":%r,"node":"%s"}'
 
 
 class _AsyncShard:
@@ -48,8 +50,8 @@ class NodeGcs:
         self.shards = [_AsyncShard(a) for a in self.addresses]
         self.by_fd = {s.sock.fileno(): s for s in self.shards}
         self.dirty = set()
-        self._tasks = [[] for _ in self.shards]
-        self._ntasks = 0
+        self._tasks = []                # (task id, spec) not yet packed
+        self._json_names = {}           # function name -> its JSON string, for events
 
     # --- writes (buffered) -------------------------------------------------
     def write(self, key, *args):
@@ -63,15 +65,20 @@ class NodeGcs:
 
     def put_task_async(self, task_id, spec):
         # Batched into one MSET per shard per flush: the shard's per-command cost dominates SETs.
-        self._tasks[self._shard(task_id)].append((b"task:" + task_id, spec))
-        self._ntasks += 1
+        self._tasks.append((task_id, spec))
 
     def add_events_async(self, node_id, events):
+        # One JSON array per batch: one list element per write (get_events flattens). Written
+        # by hand: json.dumps of a dict per event cost the node manager more than the task did.
         node = node_id.hex()
-        # One JSON array per batch: one encode call, one list element (get_events flattens).
-        self.write(node_id, "RPUSH", "events", json.dumps(
-            [{"name": name, "task_id": tid.hex(), "worker": wid, "pid": pid, "start": start, "end": end,
-              "node": node} for name, tid, wid, pid, start, end in events], separators=(",", ":")))
+        names = self._json_names
+        parts = []
+        for name, tid, wid, pid, start, end in events:
+            jname = names.get(name)
+            if jname is None:
+                jname = names[name] = json.dumps(name)
+            parts.append(_EVENT % (jname, tid.hex(), wid, pid, start, end, node))
+        self.write(node_id, "RPUSH", "events", "[" + ",".join(parts) + "]")
         # A long-running cluster keeps only its newest event batches.
         self.write(node_id, "LTRIM", "events", -MAX_EVENT_BATCHES, -1)
 
@@ -80,21 +87,22 @@ class NodeGcs:
 
     # --- the loop's side -------------------------------------------------
     def pack_tasks(self):
-        if not self._ntasks:
+        tasks = self._tasks
+        if not tasks:
             return
+        self._tasks = []
         dumps = pickle.dumps
-        for i, batch in enumerate(self._tasks):
-            if batch:
-                args = ["MSET"]
-                for key, spec in batch:
-                    args.append(key)
-                    args.append(dumps(spec, 5))
-                sh = self.shards[i]
+        batches = [["MSET"] for _ in self.shards]
+        n = len(batches)
+        for task_id, spec in tasks:
+            args = batches[shard_for(task_id, n)]
+            args.append(b"task:" + task_id)
+            args.append(dumps(spec, 5))
+        for sh, args in zip(self.shards, batches):
+            if len(args) > 1:
                 sh.out += hiredis.pack_command(tuple(args))
                 sh.pending += 1
                 self.dirty.add(sh)
-                self._tasks[i] = []
-        self._ntasks = 0
 
     def send_some(self):
         """Write what the sockets take now; returns the shards that still have output."""

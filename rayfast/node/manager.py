@@ -67,10 +67,11 @@ class Client:
 
 class TaskRecord:
     __slots__ = ("handle", "spec", "owner", "retries_left", "deps", "worker", "shape",
-                 "submitted", "dispatched", "cancelled", "returns", "done")
+                 "submitted", "dispatched", "cancelled", "returns", "done", "stats")
 
-    def __init__(self, handle, spec, owner, shape, returns):
+    def __init__(self, handle, spec, owner, shape, returns, stats):
         self.handle = handle
+        self.stats = stats          # its function's statistics row (node/stats.py)
         self.spec = spec
         self.owner = owner
         self.retries_left = spec[P.S_MAX_RETRIES]
@@ -334,7 +335,7 @@ class NodeManager:
         task_id = spec[P.S_TASK_ID]
         n = spec[P.S_NUM_RETURNS]
         returns = P.return_ids(task_id, max(n, 1))
-        rec = TaskRecord(handle, spec, c, spec[P.S_RESOURCES], returns)
+        rec = TaskRecord(handle, spec, c, spec[P.S_RESOURCES], returns, self.stats.submitted(spec[P.S_NAME]))
         self.tasks[handle] = rec
         self.task_by_id[task_id] = handle
         objects = self.objects
@@ -362,7 +363,6 @@ class NodeManager:
         for oid in spec[P.S_BORROWED]:
             objects.entry(oid).task_refs += 1
         rec.deps = deps
-        self.stats.submitted(spec[P.S_NAME])
         if self.gcs is not None:
             self.gcs.put_task_async(task_id, spec)
         if spec[P.S_KIND] != P.TASK_NORMAL:
@@ -530,9 +530,10 @@ class NodeManager:
                 e.holders.add(c.id)
                 c.held.add(oid)
             self._object_ready(e, kind, data, contained, pinned=True)
-        self.stats.submitted(name)
-        self.stats.started(name, 0.0)
-        self.stats.finished(name, start, end)
+        stats = self.stats
+        row = stats.submitted(name)
+        stats.start_row(row, 0.0)
+        stats.finish_row(row, start, end)
         self.events.append((name, spec[P.S_TASK_ID], worker_id, pid, start, end))
         if self.gcs is not None:
             self.gcs.put_task_async(spec[P.S_TASK_ID], spec)
@@ -546,7 +547,7 @@ class NodeManager:
         task on both sides. A worker that blocks in get() hands its queue back.
         """
         rec = self.tasks.get(q.peek())
-        if rec is None or not self.stats.is_short(rec.spec[P.S_NAME], PIPELINE_MAX_RUN):
+        if rec is None or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN):
             return None
         best = None
         for w in self.busy:
@@ -597,7 +598,7 @@ class NodeManager:
         w.state = BUSY
         rec.worker = w
         rec.dispatched = now = time.time()
-        self.stats.started(spec[P.S_NAME], now - rec.submitted)
+        self.stats.start_row(rec.stats, now - rec.submitted)
         self.send(w.client, (P.TASK, rec.handle, spec, resolved, fn))
 
     def _release_resources(self, rec, w):
@@ -628,10 +629,13 @@ class NodeManager:
                 w.state = IDLE
                 self._not_busy(w)
                 self.idle.append(w)
-        self.stats.finished(rec.spec[P.S_NAME], start, end, rec.dispatched, c.id,
-                            w is not None and bool(w.pipeline) and w.pipeline[0].dispatched <= end)
-        self.events.append((rec.spec[P.S_NAME], rec.spec[P.S_TASK_ID], w.worker_id if w else 0,
-                            os.getpid() if w is None else w.pid, start, end))
+        spec = rec.spec
+        self.stats.finish_row(rec.stats, start, end, rec.dispatched, c.id,
+                              w is not None and bool(w.pipeline) and w.pipeline[0].dispatched <= end)
+        if w is not None:
+            self.events.append((spec[P.S_NAME], spec[P.S_TASK_ID], w.worker_id, w.pid, start, end))
+        else:
+            self.events.append((spec[P.S_NAME], spec[P.S_TASK_ID], 0, os.getpid(), start, end))
         if rec.cancelled:
             results = self._error_results(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
         self._finish(rec, results)
@@ -869,7 +873,7 @@ class NodeManager:
                 "gcs": self.gcs.statistics() if self.gcs is not None else {}}
 
     def _gcs_pending(self):
-        return self.gcs is not None and (self.events or self.gcs._ntasks or self.gcs.dirty)
+        return self.gcs is not None and (self.events or self.gcs._tasks or self.gcs.dirty)
 
     def attach_gcs(self, gcs):
         self.gcs = gcs
@@ -890,13 +894,13 @@ class NodeManager:
     def _flush_gcs(self, idle):
         """Send GCS writes when the loop is idle or a batch has built up: fewer, larger pipelines."""
         gcs = self.gcs
-        if not idle and len(self.events) < 2000 and gcs._ntasks < 2000:
+        if not idle and len(self.events) < 2000 and len(gcs._tasks) < 2000:
             return
         if self.events:
             ev, self.events = self.events, []
             self.timeline.extend(ev)
             gcs.add_events_async(self.node_id, ev)
-        if gcs.dirty or gcs._ntasks:
+        if gcs.dirty or gcs._tasks:
             for sh in gcs.send_some():
                 sh.want_write = True
                 self.ep.modify(sh.sock.fileno(), _EPOLLIN | _EPOLLOUT)

@@ -20,26 +20,39 @@ from time import time as _time
 
 
 class FunctionStats:
+    """Rows of counters per function name. The node manager looks a task's row up
+    once, at submission, and keeps it on the task record (the `row` methods);
+    callers that only have the name use the name methods."""
+
     def __init__(self):
         # name -> [submitted, started, finished, run_total, queue_total, overhead_total, timed]
         self._f = {}
         self._last_end = {}   # worker key -> end of the last task it finished
 
-    def _row(self, name):
+    def row(self, name):
         row = self._f.get(name)
         if row is None:
             row = self._f[name] = [0, 0, 0, 0.0, 0.0, 0.0, 0]
         return row
 
     def submitted(self, name):
-        self._row(name)[0] += 1
+        """Count a submission; returns the function's row for the task record."""
+        row = self.row(name)
+        row[0] += 1
+        return row
 
     def started(self, name, waited):
-        row = self._row(name)
+        self.start_row(self.row(name), waited)
+
+    def finished(self, name, start, end, dispatched=None, worker=None, overlapped=False):
+        self.finish_row(self.row(name), start, end, dispatched, worker, overlapped)
+
+    @staticmethod
+    def start_row(row, waited):
         row[1] += 1
         row[4] += waited
 
-    def finished(self, name, start, end, dispatched=None, worker=None, overlapped=False):
+    def finish_row(self, row, start, end, dispatched=None, worker=None, overlapped=False):
         """Count a finished task.
 
         dispatched: when the node sent it (the node's clock; same machine as the worker's);
@@ -50,12 +63,9 @@ class FunctionStats:
         later of the dispatch and the end of the worker's previous task: a task queued on a
         busy worker (pipelined) only begins to cost when the one before it is done.
         """
-        row = self._row(name)
         row[2] += 1
-        run = end - start
-        row[3] += run
+        row[3] += end - start
         if dispatched is not None:
-            now = _time()
             if worker is not None:
                 last = self._last_end
                 prev = last.get(worker, 0.0)
@@ -65,15 +75,17 @@ class FunctionStats:
             over = start - dispatched
             if over < 0.0:
                 over = 0.0
-            if not overlapped and now > end:
-                over += now - end
+            if not overlapped:
+                now = _time()
+                if now > end:
+                    over += now - end
             row[5] += over
             row[6] += 1
 
-    def is_short(self, name, limit):
-        """Whether name's tasks have finished and ran shorter than limit seconds on average."""
-        row = self._f.get(name)
-        return row is not None and row[2] > 0 and row[3] < limit * row[2]
+    @staticmethod
+    def is_short(row, limit):
+        """Whether the row's tasks have finished and ran shorter than limit seconds on average."""
+        return row[2] > 0 and row[3] < limit * row[2]
 
     def summary(self):
         out = {}
