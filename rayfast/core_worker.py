@@ -172,8 +172,11 @@ class CoreWorker:
         try:
             hot = self._hot
             if hot is not None:
-                if ac is None or hot not in ac.by_conn or ac.dirty:
+                if ac is not None and ac.dirty:
                     hot = None
+                elif not (ac is not None and hot in ac.by_conn) and not (
+                        self.direct is not None and self.direct.lease is not None and hot is self.direct.lease.conn):
+                    hot = None   # the channel closed meanwhile
             elif self._hot_in is not None:
                 self._hot_n += 1   # every 16th wait looks at every connection (node manager, others)
                 conns = self.channels.conns   # (only while it is our one caller: others must not wait)
@@ -397,6 +400,8 @@ class CoreWorker:
             self._hot = None if self._wait_node else ac.hot_conn(missing)
             if ac.dirty:
                 self.flush()
+        if self.direct is not None and self._hot is None:
+            self._hot = self.direct.hot_conn(missing)   # a task on our leased worker
         if len(self.conn._out) > self._later or (self._wait_node and self._later):   # anything but records that can wait
             self.flush()
         try:

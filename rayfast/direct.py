@@ -120,13 +120,15 @@ class DriverChannel:
     def on_grant(self, m):
         _, worker_id, pid, path, shape = m
         self.requested = False
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            conn = P.connect(path)
+            sock.connect(path)
         except OSError:
+            sock.close()
             self.cw.conn.send((P.LEASE_RETURN, worker_id))
             self.lost_at = time.monotonic()
             return
-        self.lease = Lease(worker_id, pid, conn, shape)
+        self.lease = Lease(worker_id, pid, HotConnection(sock), shape)
 
     def on_denied(self):
         self.requested = False
@@ -230,6 +232,14 @@ class DriverChannel:
 
     def connections(self):
         return [self.lease.conn] if self.lease is not None else []
+
+    def hot_conn(self, keys):
+        """The lease's channel if every key is a result of the task in flight on it."""
+        lease = self.lease
+        if lease is None or lease.inflight is None:
+            return None
+        tid = lease.inflight[1][P.S_TASK_ID]
+        return lease.conn if all(k[:16] == tid for k in keys) else None
 
     def close(self):
         if self.lease is not None:
