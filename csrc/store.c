@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #define STORE_MAGIC 0x7261796673746f72ull /* "rayfstor" */
-#define STORE_VERSION 1u
+#define STORE_VERSION 2u
 #define NIL32 UINT32_MAX
 #define NIL64 UINT64_MAX
 #define NBINS 64
@@ -57,13 +57,28 @@ typedef struct {
     uint64_t data_size;
     uint64_t meta_size;
     int64_t refcount;
-    int64_t pins;
+    int64_t pins; /* all pins: the writer's while CREATED, and every process's */
     uint32_t lru_prev, lru_next;
     uint32_t next_free;
-    int32_t creator_pid;
+    /* The process writing the object's memory or spill file: its creator until it is
+     * sealed, then whoever restores or spills it. What it leaves half done when it
+     * dies is undone by rf_store_release_process and by lock recovery. */
+    int32_t writer_pid;
     uint32_t flags;
-    uint32_t pad;
+    uint32_t holders; /* this object's holder records (1-based, 0 = none) */
 } entry_t;
+
+/* The pins one process holds on one object. Every object keeps the list of its
+ * holders, so that the pins of a process that died without unpinning (crash,
+ * SIGKILL, exit with views alive) can be given back. Records come from a pool of
+ * 2 per object slot; a pin taken while it is exhausted is counted in e->pins
+ * only and would outlive its process, as every pin did before the records. */
+typedef struct {
+    int32_t pid;
+    uint32_t count; /* pins held; 0 = free record */
+    uint32_t next;  /* next holder of the same object, or next free record (1-based, 0 = end) */
+    uint32_t mark;  /* lock recovery: reached from an object */
+} holder_t;
 
 typedef struct {
     uint64_t magic;
@@ -75,6 +90,8 @@ typedef struct {
     uint64_t index_slots; /* power of two */
     uint64_t entries_off;
     uint64_t max_entries;
+    uint64_t holders_off;
+    uint64_t max_holders;
     uint64_t data_off;
     pthread_mutex_t mutex;
     _Atomic uint32_t seal_seq;
@@ -85,10 +102,13 @@ typedef struct {
     uint32_t free_entry_head;
     uint32_t lru_head, lru_tail; /* head = most recently used */
     uint32_t entries_hwm;        /* entries below this have been initialised (lazily, see entry_alloc) */
+    uint32_t free_holder_head;   /* 1-based, 0 = none */
+    uint32_t holders_hwm;        /* records handed out at least once (lazily, like entries) */
     uint64_t bin_bitmap;
     uint64_t bins[NBINS];
     uint64_t evictions, bytes_evicted, spills, bytes_spilled, restores, bytes_restored;
     uint64_t lock_recoveries;
+    uint64_t pins_reclaimed, objects_reclaimed; /* from processes that died */
     char spill_dir[SPILL_DIR_MAX];
 } header_t;
 _Static_assert(sizeof(header_t) <= HDR_SIZE, "header too large");
@@ -99,6 +119,7 @@ struct rf_store {
     header_t *h;
     uint32_t *index;
     entry_t *entries;
+    holder_t *holders;
     uint8_t *data;
     int fd;
     char name[256];
@@ -392,9 +413,80 @@ static uint32_t entry_alloc(rf_store *s) {
     return idx;
 }
 
-/* Free an entry and everything it owns: index slot, LRU link, block, spill file. */
+/* ------------------------------------------------------------- holders */
+
+static inline holder_t *HOLDER(rf_store *s, uint32_t ref) { return &s->holders[ref - 1]; }
+
+static uint32_t holder_alloc(rf_store *s) {
+    header_t *h = s->h;
+    uint32_t ref = h->free_holder_head;
+    if (ref) {
+        h->free_holder_head = HOLDER(s, ref)->next;
+        return ref;
+    }
+    if (h->holders_hwm >= h->max_holders) return 0;
+    return ++h->holders_hwm;
+}
+
+static void holder_free(rf_store *s, uint32_t ref) {
+    holder_t *r = HOLDER(s, ref);
+    r->pid = 0;
+    r->count = 0;
+    r->next = s->h->free_holder_head;
+    s->h->free_holder_head = ref;
+}
+
+/* Take one pin on an object for process pid. */
+static void pin_for(rf_store *s, uint32_t idx, int32_t pid) {
+    entry_t *e = &s->entries[idx];
+    e->pins++;
+    for (uint32_t ref = e->holders; ref; ref = HOLDER(s, ref)->next) {
+        if (HOLDER(s, ref)->pid == pid) {
+            HOLDER(s, ref)->count++;
+            return;
+        }
+    }
+    uint32_t ref = holder_alloc(s);
+    if (!ref) return; /* pool exhausted: an untracked pin */
+    holder_t *r = HOLDER(s, ref);
+    r->pid = pid;
+    r->count = 1;
+    r->next = e->holders;
+    e->holders = ref;
+}
+
+/* Drop one pin of process pid on an object (a pid without a record held an
+ * untracked one), or with all set every pin it holds. Returns how many were
+ * dropped; the caller decides whether the object can go. */
+static int64_t unpin_for(rf_store *s, uint32_t idx, int32_t pid, int all) {
+    entry_t *e = &s->entries[idx];
+    int64_t n = all ? 0 : 1;
+    for (uint32_t *link = &e->holders; *link; link = &HOLDER(s, *link)->next) {
+        uint32_t ref = *link;
+        holder_t *r = HOLDER(s, ref);
+        if (r->pid != pid) continue;
+        if (all) n = r->count;
+        r->count -= (uint32_t)n;
+        if (r->count == 0) {
+            *link = r->next;
+            holder_free(s, ref);
+        }
+        break;
+    }
+    if (n > e->pins) n = e->pins; /* never below zero, whatever a caller unpinned */
+    e->pins -= n;
+    return n;
+}
+
+/* Free an entry and everything it owns: index slot, LRU link, block, spill file,
+ * holder records. */
 static void free_entry(rf_store *s, uint32_t idx) {
     entry_t *e = &s->entries[idx];
+    while (e->holders) {
+        uint32_t ref = e->holders;
+        e->holders = HOLDER(s, ref)->next;
+        holder_free(s, ref);
+    }
     index_remove(s, idx);
     lru_unlink(s, idx);
     if (e->block != NIL64) {
@@ -441,6 +533,45 @@ static void maybe_free(rf_store *s, uint32_t idx) {
 static int pid_alive(int32_t pid) {
     if (pid <= 0) return 0;
     return !(kill(pid, 0) < 0 && errno == ESRCH);
+}
+
+/* Recovery, last step: keep the holder records of live processes, drop those of
+ * dead ones with their pins, cut a list where a half-done update left a bad link,
+ * and rebuild the free pool from every record no object reaches. */
+static void recover_holders(rf_store *s) {
+    header_t *h = s->h;
+    enum { UNSEEN, KEPT, DROPPED };
+    for (uint32_t ref = 1; ref <= h->holders_hwm; ref++) HOLDER(s, ref)->mark = UNSEEN;
+    for (uint32_t i = 0; i < h->entries_hwm; i++) {
+        entry_t *e = &s->entries[i];
+        if (e->state == RF_OBJ_FREE) continue;
+        int64_t held = 0;
+        uint32_t *link = &e->holders;
+        while (*link) {
+            uint32_t ref = *link;
+            holder_t *r = ref <= h->holders_hwm ? HOLDER(s, ref) : NULL;
+            if (!r || r->mark != UNSEEN || r->count == 0) {
+                *link = 0;
+                break;
+            }
+            if (pid_alive(r->pid)) {
+                r->mark = KEPT;
+                held += r->count;
+                link = &r->next;
+            } else {
+                r->mark = DROPPED;
+                e->pins -= r->count;
+                h->pins_reclaimed += r->count;
+                *link = r->next;
+            }
+        }
+        if (e->pins < held) e->pins = held;
+    }
+    h->free_holder_head = 0;
+    for (uint32_t ref = h->holders_hwm; ref > 0; ref--)
+        if (HOLDER(s, ref)->mark != KEPT) holder_free(s, ref);
+    for (uint32_t i = 0; i < h->entries_hwm; i++)
+        if (s->entries[i].state != RF_OBJ_FREE) maybe_free(s, i);
 }
 
 /* Rebuild the derived state after a process died holding the lock. The block chain
@@ -514,15 +645,14 @@ static void recover(rf_store *s) {
         case RF_OBJ_SEALED:
         case RF_OBJ_DELETED: keep = (e->flags & EF_CHECKED) != 0; break;
         case RF_OBJ_CREATED:
-            keep = pid_alive(e->creator_pid) && (e->block == NIL64 || (e->flags & EF_CHECKED));
+            keep = pid_alive(e->writer_pid) && (e->block == NIL64 || (e->flags & EF_CHECKED));
             break;
         case RF_OBJ_RESTORING:
             /* restorer may have died: fall back to the spill file */
-            if (!pid_alive(e->creator_pid)) {
+            if (!pid_alive(e->writer_pid)) {
                 if (e->block != NIL64 && (e->flags & EF_CHECKED)) heap_free(s, e->block);
                 e->block = NIL64;
-                e->state = RF_OBJ_SPILLED;
-                if (e->pins > 0) e->pins--;
+                e->state = RF_OBJ_SPILLED; /* its pin goes with its holder record (4.) */
             }
             keep = 1;
             break;
@@ -559,6 +689,7 @@ static void recover(rf_store *s) {
         index_insert(s, idx);
         if (e->state == RF_OBJ_SEALED) lru_push_front(s, idx);
     }
+    recover_holders(s);
 }
 
 static int store_lock(rf_store *s) {
@@ -687,8 +818,10 @@ static int alloc_room(rf_store *s, uint64_t need, uint64_t *off) {
             drop_to_spilled(s, v);
             continue;
         }
-        e->pins++;
+        int32_t self = (int32_t)getpid();
+        pin_for(s, v, self);
         e->flags |= EF_SPILLING;
+        e->writer_pid = self;
         uint8_t oid[RF_OID_SIZE];
         memcpy(oid, e->oid, RF_OID_SIZE);
         const uint8_t *p = PAYLOAD(s, e->block);
@@ -699,15 +832,14 @@ static int alloc_room(rf_store *s, uint64_t need, uint64_t *off) {
         store_lock(s);
         e = &s->entries[v];
         e->flags &= ~EF_SPILLING;
+        unpin_for(s, v, self, 0);
         if (r == 0) {
             e->flags |= EF_SPILL_FILE;
-            if (e->pins == 1 && e->state == RF_OBJ_SEALED && e->refcount > 0 && !(e->flags & EF_DELETE_PENDING)) {
-                e->pins = 0;
+            if (e->pins == 0 && e->state == RF_OBJ_SEALED && e->refcount > 0 && !(e->flags & EF_DELETE_PENDING)) {
                 drop_to_spilled(s, v);
                 continue;
             }
         }
-        e->pins--;
         maybe_free(s, v);
         if (r < 0) {
             errno = err;
@@ -745,6 +877,7 @@ static int map_segment(rf_store *s, int fd, size_t size) {
 static void set_views(rf_store *s) {
     s->index = (uint32_t *)(s->base + s->h->index_off);
     s->entries = (entry_t *)(s->base + s->h->entries_off);
+    s->holders = (holder_t *)(s->base + s->h->holders_off);
     s->data = s->base + s->h->data_off;
 }
 
@@ -765,7 +898,9 @@ int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_di
     while (slots < 2 * max_objects) slots <<= 1;
     uint64_t index_off = HDR_SIZE;
     uint64_t entries_off = round_up(index_off + slots * sizeof(uint32_t), 64);
-    uint64_t data_off = round_up(entries_off + max_objects * sizeof(entry_t), 4096);
+    uint64_t max_holders = 2 * max_objects;
+    uint64_t holders_off = round_up(entries_off + max_objects * sizeof(entry_t), 64);
+    uint64_t data_off = round_up(holders_off + max_holders * sizeof(holder_t), 4096);
     uint64_t seg = data_off + capacity;
 
     struct statvfs vfs;
@@ -803,6 +938,8 @@ int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_di
     h->index_slots = slots;
     h->entries_off = entries_off;
     h->max_entries = max_objects;
+    h->holders_off = holders_off;
+    h->max_holders = max_holders;
     h->data_off = data_off;
     if (spill_dir) snprintf(h->spill_dir, SPILL_DIR_MAX, "%s", spill_dir);
     pthread_mutexattr_t ma;
@@ -977,7 +1114,7 @@ int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, 
     e->meta_size = meta_size;
     e->refcount = 1;
     e->pins = 1; /* the writer's pin, dropped by seal/abort */
-    e->creator_pid = (int32_t)getpid();
+    e->writer_pid = (int32_t)getpid();
     e->flags = 0;
     e->lru_prev = e->lru_next = NIL32;
     index_insert(s, idx);
@@ -1041,18 +1178,17 @@ int rf_store_abort(rf_store *s, const uint8_t *oid) { return end_write(s, oid, 0
  * once for the caller. */
 static int restore_locked(rf_store *s, uint32_t idx) {
     entry_t *e = &s->entries[idx];
+    int32_t self = (int32_t)getpid();
     e->state = RF_OBJ_RESTORING;
-    e->pins++;
-    int32_t saved_pid = e->creator_pid;
-    e->creator_pid = (int32_t)getpid(); /* recovery: who is restoring */
+    e->writer_pid = self;
+    pin_for(s, idx, self);
     uint64_t n = e->data_size + e->meta_size, off;
     int r = alloc_room(s, block_need(n), &off);
     e = &s->entries[idx];
     if (r < 0) {
         int err = errno;
         e->state = RF_OBJ_SPILLED;
-        e->creator_pid = saved_pid;
-        e->pins--;
+        unpin_for(s, idx, self, 0);
         wake_waiters(s);
         if (e->flags & EF_DELETE_PENDING) do_delete(s, idx);
         else maybe_free(s, idx);
@@ -1069,12 +1205,11 @@ static int restore_locked(rf_store *s, uint32_t idx) {
     int err = errno;
     store_lock(s);
     e = &s->entries[idx];
-    e->creator_pid = saved_pid;
     if (r < 0) {
         heap_free(s, e->block);
         e->block = NIL64;
         e->state = RF_OBJ_SPILLED;
-        e->pins--;
+        unpin_for(s, idx, self, 0);
         wake_waiters(s);
         if (e->flags & EF_DELETE_PENDING) do_delete(s, idx);
         else maybe_free(s, idx);
@@ -1087,7 +1222,7 @@ static int restore_locked(rf_store *s, uint32_t idx) {
     s->h->bytes_restored += n;
     wake_waiters(s);
     if (e->flags & EF_DELETE_PENDING) {
-        e->pins--;
+        unpin_for(s, idx, self, 0);
         do_delete(s, idx);
         return RF_STORE_NOTFOUND;
     }
@@ -1120,7 +1255,7 @@ int rf_store_get(rf_store *s, const uint8_t *oid, int64_t timeout_ns, uint32_t *
             restored = 1; /* the restore already took the caller's pin */
         }
         if (e->state == RF_OBJ_SEALED) {
-            if (!restored) e->pins++;
+            if (!restored) pin_for(s, idx, (int32_t)getpid());
             lru_touch(s, idx);
             *idx_out = idx;
             *ptr_out = PAYLOAD(s, e->block);
@@ -1161,7 +1296,7 @@ int rf_store_pin(rf_store *s, uint32_t idx) {
         store_unlock(s);
         return RF_STORE_NOTFOUND;
     }
-    e->pins++;
+    pin_for(s, idx, (int32_t)getpid());
     store_unlock(s);
     return 0;
 }
@@ -1174,7 +1309,7 @@ int rf_store_unpin(rf_store *s, uint32_t idx) {
         store_unlock(s);
         return RF_STORE_ESTATE;
     }
-    e->pins--;
+    unpin_for(s, idx, (int32_t)getpid(), 0);
     if (e->pins == 0) maybe_free(s, idx);
     store_unlock(s);
     return 0;
@@ -1245,6 +1380,50 @@ int rf_store_delete(rf_store *s, const uint8_t *oid) {
     return r;
 }
 
+/* Undo what a restore or a spill of a dead process left half done. */
+static void abandon_write(rf_store *s, uint32_t idx) {
+    entry_t *e = &s->entries[idx];
+    if (e->state == RF_OBJ_RESTORING) { /* its spill file still holds the object */
+        heap_free(s, e->block);
+        e->block = NIL64;
+        e->state = RF_OBJ_SPILLED;
+    }
+    e->flags &= ~EF_SPILLING;
+}
+
+int rf_store_release_process(rf_store *s, int32_t pid, uint64_t *pins_out, uint64_t *objects_out) {
+    if (!s || pid <= 0) return RF_STORE_EINVAL;
+    LOCK_OR_RETURN(s);
+    header_t *h = s->h;
+    uint64_t pins = 0, objects = 0;
+    for (uint32_t i = 0; i < h->entries_hwm; i++) {
+        entry_t *e = &s->entries[i];
+        if (e->state == RF_OBJ_FREE) continue;
+        int64_t n = unpin_for(s, i, pid, 1);
+        pins += (uint64_t)n;
+        if (e->writer_pid == pid) {
+            if (e->state == RF_OBJ_CREATED) {
+                e->pins--; /* the writer's */
+                do_delete(s, i);
+                objects++;
+                continue;
+            }
+            abandon_write(s, i);
+        } else if (!n) {
+            continue;
+        }
+        if (e->flags & EF_DELETE_PENDING) do_delete(s, i);
+        else maybe_free(s, i);
+    }
+    h->pins_reclaimed += pins;
+    h->objects_reclaimed += objects;
+    wake_waiters(s); /* getters of an object that is gone now, or spilled again, look again */
+    store_unlock(s);
+    if (pins_out) *pins_out = pins;
+    if (objects_out) *objects_out = objects;
+    return 0;
+}
+
 int rf_store_list(rf_store *s, uint8_t *buf, uint64_t max, uint64_t *total) {
     if (!s) return RF_STORE_EINVAL;
     LOCK_OR_RETURN(s);
@@ -1288,6 +1467,8 @@ int rf_store_stats_get(rf_store *s, rf_store_stats *o) {
     o->largest_free_block = largest_free(s);
     o->lock_recoveries = h->lock_recoveries;
     o->max_objects = h->max_entries;
+    o->pins_reclaimed = h->pins_reclaimed;
+    o->objects_reclaimed = h->objects_reclaimed;
     store_unlock(s);
     return 0;
 }
@@ -1371,6 +1552,21 @@ int rf_store_check(rf_store *s) {
             if (++nl > h->max_entries) BAD(23);
         }
         if (p != h->lru_tail) BAD(24);
+    }
+    {
+        uint64_t nrec = 0;
+        for (uint32_t i = 0; i < h->entries_hwm; i++) {
+            entry_t *e = &s->entries[i];
+            int64_t held = 0;
+            for (uint32_t ref = e->holders; ref; ref = HOLDER(s, ref)->next) {
+                if (ref > h->holders_hwm || HOLDER(s, ref)->count == 0 || ++nrec > h->holders_hwm) BAD(25);
+                held += HOLDER(s, ref)->count;
+            }
+            if (held > e->pins) BAD(26);
+        }
+        for (uint32_t ref = h->free_holder_head; ref; ref = HOLDER(s, ref)->next)
+            if (ref > h->holders_hwm || HOLDER(s, ref)->count != 0 || ++nrec > h->holders_hwm) BAD(27);
+        if (nrec != h->holders_hwm) BAD(28);
     }
 out:
     store_unlock(s);

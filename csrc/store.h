@@ -2,7 +2,7 @@
  *
  * Layout of the segment (all references inside it are offsets, never pointers):
  *
- *   [header | hash index (uint32 slots) | object entries | data area]
+ *   [header | hash index (uint32 slots) | object entries | holder records | data area]
  *
  * The data area is managed by a boundary-tag allocator: every block starts with
  * a 64-byte header (size, previous block's size, free-list links, owner entry),
@@ -18,7 +18,10 @@
  *
  * Object life: create (refcount 1, pinned by the writer) -> write -> seal.
  * get() pins the object (the caller must unpin). An object is freed when its
- * refcount is 0 (or it was deleted) and nobody pins it. When space runs short,
+ * refcount is 0 (or it was deleted) and nobody pins it. Every pin is recorded
+ * against the process that took it (a holder record), so that when a process
+ * dies without unpinning, rf_store_release_process(pid) gives its pins back and
+ * aborts the objects it was still writing. When space runs short,
  * unreferenced objects are evicted LRU, then referenced sealed unpinned objects
  * are spilled LRU to files in spill_dir and restored transparently by get().
  */
@@ -76,6 +79,8 @@ typedef struct {
     uint64_t largest_free_block; /* largest payload that fits in one free block */
     uint64_t lock_recoveries;
     uint64_t max_objects;
+    uint64_t pins_reclaimed;     /* pins of dead processes given back */
+    uint64_t objects_reclaimed;  /* unsealed objects of dead writers aborted */
 } rf_store_stats;
 
 const char *rf_store_strerror(int code);
@@ -121,6 +126,12 @@ int rf_store_release(rf_store *s, const uint8_t *oid);
 int rf_store_delete(rf_store *s, const uint8_t *oid);
 /* Copy up to max ids (20 bytes each) of sealed objects into buf; returns the count
  * written and sets *total to the number of sealed objects. */
+/* Give back everything process pid held: its pins (the objects they kept alive
+ * are freed if nothing else holds them), the objects it created and never sealed,
+ * and a restore or spill it was in the middle of. Only for a process that has
+ * exited: the memory under its views would be reused. Counts what it gave back
+ * in *pins_out and *objects_out (each may be NULL). */
+int rf_store_release_process(rf_store *s, int32_t pid, uint64_t *pins_out, uint64_t *objects_out);
 int rf_store_list(rf_store *s, uint8_t *buf, uint64_t max, uint64_t *total);
 int rf_store_stats_get(rf_store *s, rf_store_stats *out);
 /* Walk the block chain and the table and check every invariant; 0 if consistent. */

@@ -4,6 +4,7 @@ import gc
 import itertools
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 
@@ -12,6 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import rayfast
+from conftest import run_driver, wait_for
 from rayfast._core.store import ObjectExistsError, ObjectStore, memcpy_bandwidth
 from rayfast.exceptions import GetTimeoutError, ObjectStoreFullError
 
@@ -294,6 +297,94 @@ def test_cross_process_wait_for_seal(store):
     assert q.get(timeout=20) == b"yes"
     p.join(20)
     assert p.exitcode == 0
+
+
+def _child_crashes_holding(name, o, unsealed):
+    s = ObjectStore.attach(name)
+    views = [s.get(o), s.get(o), s.create_object(unsealed, MiB)]  # noqa: F841 (held when it dies)
+    os._exit(1)
+
+
+def test_release_process_of_a_crashed_process(stores):
+    """Pins and unsealed objects of a process that died are given back by release_process."""
+    s = stores.new(4 * MiB)
+    o, unsealed = oid(60), oid(61)
+    s.put_bytes(o, b"\3" * (2 * MiB))
+    p = mp.get_context("fork").Process(target=_child_crashes_holding, args=(s.name, o, unsealed))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 1
+    s.release(o)  # refcount 0: only the dead child's pins keep it
+    st_ = s.statistics()
+    assert st_["num_pinned"] == 2 and st_["num_objects"] == 2
+    s.check()
+    with pytest.raises(ObjectStoreFullError):
+        s.put_bytes(oid(62), b"\4" * (2 * MiB))
+    # 2 get pins + the writable view's pin on the unsealed object; and that object
+    assert s.release_process(p.pid) == (3, 1)
+    st_ = s.statistics()
+    assert st_["num_pinned"] == 0 and st_["num_objects"] == 0 and st_["bytes_used"] == 0
+    assert st_["pins_reclaimed"] == 3 and st_["objects_reclaimed"] == 1
+    s.put_bytes(oid(62), b"\4" * (2 * MiB))
+    s.put_bytes(unsealed, b"again")   # the id is free again
+    assert s.release_process(p.pid) == (0, 0)
+    with pytest.raises(ValueError, match="pid"):
+        s.release_process(0)
+    s.check()
+
+
+def _store_stats():
+    from rayfast import core_worker
+    return core_worker.current().store.statistics()
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_crashed_worker_leaves_no_pins(fresh, how):
+    """A worker that dies holding a view of its argument and an unsealed object: the node
+    gives both back, so the store fills again with spilling off and the id can be written
+    again (as a retry of the task would)."""
+    from rayfast.exceptions import WorkerCrashedError
+    rayfast.init(num_cpus=1, object_store_memory=64 * MiB,
+                 _system_config={"automatic_object_spilling_enabled": False})
+
+    @rayfast.remote(max_retries=0)
+    def pin_and_die(a, how):
+        from rayfast import core_worker
+        w = core_worker.current().store.create_object(b"\xee" * 20, 8 * MiB)  # noqa: F841
+        if how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(1)
+
+    for i in range(3):   # each round needs the memory and the object id of the one before
+        ref = rayfast.put(np.ones(5 * MiB))   # 40 MiB of 64
+        with pytest.raises(WorkerCrashedError):
+            rayfast.get(pin_and_die.remote(ref, how))
+        del ref
+        assert wait_for(lambda: _store_stats()["objects_reclaimed"] == i + 1), _store_stats()
+    st_ = _store_stats()
+    assert st_["num_pinned"] == 0 and st_["pins_reclaimed"] >= 3, st_
+
+
+def test_killed_driver_leaves_no_pins(fresh):
+    """A second driver SIGKILLed while it reads a large object: once its process is gone
+    the node gives its pins back and the object, released by everyone, is freed."""
+    ctx = rayfast.init(num_cpus=1, object_store_memory=64 * MiB,
+                       _system_config={"automatic_object_spilling_enabled": False})
+    ref = rayfast.put(np.ones(5 * MiB))
+    p = run_driver(f"""
+        import os, signal, rayfast
+        from rayfast import ObjectRef
+        rayfast.init(address="{ctx['address']}")
+        a = rayfast.get(ObjectRef(bytes.fromhex("{ref.hex()}")))
+        assert a[-1] == 1.0
+        os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    del ref
+    big = rayfast.put(np.ones(5 * MiB))   # 40 + 40 MiB do not fit in 64: the first one is gone
+    assert rayfast.get(big)[-1] == 1.0
+    st_ = _store_stats()
+    assert st_["num_objects"] == 1 and st_["pins_reclaimed"] >= 1, st_
 
 
 # ------------------------------------------------------------ space management

@@ -1,5 +1,5 @@
 # C API of the node object store (csrc/store.h) and the Cython classes over it.
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 
 cdef extern from "store.h" nogil:
     enum:
@@ -38,6 +38,8 @@ cdef extern from "store.h" nogil:
         uint64_t largest_free_block
         uint64_t lock_recoveries
         uint64_t max_objects
+        uint64_t pins_reclaimed
+        uint64_t objects_reclaimed
 
     const char *rf_store_strerror(int code)
     int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_dir,
@@ -63,6 +65,7 @@ cdef extern from "store.h" nogil:
     int rf_store_incref(rf_store *s, const uint8_t *oid)
     int rf_store_release(rf_store *s, const uint8_t *oid)
     int rf_store_delete(rf_store *s, const uint8_t *oid)
+    int rf_store_release_process(rf_store *s, int32_t pid, uint64_t *pins_out, uint64_t *objects_out)
     int rf_store_list(rf_store *s, uint8_t *buf, uint64_t max, uint64_t *total)
     int rf_store_stats_get(rf_store *s, rf_store_stats *out)
     int rf_store_check(rf_store *s)

@@ -5,7 +5,7 @@
 view's exporter pins the object until it (and every view, slice or numpy array
 built on it) is garbage-collected.
 """
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.string cimport memcpy
 from libc.errno cimport errno
 from cpython.buffer cimport PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
@@ -369,6 +369,23 @@ cdef class ObjectStore:
         """Free the object regardless of its refcount, as soon as it is unpinned."""
         self._apply(rf_store_delete, oid)
 
+    def release_process(self, pid):
+        """Give back what process `pid` held: its pins and the objects it created but never
+        sealed (and a restore or spill it was in the middle of). Returns (pins, objects).
+
+        Only for a process that has exited: the memory under its views is reused."""
+        cdef rf_store *s = self._s()
+        cdef uint64_t pins = 0, objects = 0
+        cdef int r
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2 ** 31:
+            raise ValueError(f"pid must be a positive process id, got {pid!r}")
+        cdef int32_t p = pid
+        with nogil:
+            r = rf_store_release_process(s, p, &pins, &objects)
+        if r < 0:
+            self._raise(r, None)
+        return pins, objects
+
     def list_objects(self):
         """Ids of the sealed objects (in memory or spilled)."""
         cdef rf_store *s = self._s()
@@ -422,6 +439,8 @@ cdef class ObjectStore:
             "largest_free_block": st.largest_free_block,
             "lock_recoveries": st.lock_recoveries,
             "max_objects": st.max_objects,
+            "pins_reclaimed": st.pins_reclaimed,
+            "objects_reclaimed": st.objects_reclaimed,
         }
 
     def check(self):

@@ -426,8 +426,9 @@ static void test_lock_owner_dies(void) {
 }
 
 /* Children hammer the store and are SIGKILLed at random moments (often inside the
- * lock); the store stays consistent and usable, and unsealed objects of dead
- * writers are reclaimed on recovery. */
+ * lock); the store stays consistent and usable, and the unsealed objects of dead
+ * writers are reclaimed (on recovery, or by release_process for those killed
+ * outside the lock). */
 static void test_kill_storm(void) {
     const uint64_t cap = 8 << 20;
     rf_store *s = new_store("storm", cap, NULL, 0);
@@ -457,15 +458,138 @@ static void test_kill_storm(void) {
         for (int p = 0; p < 3; p++) kill(pids[p], SIGKILL);
         for (int p = 0; p < 3; p++) waitpid(pids[p], NULL, 0);
         CHECK_EQ(rf_store_check(s), 0);
+        for (int p = 0; p < 3; p++) CHECK_EQ(rf_store_release_process(s, pids[p], NULL, NULL), 0);
+        rf_store_stats st = stats(s); /* sealed objects a child did not get to delete stay */
+        CHECK_EQ(st.num_objects, st.num_sealed);
+        CHECK_EQ(st.num_pinned, 0);
+        CHECK_EQ(rf_store_check(s), 0);
     }
     rf_store_stats st = stats(s);
-    fprintf(stderr, "kill storm: %llu lock recoveries, %llu objects left\n", (unsigned long long)st.lock_recoveries,
-            (unsigned long long)st.num_objects);
-    /* objects left are only unsealed ones of writers killed outside the lock */
+    fprintf(stderr, "kill storm: %llu lock recoveries, %llu unsealed objects reclaimed\n",
+            (unsigned long long)st.lock_recoveries, (unsigned long long)st.objects_reclaimed);
     uint8_t oid[RF_OID_SIZE];
     make_oid(oid, 7, 7);
     CHECK_EQ(put(s, oid, 100000, 1), 0);
     CHECK_EQ(verify(s, oid, 100000, 1), 0);
+    CHECK_EQ(rf_store_check(s), 0);
+    drop_store(s);
+}
+
+/* Fork a child that attaches, takes `pins` pins on `pin`, starts writing `unsealed`
+ * (if not NULL), and exits without unpinning or sealing: a crash. Returns its pid. */
+static pid_t crashing_holder(const uint8_t *pin, int pins, const uint8_t *unsealed, uint64_t n) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        rf_store *c = NULL;
+        if (rf_store_attach(g_name, &c) != 0) _exit(2);
+        uint32_t idx;
+        const uint8_t *p;
+        uint64_t sz;
+        for (int i = 0; i < pins; i++)
+            if (rf_store_get(c, pin, 0, &idx, &p, &sz, NULL) != 0) _exit(3);
+        uint8_t *w;
+        if (unsealed && rf_store_create_object(c, unsealed, n, 0, &idx, &w) != 0) _exit(4);
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    return pid;
+}
+
+/* A process that dies holding pins and an unsealed object: until release_process
+ * the memory stays taken (no spilling, so a second big object cannot fit); after it
+ * the pins and the unsealed object are gone and the store fills again. */
+static void test_release_process(void) {
+    const uint64_t cap = 8 << 20;
+    rf_store *s = new_store("release", cap, NULL, 0);
+    uint8_t big[RF_OID_SIZE], mine[RF_OID_SIZE], half[RF_OID_SIZE], again[RF_OID_SIZE];
+    make_oid(big, 1, 1);
+    make_oid(mine, 2, 2);
+    make_oid(half, 3, 3);
+    make_oid(again, 4, 4);
+    CHECK_EQ(put(s, big, 5 << 20, 1), 0);
+    CHECK_EQ(put(s, mine, 1000, 2), 0);
+    uint32_t my_idx;
+    const uint8_t *p;
+    uint64_t sz;
+    CHECK_EQ(rf_store_get(s, mine, 0, &my_idx, &p, &sz, NULL), 0); /* a live process's pin stays */
+    pid_t pid = crashing_holder(big, 3, half, 2 << 20);
+    CHECK_EQ(rf_store_release(s, big), 0); /* refcount 0, but the dead process's pins keep it */
+    CHECK_EQ(stats(s).num_pinned, 3);      /* big, mine, half (its writer) */
+    CHECK_EQ(put(s, again, 5 << 20, 3), RF_STORE_FULL);
+    CHECK_EQ(rf_store_check(s), 0);
+
+    uint64_t pins = 99, objects = 99;
+    CHECK_EQ(rf_store_release_process(s, pid, &pins, &objects), 0);
+    CHECK_EQ(pins, 3);
+    CHECK_EQ(objects, 1);
+    rf_store_stats st = stats(s);
+    CHECK_EQ(st.num_pinned, 1);
+    CHECK_EQ(st.num_objects, 1); /* mine */
+    CHECK_EQ(st.pins_reclaimed, 3);
+    CHECK_EQ(st.objects_reclaimed, 1);
+    CHECK_EQ(rf_store_contains(s, half), 0);
+    CHECK_EQ(rf_store_check(s), 0);
+    CHECK_EQ(put(s, again, 5 << 20, 3), 0);
+    CHECK_EQ(verify(s, again, 5 << 20, 3), 0);
+
+    CHECK_EQ(rf_store_release_process(s, pid, &pins, &objects), 0); /* nothing left */
+    CHECK_EQ(pins + objects, 0);
+    CHECK_EQ(rf_store_release_process(s, 0, NULL, NULL), RF_STORE_EINVAL);
+    CHECK_EQ(rf_store_unpin(s, my_idx), 0);
+    CHECK_EQ(stats(s).num_pinned, 0);
+    CHECK_EQ(rf_store_check(s), 0);
+    drop_store(s);
+}
+
+/* Holder records run out (2 per object slot): pins still work, untracked; the
+ * tracked ones of a dead process are given back, the untracked ones stay. */
+static void test_holder_pool_exhausted(void) {
+    rf_store *s = new_store("holders", 1 << 20, NULL, 1);
+    uint8_t oid[RF_OID_SIZE];
+    make_oid(oid, 5, 5);
+    CHECK_EQ(put(s, oid, 100, 5), 0);
+    pid_t a = crashing_holder(oid, 2, NULL, 0); /* record 1 */
+    pid_t b = crashing_holder(oid, 1, NULL, 0); /* record 2 */
+    pid_t c = crashing_holder(oid, 1, NULL, 0); /* untracked */
+    CHECK_EQ(rf_store_check(s), 0);
+    uint64_t pins;
+    CHECK_EQ(rf_store_release_process(s, a, &pins, NULL), 0);
+    CHECK_EQ(pins, 2);
+    CHECK_EQ(rf_store_release_process(s, c, &pins, NULL), 0);
+    CHECK_EQ(pins, 0);
+    CHECK_EQ(rf_store_release_process(s, b, &pins, NULL), 0);
+    CHECK_EQ(pins, 1);
+    CHECK_EQ(stats(s).num_pinned, 1);
+    CHECK_EQ(rf_store_check(s), 0);
+    drop_store(s);
+}
+
+/* A process killed holding the lock: recovery gives back the pins of every dead
+ * process it finds, not only the lock holder's. */
+static void test_recovery_drops_dead_pins(void) {
+    rf_store *s = new_store("recpins", 4 << 20, NULL, 0);
+    uint8_t oid[RF_OID_SIZE];
+    make_oid(oid, 6, 6);
+    CHECK_EQ(put(s, oid, 1 << 20, 6), 0);
+    crashing_holder(oid, 2, NULL, 0);
+    CHECK_EQ(rf_store_release(s, oid), 0);
+    CHECK_EQ(stats(s).num_objects, 1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        rf_store *c = NULL;
+        if (rf_store_attach(g_name, &c) != 0) _exit(2);
+        rf_store_debug_lock_forever(c);
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+    rf_store_stats st = stats(s); /* takes the lock: recovers */
+    CHECK_EQ(st.lock_recoveries, 1);
+    CHECK_EQ(st.pins_reclaimed, 2);
+    CHECK_EQ(st.num_objects, 0);
+    CHECK_EQ(st.bytes_used, 0);
     CHECK_EQ(rf_store_check(s), 0);
     drop_store(s);
 }
@@ -495,6 +619,9 @@ int main(void) {
     test_multiprocess();
     test_lock_owner_dies();
     test_kill_storm();
+    test_release_process();
+    test_holder_pool_exhausted();
+    test_recovery_drops_dead_pins();
     test_attach_errors();
     printf("memcpy bandwidth: %.1f GB/s\n", rf_memcpy_bandwidth(64 << 20));
     return check_done("test_store");
