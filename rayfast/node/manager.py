@@ -118,6 +118,7 @@ class NodeManager:
         self.listener = None
         self.pool = None
         self.actors = None                 # ActorManager, attached by rayfast.node.actors
+        self._exits = {}                   # pidfd -> pid of a disconnected process not yet exited
 
     # --- setup ------------------------------------------------------------
     def listen(self):
@@ -144,6 +145,7 @@ class NodeManager:
         if self.listener is not None:
             fds.append(self.listener.fileno())
         fds.extend(self.clients.keys())
+        fds.extend(self._exits)
         if self.gcs is not None:
             fds.extend(self.gcs.fds())
         return fds
@@ -712,6 +714,8 @@ class NodeManager:
             pass
         c.sock.close()
         self._dirty.discard(c)
+        if c.pid is not None:
+            self._release_store_holds(c)
         w = c.worker
         if w is not None:
             self._worker_died(w)
@@ -730,6 +734,28 @@ class NodeManager:
                 e.subscribers.remove(c)
         if c.owner:
             self._running = False
+
+    def _release_store_holds(self, c):
+        """Give back the store pins and unsealed objects of c's process once it has exited.
+
+        A worker's socket closes only when its process exits (before a retry of its task
+        can create the same objects again). A driver may close its connection (shutdown())
+        and go on reading its views, so its pidfd is watched until it exits."""
+        pid = c.pid
+        if c.worker is None:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                fd = None                  # exited and reaped already
+            except OSError:                # no pidfd (old kernel): its pins stay
+                return
+            if fd is not None:
+                if not select.select([fd], [], [], 0)[0]:
+                    self._exits[fd] = pid
+                    self.ep.register(fd, _EPOLLIN)
+                    return
+                os.close(fd)
+        self.store.release_process(pid)
 
     def _worker_died(self, w):
         if not w.started:
@@ -881,6 +907,12 @@ class NodeManager:
             self.ep.register(fd, _EPOLLIN)
 
     def _other_event(self, fd, ev):
+        pid = self._exits.pop(fd, None)
+        if pid is not None:                # a disconnected driver's process has exited
+            self.ep.unregister(fd)
+            os.close(fd)
+            self.store.release_process(pid)
+            return
         sh = self.gcs.by_fd.get(fd) if self.gcs is not None else None
         if sh is None:
             return
