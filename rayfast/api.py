@@ -14,6 +14,7 @@ from rayfast.config import DEFAULT_GCS_SHARDS
 from rayfast.core_worker import CoreWorker
 from rayfast.direct import DriverChannel
 from rayfast.exceptions import GetTimeoutError, _TypeOrValueError
+from rayfast.generator import ObjectRefGenerator
 
 _lock = threading.RLock()
 _state = {"node": None, "cw": None, "namespace": None}
@@ -153,13 +154,14 @@ atexit.register(shutdown, True)
 def _check_refs(object_refs, what):
     if isinstance(object_refs, ObjectRef):
         return [object_refs], True
-    if isinstance(object_refs, (list, tuple)):
+    if isinstance(object_refs, list):
         for r in object_refs:
             if not isinstance(r, ObjectRef):
                 raise TypeError(f"{what} expects an ObjectRef or a list of ObjectRefs, but the list "
                                 f"holds a {type(r).__name__}: {r!r}")
-        return list(object_refs), False
-    # Ray raises ValueError here ("'object_refs' must either be an ObjectRef or a list of ObjectRefs").
+        return object_refs, False
+    # Ray raises ValueError here, for a tuple too ("'object_refs' must either be an ObjectRef or a
+    # list of ObjectRefs"); earlier rayfast raised TypeError, so the error is both.
     raise _TypeOrValueError(f"{what} expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}")
 
 
@@ -173,7 +175,7 @@ def _check_timeout(timeout):
 
 def get(object_refs, *, timeout=None, progress=False):
     """The value(s) of object_refs, waiting for them; raises the task's error if one failed."""
-    cw = core_worker.current()
+    cw = core_worker.current_or_init()
     if type(object_refs) is ObjectRef:  # the hot path
         key = object_refs.binary()
         if key not in cw._results:
@@ -181,6 +183,8 @@ def get(object_refs, *, timeout=None, progress=False):
             if not cw.wait_objects([key], 1, deadline):
                 raise GetTimeoutError(f"get timed out after {timeout} s: the object is not ready")
         return cw.value_of(key)
+    if isinstance(object_refs, ObjectRefGenerator):
+        return object_refs   # as Ray does: its items are what one gets
     refs, single = _check_refs(object_refs, "get()")
     timeout = _check_timeout(timeout)
     if progress and len(refs) > 1:
@@ -192,39 +196,75 @@ def get(object_refs, *, timeout=None, progress=False):
 
 def put(value, *, _owner=None):
     """Store value in the cluster and return a ref to it."""
-    return core_worker.current().put(value)
+    return core_worker.current_or_init().put(value)
 
 
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
-    """(ready, not_ready): the first num_returns refs to be ready, in the order given."""
-    cw = core_worker.current()
-    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
-        raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
-    refs, _ = _check_refs(object_refs, "wait()")
-    keys = [r.binary() for r in refs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("wait() got duplicate ObjectRefs in its list")
+    """(ready, not_ready): the first num_returns refs to be ready, in the order given.
+
+    An ObjectRefGenerator in the list is ready when its next item is (or it has ended)."""
+    cw = core_worker.current_or_init()
+    if not isinstance(object_refs, list) or not all(
+            isinstance(r, (ObjectRef, ObjectRefGenerator)) for r in object_refs):
+        what = type(object_refs).__name__ if not isinstance(object_refs, list) else \
+            "a list holding " + next(type(r).__name__ for r in object_refs
+                                     if not isinstance(r, (ObjectRef, ObjectRefGenerator)))
+        raise TypeError(f"wait() expects a list of ObjectRefs or ObjectRefGenerators, got {what}")
+    if not object_refs:
+        return [], []
+    if len(set(object_refs)) != len(object_refs):
+        raise ValueError("wait() requires a list of unique ObjectRefs: the list has duplicates")
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
         raise ValueError(f"num_returns must be a positive integer, got {num_returns!r}")
-    if num_returns > len(refs):
-        raise ValueError(f"num_returns ({num_returns}) cannot exceed the number of refs ({len(refs)})")
+    if num_returns > len(object_refs):
+        raise ValueError(f"num_returns ({num_returns}) cannot be greater than the number of refs "
+                         f"({len(object_refs)})")
     timeout = _check_timeout(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
-    cw.wait_objects(keys, num_returns, deadline)
-    results = cw._results
+    if all(type(r) is ObjectRef for r in object_refs):
+        keys = [r.binary() for r in object_refs]
+        cw.wait_objects(keys, num_returns, deadline)
+        results = cw._results
+        is_ready = [k in results for k in keys]
+    else:
+        is_ready = _wait_with_generators(cw, object_refs, num_returns, deadline)
     ready, not_ready = [], []
-    for r, k in zip(refs, keys):
-        if k in results and len(ready) < num_returns:
+    for r, ok in zip(object_refs, is_ready):
+        if ok and len(ready) < num_returns:
             ready.append(r)
         else:
             not_ready.append(r)
     return ready, not_ready
 
 
+def _wait_with_generators(cw, object_refs, num_returns, deadline):
+    """Readiness of each of object_refs, some of them ObjectRefGenerators."""
+    results = cw._results
+    # per entry, the keys any of which makes it ready (none: a generator whose next item is known)
+    held = [(r,) if type(r) is ObjectRef else r._wait_refs() for r in object_refs]
+    keys = [tuple(x.binary() for x in h) for h in held]
+
+    def ready():
+        return [not k or any(x in results for x in k) for k in keys]
+
+    flat = [x for k in keys for x in k]
+    while True:
+        now = ready()
+        if sum(now) >= num_returns:
+            return now
+        # one more key: a generator counts once however many of its keys arrive
+        if not cw.wait_objects(flat, sum(x in results for x in flat) + 1, deadline):
+            return ready()
+
+
 def cancel(object_ref, *, force=False, recursive=True):
-    """Cancel the task that produces object_ref; its get raises TaskCancelledError."""
+    """Cancel the task that produces object_ref (or an ObjectRefGenerator's task); its get raises
+    TaskCancelledError."""
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref._task_ref()
     if not isinstance(object_ref, ObjectRef):
-        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+        raise TypeError(f"cancel() expects an ObjectRef or an ObjectRefGenerator, got "
+                        f"{type(object_ref).__name__} (for actors, use kill())")
     cw = core_worker.current()
     key = object_ref.binary()
     if cw.direct is not None and cw.direct.cancel(key, bool(force)):
@@ -237,7 +277,8 @@ def nodes():
 
 
 def cluster_resources():
-    return core_worker.current().request("cluster_resources")
+    # Ray leaves out what the cluster has none of (init(num_cpus=0): no "CPU" key)
+    return {k: v for k, v in core_worker.current().request("cluster_resources").items() if v > 0}
 
 
 def available_resources():
@@ -246,4 +287,14 @@ def available_resources():
 
 def get_runtime_context():
     from rayfast.runtime_context import RuntimeContext
-    return RuntimeContext(core_worker.current())
+    return RuntimeContext(core_worker.current_or_init())
+
+
+def _auto_init():
+    """Ray starts a local cluster on the first remote(), put(), get() or wait() without init()."""
+    with _lock:
+        if not is_initialized():
+            init()
+
+
+core_worker.auto_init = _auto_init

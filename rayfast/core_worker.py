@@ -324,13 +324,14 @@ class CoreWorker:
         self._arm_timer(LATER_DELAY)
 
     # --- objects ----------------------------------------------------------
-    def put(self, value):
-        if isinstance(value, ObjectRef):
-            raise TypeError("Calling put() on an ObjectRef is not allowed; put the value itself "
-                            "or pass the ref to tasks directly.")
-        self._put_counter += 1
-        oid = self.current_task_id.put_id(self._put_counter)
-        key = oid.binary()
+    def put(self, value, key=None):
+        """A ref to value, stored under a new put id (or under key: a generator task's items)."""
+        if key is None:
+            if isinstance(value, ObjectRef):
+                raise TypeError("Calling put() on an ObjectRef is not allowed; put the value itself "
+                                "or pass the ref to tasks directly.")
+            self._put_counter += 1
+            key = self.current_task_id.put_id(self._put_counter).binary()
         inline, parts, contained = serialization.serialize(value, INLINE_THRESHOLD)
         ref = ObjectRef(key)
         if inline is not None:
@@ -632,6 +633,20 @@ def current():
     cw = _current
     if cw is None or _pid != os.getpid():
         raise RaySystemError("rayfast is not initialized: call rayfast.init() first")
+    return cw
+
+
+# Set by rayfast.api: starts a local cluster (Ray's auto-init on first remote/put/get/wait).
+auto_init = None
+
+
+def current_or_init():
+    """current(), first starting a local cluster if this process has none, as Ray does."""
+    cw = _current
+    if cw is None or _pid != os.getpid():
+        if auto_init is not None:
+            auto_init()
+        return current()
     return cw
 
 

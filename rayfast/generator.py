@@ -1,118 +1,173 @@
 """Generator tasks: a remote generator function returns an ObjectRefGenerator (Ray's generator API).
 
-rayfast runs the generator to completion in the worker: each yielded value is
-put in the object store and the task's result is the list of their refs.
-Iterating the ObjectRefGenerator yields those refs in order, so programs get
-Ray's results and errors; what differs is timing: the first ref becomes
-available when the whole generator has finished, not after its first yield.
-An exception raised by the generator is raised by `get` of the ref that
-follows the last value it yielded, as in Ray.
+Streaming: the worker stores each yielded value as soon as it is yielded,
+under the task's next return id (item i is return i + 2; return 1 is the
+task's own result), so the caller's `next()` has item i as soon as it
+exists, while the task still runs. When the generator ends, the task's
+result is the list of all item refs (which keeps the items alive for as long
+as the generator is held). An exception raised by the generator becomes one
+more item, whose `get` raises it; a task that fails as a whole (cancelled,
+worker crashed) makes the next `next()` give a ref that raises its error.
+`num_returns="dynamic"` gives a ref to a DynamicObjectRefGenerator: that
+list of refs, once the task has finished.
 """
 from __future__ import annotations
 
-import os
+import asyncio
 
-import rayfast
+from rayfast import protocol as P
 from rayfast._core.ids import ObjectRef
 from rayfast.exceptions import RayError
 
+_DONE = object()
+
 
 class ObjectRefGenerator:
-    """One ObjectRef per value the generator task yielded, in order (iterate it, sync or async)."""
+    """One ObjectRef per value the generator task yields, in order (iterate it, sync or async)."""
 
-    def __init__(self, source):
-        # source: a ref to the task's result (a list of refs), or that list itself
-        self._source = source
-        self._refs = None
+    def __init__(self, task_ref):
+        self._task = task_ref   # the task's result: the list of item refs once it has finished
+        self._refs = None       # that list, once read (item refs by index)
         self._i = 0
 
+    # --- where item i is --------------------------------------------------
+    def _item_ref(self, i):
+        return ObjectRef(P.return_id(self._task.task_id().binary(), i + 2))
+
     def _load(self):
+        """The task has finished: read its list of item refs (or its failure)."""
         if self._refs is None:
-            src = self._source
-            if isinstance(src, ObjectRef):
-                try:
-                    self._refs = list(rayfast.get(src))
-                except RayError:
-                    self._refs = [src]   # the task failed as a whole: get(src) raises its error
-            else:
-                self._refs = list(src)
+            import rayfast
+            try:
+                self._refs = list(rayfast.get(self._task))
+            except RayError:
+                # the task failed as a whole: the next item is the ref that raises its error
+                self._refs = [None] * self._i + [self._task]
         return self._refs
 
+    def _step(self, task_ready, item_ready, item):
+        """The next ref, or _DONE, given what is ready now."""
+        if item_ready:
+            self._i += 1
+            return item
+        if not task_ready:
+            return None
+        refs = self._load()
+        if self._i >= len(refs):
+            return _DONE
+        self._i += 1
+        return refs[self._i - 1]
+
+    def _wait_refs(self):
+        """What to wait on for the next item: (its ref, the task's ref); or () if it is known."""
+        if self._refs is not None:
+            return ()
+        return (self._item_ref(self._i), self._task)
+
+    # --- the iterator protocols ---------------------------------------------
     def __iter__(self):
         return self
 
     def __next__(self):
-        refs = self._load()
-        if self._i >= len(refs):
+        ref = self._next_sync(None)
+        if ref is _DONE:
             raise StopIteration
-        ref = refs[self._i]
-        self._i += 1
         return ref
 
-    def __len__(self):
-        return len(self._load())
+    def _next_sync(self, timeout_s=None):
+        """The next ref; _DONE at the end; None if timeout_s passed first."""
+        import rayfast
+        refs = self._wait_refs()
+        if not refs:
+            return self._step(True, False, None)
+        ready, _ = rayfast.wait(list(refs), num_returns=1, timeout=timeout_s)
+        return self._step(refs[1] in ready, refs[0] in ready, refs[0])
 
     def __aiter__(self):
         return self
 
     async def __anext__(self):
-        if self._refs is None and isinstance(self._source, ObjectRef):
-            try:
-                await self._source
-            except Exception:
-                pass
-        try:
-            return next(self)
-        except StopIteration:
-            raise StopAsyncIteration from None
+        refs = self._wait_refs()
+        ref = None
+        if refs:
+            futures = [asyncio.wrap_future(r.future()) for r in refs]
+            done, _ = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+            ref = self._step(futures[1] in done, futures[0] in done, refs[0])
+        else:
+            ref = self._step(True, False, None)
+        if ref is _DONE:
+            raise StopAsyncIteration
+        return ref
 
+    # --- state ----------------------------------------------------------------
     def completed(self):
-        """A ref that is ready once the generator task has finished."""
-        return self._source if isinstance(self._source, ObjectRef) else rayfast.put(None)
+        """A ref that becomes ready (value None) when the generator task has finished."""
+        return _finished().remote(self._task)
 
     def is_finished(self):
-        src = self._source
-        if not isinstance(src, ObjectRef):
-            return True
-        ready, _ = rayfast.wait([src], timeout=0)
+        """True once the task has finished and every item has been taken."""
+        import rayfast
+        ready, _ = rayfast.wait([self._task], timeout=0)
         return bool(ready) and self._i >= len(self._load())
 
+    def _task_ref(self):
+        return self._task
+
     def __reduce__(self):
-        if isinstance(self._source, ObjectRef):
-            raise TypeError("An ObjectRefGenerator of a streaming generator task cannot be serialized "
-                            "(as in Ray); pass the refs it yields instead.")
-        return (ObjectRefGenerator, (self._refs if self._refs is not None else list(self._source),))
+        raise TypeError("An ObjectRefGenerator cannot be serialized (as in Ray): pass the refs it "
+                        "yields to other tasks instead.")
 
     def __repr__(self):
-        return f"ObjectRefGenerator({self._source!r})"
+        return f"ObjectRefGenerator({self._task!r})"
 
 
-DynamicObjectRefGenerator = ObjectRefGenerator
+class DynamicObjectRefGenerator:
+    """What `get` of a num_returns="dynamic" task's ref gives: its items' refs (iterate, len)."""
+
+    def __init__(self, refs):
+        self._refs = list(refs)
+
+    def __iter__(self):
+        return iter(self._refs)
+
+    def __len__(self):
+        return len(self._refs)
+
+    def __repr__(self):
+        return f"DynamicObjectRefGenerator({self._refs!r})"
 
 
-@rayfast.remote(max_retries=0)
-def _reraise(err):
-    raise err
+_finished_fn = None
 
 
-def materialize(cw, spec, gen):
-    """Run gen in this worker: a list of refs to its values, then one that raises its error if it failed."""
-    from rayfast import protocol as P
-    from rayfast.core_worker import format_exception
-    from rayfast.exceptions import RayTaskError
+def _finished():
+    global _finished_fn
+    if _finished_fn is None:
+        import rayfast
 
+        @rayfast.remote(max_retries=0, num_cpus=0)
+        def generator_finished(_refs):
+            return None
+        _finished_fn = generator_finished
+    return _finished_fn
+
+
+def run_generator(cw, spec, gen, error_data):
+    """Run a generator task in this worker, storing each value as it is yielded (see the module doc).
+
+    error_data(exc) -> the serialized RayTaskError to store for an exception the generator raised.
+    Returns the task's own result."""
+    tid = spec[P.S_TASK_ID]
     refs = []
     try:
-        for v in gen:
-            refs.append(cw.put(v))
+        for value in gen:
+            refs.append(cw.put(value, key=P.return_id(tid, len(refs) + 2)))
     except Exception as e:
-        err = e if isinstance(e, RayTaskError) else RayTaskError(
-            spec[P.S_NAME], format_exception(e), e, os.getpid(), "127.0.0.1")
-        try:
-            refs.append(_reraise.remote(err))
-        except Exception:
-            refs.append(_reraise.remote(RayTaskError(spec[P.S_NAME], err.traceback_str, None,
-                                                     os.getpid(), "127.0.0.1")))
+        key = P.return_id(tid, len(refs) + 2)
+        data = error_data(e)
+        refs.append(ObjectRef(key))
+        cw._results[key] = (P.ERROR, data)
+        cw.send((P.PUT, key, P.ERROR, data, ()))
     if spec[P.S_OPTIONS].get("generator") == "dynamic":
-        return ObjectRefGenerator(refs)
+        return DynamicObjectRefGenerator(refs)
     return refs

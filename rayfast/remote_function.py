@@ -228,7 +228,7 @@ class RemoteFunction:
         raise NotImplementedError("rayfast does not support Ray DAGs (bind); call .remote() instead")
 
     def _remote(self, args, kwargs, compiled):
-        cw = core_worker.current()
+        cw = core_worker.current_or_init()
         num_returns, shape, retries, extras = compiled
         self._signature.check(self.__name__, args, kwargs)
         if shape not in cw.feasible_shapes:

@@ -127,8 +127,8 @@ class TaskExecutor:
         n = spec[P.S_NUM_RETURNS]
         if type(out) is types.GeneratorType:
             if n == 1 and spec[P.S_OPTIONS] and spec[P.S_OPTIONS].get("generator"):
-                from rayfast.generator import materialize
-                out = materialize(self.cw, spec, out)
+                from rayfast.generator import run_generator
+                out = run_generator(self.cw, spec, out, lambda e: self.error_data(spec, e))
             elif n > 1:
                 out = tuple(out)   # a generator yielding num_returns values (Ray allows it)
         if n == 1:
@@ -155,6 +155,13 @@ class TaskExecutor:
         return tuple(results)
 
     def error_results(self, spec, exc):
+        data = self.error_data(spec, exc)
+        tid = spec[P.S_TASK_ID]
+        n = max(spec[P.S_NUM_RETURNS], 1) if spec[P.S_KIND] != P.TASK_ACTOR_CREATE else 1
+        return tuple((oid, P.ERROR, data, ()) for oid in P.return_ids(tid, n))
+
+    def error_data(self, spec, exc):
+        """exc as the pickled RayTaskError that get() raises."""
         # A RayTaskError from a nested get travels on unchanged: its cause is the original error.
         err = exc if isinstance(exc, RayTaskError) else None
         if err is None:
@@ -171,9 +178,7 @@ class TaskExecutor:
             # the exception itself does not pickle: keep its text, lose its class
             err = RayTaskError(spec[P.S_NAME], format_exception(exc), None, os.getpid(), "127.0.0.1")
             data, _ = serialization.dumps(err)
-        tid = spec[P.S_TASK_ID]
-        n = max(spec[P.S_NUM_RETURNS], 1) if spec[P.S_KIND] != P.TASK_ACTOR_CREATE else 1
-        return tuple((oid, P.ERROR, data, ()) for oid in P.return_ids(tid, n))
+        return data
 
 
 def _on_sigint(cw):
