@@ -497,7 +497,7 @@ class ActorTaskExecutor(TaskExecutor):
         self.pool = None        # ThreadPoolExecutor (max_concurrency > 1)
         self.loop = None        # asyncio loop in its own thread (async actors)
         self.sem = None
-        self._reply_lock = threading.Lock()
+        self._running_lock = threading.Lock()
         self._async_running = 0
 
     def execute(self, msg):
@@ -506,7 +506,7 @@ class ActorTaskExecutor(TaskExecutor):
             return super().execute(msg)
         if kind == P.TASK_ACTOR_METHOD:
             if self.loop is not None:
-                with self._reply_lock:
+                with self._running_lock:
                     self._async_running += 1
                 asyncio.run_coroutine_threadsafe(self._run_async(msg), self.loop)
                 return
@@ -549,14 +549,7 @@ class ActorTaskExecutor(TaskExecutor):
                 if contained:
                     cw.conn.send((P.PIN, contained))
                 cw.flush()
-            try:
-                # Each reply is written at once: batching them behind queued calls saved
-                # little, and a crash in a later call would lose results of calls that ran.
-                with self._reply_lock:
-                    conn.send(done)
-                    conn.flush()
-            except OSError:
-                pass
+            cw.channels.reply(conn, done)
         else:
             self.cw.send_batched(done)
 
@@ -576,18 +569,12 @@ class ActorTaskExecutor(TaskExecutor):
         deadline = time.monotonic() + 30
         while self.loop is not None and self._async_running and time.monotonic() < deadline:
             time.sleep(0.001)
-        with self._reply_lock:
-            for c in channels.conns:
-                try:
-                    c.flush()
-                except OSError:
-                    pass
 
     async def _run_async(self, msg):
         try:
             await self._run_async_inner(msg)
         finally:
-            with self._reply_lock:
+            with self._running_lock:
                 self._async_running -= 1
 
     async def _run_async_inner(self, msg):

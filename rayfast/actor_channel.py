@@ -67,37 +67,6 @@ BATCH_WAIT = 0.0002      # a batch waits this long at most before it is written
 CONNECT_COOLDOWN = 0.05  # after a failed connect, wait this long before asking again
 REPORT_DELAY = 0.01      # DIRECT_DONE records wait this long at most for a frame to ride with
 ENABLED = os.environ.get("RAYFAST_DIRECT_ACTORS", "1") != "0"
-_DONTWAIT = socket.MSG_DONTWAIT
-
-
-class _Conn(HotConnection):
-    """A caller's end of a channel: writes never block (the rest waits in wbuf)."""
-
-    __slots__ = ("wbuf",)
-
-    def __init__(self, sock):
-        super().__init__(sock)
-        self.wbuf = bytearray()
-
-    def flush(self):
-        if self._out:
-            out, self._out = self._out, []
-            if not self.wbuf:   # the common case: one frame, written whole
-                data = P.encode(out)
-                try:
-                    n = self.sock.send(data, _DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    n = 0
-                if n < len(data):
-                    self.wbuf += memoryview(data)[n:]
-                return
-            self.wbuf += P.encode(out)
-        if self.wbuf:
-            try:
-                n = self.sock.send(self.wbuf, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            del self.wbuf[:n]
 
 
 class _Chan:
@@ -280,7 +249,7 @@ class ActorChannels:
                 ch.retry_at = time.monotonic() + CONNECT_COOLDOWN
                 return
             sock.setblocking(True)   # reads may block (recv_hot, bounded); writes never do (MSG_DONTWAIT)
-            conn = _Conn(sock)
+            conn = HotConnection(sock)
             ch.conn = conn
             ch.worker_id = worker_id
             ch.pid = pid

@@ -180,7 +180,8 @@ class CoreWorker:
             elif self._hot_in is not None:
                 self._hot_n += 1   # every 16th wait looks at every connection (node manager, others)
                 conns = self.channels.conns   # (only while it is our one caller: others must not wait)
-                hot = self._hot_in if self._hot_n & 15 and len(conns) == 1 and conns[0] is self._hot_in else None
+                hot = (self._hot_in if self._hot_n & 15 and len(conns) == 1 and conns[0] is self._hot_in
+                       and not self._hot_in.wbuf else None)   # (replies waiting to be written: watch for writable)
             if hot is not None and (remaining is None or remaining > HOT_WAIT) and not self._callbacks:
                 m = recv_hot(hot)   # one blocking read of the channel we expect (bounded by HOT_WAIT)
                 if m is None or m:
@@ -193,12 +194,13 @@ class CoreWorker:
             if batches is None and self.channels is not None:
                 extra = self.channels.conns
                 listener = self.channels.listener
+                writers = self.channels.writers()
             if batches is None:
                 if self.direct is not None and self.direct.lease is not None:
                     extra = (extra or []) + self.direct.connections()
                 if ac is not None and ac.conns:
                     extra = (extra or []) + ac.conns
-                    writers = ac.writers()
+                    writers = writers + ac.writers() if writers else ac.writers()
                 if extra is not None or listener is not None:
                     batches = recv_any(self.conn, extra or [], listener, remaining, writers)
             msgs = None if batches is not None else self.conn.recv(remaining)
@@ -220,6 +222,8 @@ class CoreWorker:
                 elif self.channels is not None:
                     if source is self.channels.listener:
                         self.channels.accept()
+                    elif batch is WRITABLE:
+                        self.channels.writable(source)
                     else:
                         self.channels.on_messages(self, source, batch)
                         self._hot_in = source if batch is not None else None
@@ -400,7 +404,7 @@ class CoreWorker:
             self._wait_node = not ac.waits_only_on_channels(missing)
             self._hot = None if self._wait_node else ac.hot_conn(missing)
             if ac.dirty:
-                self.flush()
+                ac.flush()   # (only the calls: ref releases for the node manager can wait for the timer)
         if self.direct is not None and self._hot is None:
             self._hot = self.direct.hot_conn(missing)   # a task on our leased worker
         if len(self.conn._out) > self._later or (self._wait_node and self._later):   # anything but records that can wait

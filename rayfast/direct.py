@@ -256,6 +256,31 @@ class WorkerChannels:
         self.listener.bind(path)
         self.listener.listen(128)   # every process calling an actor connects to it (actor_channel.py)
         self.conns = []
+        self.lock = threading.Lock()   # replies may be written by several task threads (threaded actors)
+
+    def reply(self, conn, done):
+        """Answer a call on the channel it came from, at once.
+
+        (Holding replies back to share a frame with the next call's saved about
+        a microsecond a call, and a crash in that call would lose results of
+        calls that ran.)"""
+        with self.lock:
+            conn.send(done)
+            try:
+                conn.flush()
+            except OSError:
+                pass   # the caller went away; it resubmits or no longer cares
+
+    def writers(self):
+        """Connections with replies the socket could not take yet."""
+        return [c for c in self.conns if c.wbuf]
+
+    def writable(self, conn):
+        with self.lock:
+            try:
+                conn.flush()
+            except OSError:
+                conn.wbuf.clear()   # the caller is gone; its reader sees the close
 
     def accept(self):
         try:
@@ -297,10 +322,7 @@ class WorkerChannels:
 
     def close(self):
         for c in self.conns:
-            try:
-                c.flush()   # replies an actor batched for its direct callers
-            except OSError:
-                pass
+            c.finish(5.0)
             c.close()
         self.listener.close()
         try:
@@ -312,6 +334,7 @@ class WorkerChannels:
 WRITABLE = object()   # recv_any's report that one of `writers` can take more bytes
 HOT_WAIT = 0.002      # how long recv_hot waits on one channel before the reader looks at all of them
 _RCVTIMEO = struct.pack("ll", 0, int(HOT_WAIT * 1e6))
+_DONTWAIT = socket.MSG_DONTWAIT
 
 
 # How long a reader expecting an answer polls its channel before sleeping in recv (csrc/spin.h:
@@ -321,17 +344,53 @@ SPIN = float(os.environ.get("RAYFAST_SPIN_US", "100")) * 1e-6
 
 
 class HotConnection(P.Connection):
-    """A channel that one reader waits on for quick answers (recv_hot).
+    """A direct channel (lease or actor calls): a reader waits on it for quick answers, writes never block.
 
     Its socket stays blocking, but recv blocks for HOT_WAIT at most
-    (SO_RCVTIMEO), after which the reader falls back to watching every connection."""
+    (SO_RCVTIMEO), after which the reader falls back to watching every
+    connection. Writes that the socket cannot take wait in wbuf, pushed
+    whenever the writer flushes again or its reader sees the socket writable:
+    two processes that each block writing to the other would wedge both
+    (a caller submitting thousands of calls while its actor answers them)."""
 
-    __slots__ = ("spin",)
+    __slots__ = ("spin", "wbuf")
 
     def __init__(self, sock):
         super().__init__(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCVTIMEO)
         self.spin = Spinner(SPIN)
+        self.wbuf = bytearray()
+
+    def flush(self):
+        """Write what is queued without blocking; OSError when the peer is gone."""
+        if self._out:
+            out, self._out = self._out, []
+            if not self.wbuf:   # the common case: one frame, written whole
+                data = P.encode(out)
+                try:
+                    n = self.sock.send(data, _DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                if n < len(data):
+                    self.wbuf += memoryview(data)[n:]
+                return
+            self.wbuf += P.encode(out)
+        if self.wbuf:
+            try:
+                n = self.sock.send(self.wbuf, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            del self.wbuf[:n]
+
+    def finish(self, timeout):
+        """Before the process ends: write what waits, blocking up to timeout."""
+        try:
+            self.flush()
+            if self.wbuf:
+                self.sock.settimeout(timeout)
+                self.sock.sendall(self.wbuf)
+        except OSError:
+            pass
 
 
 def recv_hot(conn):
