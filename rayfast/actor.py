@@ -33,17 +33,19 @@ import time
 import cloudpickle
 
 from rayfast import core_worker
-from rayfast.actor_channel import channels_of
+from rayfast.actor_channel import cancelled_results, channels_of
 from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID
 from rayfast.exceptions import RayActorError, _TypeOrValueError
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
-from rayfast.remote_function import encode_call_args as _encode
+from rayfast.remote_function import _task_extras, encode_call_args as _encode
 
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")
 DEFAULT_ASYNC_CONCURRENCY = 1000
+_BUILTIN_METHODS = ("__ray_ready__", "__ray_terminate__")   # every actor has them (ActorTaskExecutor.actor_call)
+CANCEL_CHECK_AFTER = 0.01   # after a call this long, read what came meanwhile before taking a queued call
 
 
 class ActorID:
@@ -129,17 +131,17 @@ class _Meta:
 
     def __init__(self, class_name, methods, is_async):
         self.class_name = class_name
-        self.methods = methods          # name -> (num_returns, is_async, _Check)
+        self.methods = methods          # name -> (num_returns, is_async, _Check, _CallOptions)
         self.is_async = is_async
         self.blob = None
 
     def dumps(self):
         if self.blob is None:
-            plain = {n: (nr, ia, c.sig) for n, (nr, ia, c) in self.methods.items()}
+            plain = {n: (nr, ia, c.sig, o) for n, (nr, ia, c, o) in self.methods.items()}
             try:
                 self.blob = cloudpickle.dumps((self.class_name, plain, self.is_async), protocol=5)
             except Exception:  # an unpicklable default value: the remote side skips arg checks
-                plain = {n: (nr, ia, None) for n, (nr, ia, _) in plain.items()}
+                plain = {n: (nr, ia, None, o) for n, (nr, ia, _, o) in plain.items()}
                 self.blob = cloudpickle.dumps((self.class_name, plain, self.is_async), protocol=5)
         return self.blob
 
@@ -151,7 +153,7 @@ def _meta_from_blob(blob):
     m = _metas.get(blob)
     if m is None:
         class_name, plain, is_async = cloudpickle.loads(blob)
-        m = _Meta(class_name, {n: (nr, ia, _Check(sig)) for n, (nr, ia, sig) in plain.items()}, is_async)
+        m = _Meta(class_name, {n: (nr, ia, _Check(sig), o) for n, (nr, ia, sig, o) in plain.items()}, is_async)
         m.blob = blob
         if len(_metas) > 4096:
             _metas.clear()
@@ -171,9 +173,25 @@ def _class_meta(cls):
         is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         any_async = any_async or is_async
         nr = getattr(fn, "__rayfast_num_returns__", 1)
-        methods[name] = (nr, is_async, _Check(_method_signature(cls, name)))
-    methods["__ray_ready__"] = (1, False, _Check(inspect.Signature()))
+        opts = _call_options(getattr(fn, "__rayfast_method_options__", {}))
+        methods[name] = (nr, is_async, _Check(_method_signature(cls, name)), opts)
+    no_args = _Check(inspect.Signature())
+    methods["__ray_ready__"] = (1, False, no_args, _NO_OPTIONS)
+    methods["__ray_terminate__"] = (1, False, no_args, _NO_OPTIONS)
     return _Meta(cls.__name__, methods, any_async)
+
+
+_NO_OPTIONS = (None, None)
+
+
+def _call_options(options):
+    """(max_task_retries, spec extras) of a method's call options; (None, None) when none are set.
+
+    max_task_retries None: the actor's. The extras carry retry_exceptions
+    as tasks do (remote_function._task_extras)."""
+    retries = options.get("max_task_retries")
+    extras = _task_extras(options)
+    return _NO_OPTIONS if retries is None and extras is None else (retries, extras)
 
 
 # --- @rayfast.method -----------------------------------------------------------
@@ -341,7 +359,7 @@ class ActorHandle:
         info = meta.methods.get(name)
         if info is None:
             raise AttributeError(f"'{meta.class_name}' actor has no method '{name}'")
-        return ActorMethod(self, name, info[0], info[2])
+        return ActorMethod(self, name, info[0], info[2], info[3])
 
     @property
     def _actor_id(self):
@@ -375,15 +393,15 @@ class ActorHandle:
         except Exception:
             pass
 
-    def _submit(self, name, args, kwargs, num_returns, check, retries=None):
+    def _submit(self, name, args, kwargs, num_returns, check, options=_NO_OPTIONS):
         cw = core_worker.current()
         check.check(name, args, kwargs)
         keep = []
         payload, arg_refs, borrowed = _encode(cw, args, kwargs, keep)
         tb = cw.next_task_id().binary()
-        # retries None: the actor's max_task_retries, filled in by the node manager
-        spec = (tb, P.TASK_ACTOR_METHOD, b"", name, payload, arg_refs, borrowed, num_returns, (), retries,
-                self._aid, name, None)
+        # retries None: the actor's max_task_retries (filled in by the node manager, known to the actor)
+        spec = (tb, P.TASK_ACTOR_METHOD, b"", name, payload, arg_refs, borrowed, num_returns, (), options[0],
+                self._aid, name, options[1])
         # The refs exist before the call is sent (a result received first would be dropped), and
         # we are subscribed: the results come to us either way, get() asks for nothing.
         if num_returns == 1:
@@ -412,25 +430,29 @@ def _rebuild_handle(aid, blob, ref, detached):
 class ActorMethod:
     """`handle.method`: call it with `.remote(...)`, or `.options(num_returns=N).remote(...)`."""
 
-    __slots__ = ("_handle", "_name", "_num_returns", "_check", "_retries")
+    __slots__ = ("_handle", "_name", "_num_returns", "_check", "_options")
 
-    def __init__(self, handle, name, num_returns, check, retries=None):
+    def __init__(self, handle, name, num_returns, check, options=_NO_OPTIONS):
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
         self._check = check
-        self._retries = retries
+        self._options = options     # (max_task_retries, spec extras): _call_options
 
     def remote(self, *args, **kwargs):
-        return self._handle._submit(self._name, args, kwargs, self._num_returns, self._check, self._retries)
+        return self._handle._submit(self._name, args, kwargs, self._num_returns, self._check, self._options)
 
     def options(self, **options):
         validate(options, METHOD_OPTIONS, f"{self._name}.options()")
         nr = options.get("num_returns", self._num_returns)
         if not isinstance(nr, int):
             raise ValueError(f"num_returns={nr!r} is not supported for actor methods; use an integer")
-        return ActorMethod(self._handle, self._name, nr, self._check,
-                           options.get("max_task_retries", self._retries))
+        retries, extras = self._options
+        if "max_task_retries" in options:
+            retries = options["max_task_retries"]
+        if "retry_exceptions" in options:
+            extras = _task_extras(options)
+        return ActorMethod(self._handle, self._name, nr, self._check, (retries, extras))
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
@@ -492,6 +514,7 @@ class ActorTaskExecutor(TaskExecutor):
         _executor = self
         self.actor_id = None
         self.meta_blob = None
+        self.max_task_retries = 0
         self.restarts = 0
         self.namespace = None
         self.pool = None        # ThreadPoolExecutor (max_concurrency > 1)
@@ -499,6 +522,10 @@ class ActorTaskExecutor(TaskExecutor):
         self.sem = None
         self._running_lock = threading.Lock()
         self._async_running = 0
+        self._calls = {}           # task id -> (asyncio.Task running it, or the pool's Future; its message)
+        self._handed = set()       # task ids handed to the event loop, not started yet
+        self._cancelled = set()    # of those, the ones cancel() reached first
+        cw.cancel_hook = self.cancel_call
 
     def execute(self, msg):
         kind = msg[2][P.S_KIND]
@@ -508,10 +535,14 @@ class ActorTaskExecutor(TaskExecutor):
             if self.loop is not None:
                 with self._running_lock:
                     self._async_running += 1
+                    self._handed.add(msg[2][P.S_TASK_ID])
                 asyncio.run_coroutine_threadsafe(self._run_async(msg), self.loop)
                 return
             if self.pool is not None:
-                self.pool.submit(self._run, msg, False)
+                tid = msg[2][P.S_TASK_ID]
+                fut = self.pool.submit(self._run, msg, False)
+                self._calls[tid] = (fut, msg)
+                fut.add_done_callback(lambda _, tid=tid: self._calls.pop(tid, None))
                 return
             return self._run(msg, True)
         return self._run(msg, True)
@@ -536,7 +567,10 @@ class ActorTaskExecutor(TaskExecutor):
             results = self.error_results(spec, e)
         finally:
             cw.in_task = False
-        self._reply(msg, (P.DONE, handle, results, start, time.time()))
+        end = time.time()
+        self._reply(msg, (P.DONE, handle, results, start, end))
+        if sequential and cw._inbox and end - start > CANCEL_CHECK_AFTER:
+            cw.poll()   # a cancel() of a queued call may have come while this one ran
 
     def _reply(self, msg, done):
         if len(msg) > 5:   # the call came over a direct channel (rayfast/actor_channel.py): answer there
@@ -571,29 +605,73 @@ class ActorTaskExecutor(TaskExecutor):
             time.sleep(0.001)
 
     async def _run_async(self, msg):
+        tid = msg[2][P.S_TASK_ID]
         try:
-            await self._run_async_inner(msg)
+            with self._running_lock:
+                self._handed.discard(tid)
+                cancelled = tid in self._cancelled
+                if cancelled:
+                    self._cancelled.discard(tid)
+                else:
+                    self._calls[tid] = (asyncio.current_task(), msg)
+            if cancelled:
+                self._reply_cancelled(msg)
+            else:
+                await self._run_async_inner(msg)
         finally:
             with self._running_lock:
                 self._async_running -= 1
+                self._calls.pop(tid, None)
 
     async def _run_async_inner(self, msg):
         _, handle, spec, resolved, pickled = msg[:5]
         cw = self.cw
-        async with self.sem:
-            start = time.time()
-            try:
-                fn = getattr(self.actor, spec[P.S_METHOD])
-                args, kwargs = self.resolve_args(spec, resolved)
-                out = fn(*args, **kwargs)
-                if inspect.isawaitable(out):
-                    out = await out
-                results = self.pack_results(spec, out)
-            except SystemExit:
-                _exit_now(cw)
-            except BaseException as e:
-                results = self.error_results(spec, e)
+        start = time.time()
+        try:
+            async with self.sem:
+                start = time.time()
+                try:
+                    if spec[P.S_METHOD] in _BUILTIN_METHODS:
+                        out = self.actor_call(spec, resolved, pickled)
+                    else:
+                        fn = getattr(self.actor, spec[P.S_METHOD])
+                        args, kwargs = self.resolve_args(spec, resolved)
+                        out = fn(*args, **kwargs)
+                    if inspect.isawaitable(out):
+                        out = await out
+                    results = self.pack_results(spec, out)
+                except asyncio.CancelledError:
+                    raise
+                except SystemExit:
+                    _exit_now(cw)
+                except BaseException as e:
+                    results = self.error_results(spec, e)
+        except asyncio.CancelledError:   # cancel() of this call (cancel_call)
+            results = cancelled_results(spec)
         self._reply(msg, (P.DONE, handle, results, start, time.time()))
+
+    def cancel_call(self, tid):
+        """cancel() of a call to this actor (Ray's rules): one not started yet is dropped and
+        fails with TaskCancelledError, a running call of an async actor is cancelled, a running
+        call of any other actor runs on. Runs in the reader, as the message arrives."""
+        inbox = self.cw._inbox
+        for m in inbox:
+            if m[0] == P.TASK and m[2][P.S_TASK_ID] == tid:
+                inbox.remove(m)
+                self._reply_cancelled(m)
+                return
+        with self._running_lock:
+            call, msg = self._calls.get(tid, (None, None))
+            if call is None and tid in self._handed:
+                self._cancelled.add(tid)
+        if isinstance(call, asyncio.Task):
+            self.loop.call_soon_threadsafe(call.cancel)
+        elif call is not None and call.cancel():   # still queued in the thread pool
+            self._reply_cancelled(msg)
+
+    def _reply_cancelled(self, msg):
+        now = time.time()
+        self._reply(msg, (P.DONE, msg[1], cancelled_results(msg[2]), now, now))
 
     def actor_call(self, spec, resolved, pickled):
         if spec[P.S_KIND] == P.TASK_ACTOR_CREATE:
@@ -601,7 +679,12 @@ class ActorTaskExecutor(TaskExecutor):
         name = spec[P.S_METHOD]
         if name == "__ray_ready__":
             return True
+        if name == "__ray_terminate__":   # Ray's graceful end: after the calls before it, like exit_actor()
+            exit_actor()
         fn = getattr(self.actor, name)
+        opts = spec[P.S_OPTIONS]
+        if opts and opts.get("retry_exceptions"):
+            return self.run_with_retries(spec, fn, resolved, self.max_task_retries)
         args, kwargs = self.resolve_args(spec, resolved)
         return fn(*args, **kwargs)
 
@@ -609,6 +692,7 @@ class ActorTaskExecutor(TaskExecutor):
         extras = spec[P.S_OPTIONS]
         self.actor_id = spec[P.S_ACTOR_ID]
         self.meta_blob = extras["meta"]
+        self.max_task_retries = extras.get("max_task_retries", 0)
         self.restarts = extras.get("restarts", 0)
         self.namespace = extras.get("namespace")
         if self.namespace is not None:

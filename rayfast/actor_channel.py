@@ -51,6 +51,7 @@ the channel is granted again.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 import time
@@ -58,6 +59,7 @@ from collections import deque
 
 from rayfast import protocol as P
 from rayfast._core.ids import ObjectRef
+from rayfast.exceptions import TaskCancelledError
 from rayfast.direct import HotConnection
 
 NONE, REQUESTED, OFF, OPEN, CLOSING = range(5)
@@ -372,6 +374,36 @@ class ActorChannels:
             elif no_restart:
                 ch.state = OFF if ch.state == NONE else ch.state
 
+    def cancel(self, tid, force):
+        """cancel() of a call of ours: True if it is known here (queued here, or in flight on a channel).
+
+        Ray's rules: a call not started is cancelled, a running call of an
+        async actor is cancelled, a running call of any other actor runs on;
+        force=True is refused for actor calls."""
+        with self.lock:
+            ch = self.pending.get(tid)
+            queued = None
+            if ch is None:
+                for c in self.chans.values():
+                    queued = next((e for e in c.waiting if e[0][P.S_TASK_ID] == tid), None)
+                    if queued is not None:
+                        ch = c
+                        break
+            if ch is None:
+                return False
+            if force:
+                raise ValueError("force=True is not supported for actor tasks.")
+            if queued is not None:
+                ch.waiting.remove(queued)
+                spec = queued[0]
+                self._record(ch, spec, cancelled_results(spec), time.time(), time.time())
+                if ch.waiting and ch.state == OPEN:
+                    self._drain(ch)
+            elif ch.conn is not None:
+                ch.conn.send((P.CANCEL_CALL, tid))
+                self._write(ch)
+            return True
+
     def waits_only_on_channels(self, keys):
         """Whether every key is the result of a call in flight on a channel."""
         pending = self.pending
@@ -405,6 +437,12 @@ class ActorChannels:
 
 def _returns(spec):
     return P.return_ids(spec[P.S_TASK_ID], spec[P.S_NUM_RETURNS])
+
+
+def cancelled_results(spec):
+    """The results of a call cancelled before it ran: TaskCancelledError for each return."""
+    data = pickle.dumps(TaskCancelledError(spec[P.S_TASK_ID].hex()), 5)
+    return tuple((oid, P.ERROR, data, ()) for oid in _returns(spec))
 
 
 def _hold(spec, keep):

@@ -267,8 +267,12 @@ def cancel(object_ref, *, force=False, recursive=True):
                         f"{type(object_ref).__name__} (for actors, use kill())")
     cw = core_worker.current()
     key = object_ref.binary()
+    if cw.actor_channels is not None and cw.actor_channels.cancel(key[:16], bool(force)):
+        return
     if cw.direct is not None and cw.direct.cancel(key, bool(force)):
         return
+    if force and cw.request("is_actor_call", key[:16]):
+        raise ValueError("force=True is not supported for actor tasks.")
     cw.send((P.CANCEL, key, bool(force), bool(recursive)))
 
 

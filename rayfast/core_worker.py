@@ -72,6 +72,7 @@ class CoreWorker:
         self.spare_functions = {}             # function id -> pickled, from tasks handed back
         self.direct = None                    # DriverChannel (drivers): tasks on a leased worker
         self.channels = None                  # WorkerChannels (workers): a leasing driver's socket
+        self.cancel_hook = None               # an actor's ActorTaskExecutor.cancel_call
         self.actor_channels = None            # ActorChannels: direct calls to actors (rayfast/actor_channel.py)
         self._reply_hooks = {}                # request id -> fn(value), for requests answered asynchronously
         self._wait_node = False               # a get()/wait() waits for something the node manager sends
@@ -255,6 +256,9 @@ class CoreWorker:
                     self._must_flush = True
                 else:
                     self._inbox.append(m)
+            elif t == P.CANCEL_CALL:
+                if self.cancel_hook is not None:
+                    self.cancel_hook(m[1])
             elif t == P.CANCEL_QUEUED:
                 for q in self._inbox:
                     if q[0] == P.TASK and q[1] == m[1]:
@@ -292,6 +296,11 @@ class CoreWorker:
             return True
         self._subscribed.discard(oid)   # pushed to us as its submitter, but the ref is gone
         return False
+
+    def poll(self):
+        """Take in what has arrived, without waiting for more."""
+        with self._cond:
+            self._pump(time.monotonic() + 1e-4)   # (select waits this long at most when nothing came)
 
     def next_task(self):
         """Block until the node manager hands this worker a message for its task loop."""

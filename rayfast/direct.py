@@ -297,6 +297,8 @@ class WorkerChannels:
         for m in msgs:
             if m[0] == P.TASK:
                 cw._inbox.append(m + (conn,))   # the reply goes back on this channel
+            elif m[0] == P.CANCEL_CALL and cw.cancel_hook is not None:
+                cw.cancel_hook(m[1])
 
     def read_pending(self, cw):
         """Take in, without waiting, every call already sent to us (an actor about to exit)."""

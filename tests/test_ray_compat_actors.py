@@ -194,11 +194,16 @@ def test_exit_actor():
         ray.get(a.exit.remote(), timeout=10)
 
 
-@pytest.mark.xfail(reason="rayfast actors have no __ray_terminate__ method yet", strict=False)
 def test_ray_terminate():
+    # Ray 2.x: calls before it finish, its own get and every later call raise ActorDiedError
     c = Counter.remote()
     ray.get(c.increment.remote())
-    ray.get(c.__ray_terminate__.remote(), timeout=10)
+    before = c.increment.remote()
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(c.__ray_terminate__.remote(), timeout=10)
+    assert ray.get(before, timeout=10) == 2
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(c.increment.remote(), timeout=10)
 
 
 # --- fault tolerance -------------------------------------------------------------------
@@ -232,8 +237,6 @@ def test_max_restarts():
         ray.get(p.inc.remote(), timeout=10)
 
 
-@pytest.mark.xfail(reason="actor methods ignore retry_exceptions (Ray retries them up to "
-                          "max_task_retries)", strict=False)
 def test_actor_retry_exceptions():
     @ray.remote(max_task_retries=3)
     class Flaky:
@@ -248,6 +251,35 @@ def test_actor_retry_exceptions():
             return self.n
 
     assert ray.get(Flaky.remote().f.remote(), timeout=10) == 3
+
+
+def test_actor_retry_exceptions_options_and_limits():
+    @ray.remote(max_task_retries=3)
+    class Always:
+        def __init__(self):
+            self.n = 0
+
+        def fail(self, exc_type):
+            self.n += 1
+            raise exc_type("no")
+
+        def count(self):
+            return self.n
+
+    a = Always.remote()
+    with pytest.raises(ValueError):   # 1 run + max_task_retries=3 retries, then the error
+        ray.get(a.fail.options(retry_exceptions=True).remote(ValueError), timeout=10)
+    assert ray.get(a.count.remote()) == 4
+    with pytest.raises(KeyError):     # not in the list: not retried
+        ray.get(a.fail.options(retry_exceptions=[ValueError]).remote(KeyError), timeout=10)
+    assert ray.get(a.count.remote()) == 5
+    with pytest.raises(ValueError):   # without retry_exceptions: never retried
+        ray.get(a.fail.remote(ValueError), timeout=10)
+    assert ray.get(a.count.remote()) == 6
+    b = Always.options(max_task_retries=0).remote()
+    with pytest.raises(ValueError):
+        ray.get(b.fail.options(retry_exceptions=True).remote(ValueError), timeout=10)
+    assert ray.get(b.count.remote()) == 1
 
 
 # --- concurrency ------------------------------------------------------------------------
@@ -342,8 +374,6 @@ def test_current_actor_and_actor_id():
     assert ray.get(s.me.remote())._actor_id.hex() == aid
 
 
-@pytest.mark.xfail(reason="ray.cancel of an actor task has no effect yet (Ray cancels queued "
-                          "calls and running async calls)", strict=False)
 def test_cancel_async_actor_task():
     @ray.remote
     class AsyncSleeper:
@@ -354,8 +384,57 @@ def test_cancel_async_actor_task():
     ref = a.sleep.remote()
     time.sleep(0.3)
     ray.cancel(ref)
-    with pytest.raises((ray.exceptions.TaskCancelledError, asyncio.CancelledError)):
+    with pytest.raises(ray.exceptions.TaskCancelledError):
         ray.get(ref, timeout=5)
+    assert ray.get(a.__ray_ready__.remote(), timeout=5)   # the actor goes on
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_cancel_actor_calls_follows_ray(direct, monkeypatch):
+    # Ray: a queued call is cancelled, a running call of a sync actor runs on, force=True is refused
+    @ray.remote
+    class Sleeper:
+        def sleep(self, x):
+            time.sleep(x)
+            return x
+
+    s = Sleeper.remote()
+    if not direct:   # calls of a process that opened no channel go through the node manager
+        from rayfast import core_worker
+        monkeypatch.setattr(core_worker.current(), "actor_channels", None)
+        import rayfast.actor_channel as ach
+        monkeypatch.setattr(ach, "ENABLED", False)
+    assert ray.get(s.sleep.remote(0)) == 0
+    running, queued = s.sleep.remote(0.6), s.sleep.remote(0.01)
+    time.sleep(0.2)
+    ray.cancel(queued)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(queued, timeout=10)
+    assert ray.get(running, timeout=10) == 0.6
+    r = s.sleep.remote(0.4)
+    time.sleep(0.1)
+    ray.cancel(r)
+    assert ray.get(r, timeout=10) == 0.4
+    with pytest.raises(ValueError, match="force=True"):
+        ray.cancel(s.sleep.remote(0.01), force=True)
+    assert ray.get(s.sleep.remote(0)) == 0
+
+
+def test_cancel_queued_call_of_threaded_actor():
+    @ray.remote(max_concurrency=2)
+    class Threaded:
+        def sleep(self, x):
+            time.sleep(x)
+            return x
+
+    t = Threaded.remote()
+    ray.get(t.sleep.remote(0))
+    refs = [t.sleep.remote(0.5) for _ in range(3)]
+    time.sleep(0.2)
+    ray.cancel(refs[2])   # the pool's two threads run the first two; the third waits
+    assert ray.get(refs[:2], timeout=10) == [0.5, 0.5]
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(refs[2], timeout=10)
 
 
 # --- ActorPool ------------------------------------------------------------------------

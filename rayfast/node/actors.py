@@ -23,7 +23,7 @@ import time
 from collections import deque
 
 from rayfast import protocol as P
-from rayfast.exceptions import RayActorError
+from rayfast.exceptions import RayActorError, TaskCancelledError
 from rayfast.direct import worker_socket_path
 from rayfast.node.worker_pool import ACTOR
 
@@ -162,6 +162,23 @@ class ActorManager:
         q.append(rec)
         if a.state == ALIVE and q[0] is rec and not missing:
             self._pump(a, key, q)
+
+    def cancel(self, rec):
+        """cancel() of a call that came through here: a queued one fails now, a forwarded one is
+        the actor's to cancel (queued there: dropped; running async: cancelled; else it runs on)."""
+        a = self.actors.get(rec.spec[P.S_ACTOR_ID])
+        if a is None:
+            return
+        q = a.queues.get(rec.owner.id) if rec.owner is not None else None
+        if q is not None and rec in q:
+            q.remove(rec)
+            if not q:
+                del a.queues[rec.owner.id]
+            self._fail(rec, pickle.dumps(TaskCancelledError(rec.spec[P.S_TASK_ID].hex()), 5))
+            if q and a.state == ALIVE:
+                self._pump(a, rec.owner.id, q)
+        elif rec.handle in a.inflight and a.worker is not None and a.worker.client is not None:
+            self.nm.send(a.worker.client, (P.CANCEL_CALL, rec.spec[P.S_TASK_ID]))
 
     def _rerouted(self, a, rec, pid):
         """A call that was in flight on a direct channel when the actor's process (pid) ended.
@@ -547,6 +564,10 @@ class ActorManager:
             return None if a is None else {"state": a.state, "pid": a.pid, "restarts": a.num_restarts}
         if what == "actors":
             return self.statistics()
+        if what == "is_actor_call":   # cancel(force=True) asks: Ray refuses to force-cancel actor calls
+            handle = self.nm.task_by_id.get(args[0])
+            rec = self.nm.tasks.get(handle) if handle is not None else None
+            return rec is not None and rec.spec[P.S_KIND] == P.TASK_ACTOR_METHOD
         raise ValueError(f"unknown request {what!r}")
 
     def _create_named(self, c, spec):

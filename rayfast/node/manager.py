@@ -680,6 +680,8 @@ class NodeManager:
         if rec is None or rec.done:
             return
         if rec.spec[P.S_KIND] != P.TASK_NORMAL:
+            if rec.spec[P.S_KIND] == P.TASK_ACTOR_METHOD and self.actors is not None:
+                self.actors.cancel(rec)
             return
         rec.cancelled = True
         w = rec.worker

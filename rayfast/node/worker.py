@@ -100,14 +100,16 @@ class TaskExecutor:
         else:
             cw.send(done)
 
-    def run_with_retries(self, spec, fn, resolved):
-        """Run a task whose application errors are retried (Ray's retry_exceptions), up to max_retries.
+    def run_with_retries(self, spec, fn, resolved, left=None):
+        """Run a task whose application errors are retried (Ray's retry_exceptions), up to max_retries
+        (left: the number of retries when the spec does not say, as for actor calls).
 
         Retries run here, in the same worker, each with freshly decoded arguments."""
         rx = spec[P.S_OPTIONS].get("retry_exceptions")
         if isinstance(rx, bytes):
             rx = serialization.loads_inline(rx)
-        left = spec[P.S_MAX_RETRIES]
+        if spec[P.S_MAX_RETRIES] is not None:
+            left = spec[P.S_MAX_RETRIES]
         while True:
             args, kwargs = self.resolve_args(spec, resolved)
             try:
