@@ -26,10 +26,10 @@ import time
 from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.deps import DependencyTable
+from rayfast._core.objects import READY, ObjectTable
 from rayfast._core.queue import TaskQueue
 from rayfast.config import MAX_WORKERS_PER_CPU
 from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
-from rayfast.node.object_table import READY, ObjectEntry, ObjectTable
 from rayfast.node.actors import DEFERRED
 from rayfast.direct import worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
@@ -95,7 +95,7 @@ class NodeManager:
         self.store = store
         self.gcs = gcs
         self.session_dir = session_dir
-        self.objects = ObjectTable(store, on_free=self._on_object_freed)
+        self.objects = ObjectTable(store, on_free=self._on_object_freed, store_kind=P.STORE)
         self.deps = DependencyTable()
         self.queues = {}                   # shape -> TaskQueue of handles
         self.tasks = {}                    # handle -> TaskRecord
@@ -276,13 +276,10 @@ class NodeManager:
             elif t == P.DONE:
                 self._done(c, m[1], m[2], m[3], m[4])
             elif t == P.REFS:
-                cid = c.id
-                for oid in m[1]:
-                    objects.entry(oid).holders.add(cid)
-                    c.held.add(oid)
-                for oid in m[2]:
-                    c.held.discard(oid)
-                    objects.release_holder(oid, cid)
+                if m[1]:
+                    objects.add_holders(m[1], c)
+                if m[2]:
+                    objects.release_holders(m[2], c)
             elif t == P.GET:
                 self._subscribe(c, m[1])
             elif t == P.PUT:
@@ -341,30 +338,16 @@ class NodeManager:
         self.tasks[handle] = rec
         self.task_by_id[task_id] = handle
         objects = self.objects
-        entries = objects.entries
-        cid = c.id
-        held = c.held
-        for oid in returns:
-            held.add(oid)
-            e = entries.get(oid)
-            if e is None:
-                # The submitter holds the results and is subscribed from the
-                # start: they are pushed to it, so a get() costs no message.
-                entries[oid] = ObjectEntry(oid, cid, handle, c)
-                continue
-            e.holders.add(cid)
-            e.producer = handle
-            if e.subscribers is None:
-                e.subscribers = [c]
-            elif c not in e.subscribers:
-                e.subscribers.append(c)
+        objects.add_returns(returns, c, handle)
         arg_refs = spec[P.S_ARG_REFS]
-        deps = [oid for _, oid in arg_refs] if arg_refs else ()
-        for oid in deps:
-            objects.entry(oid).task_refs += 1
-        for oid in spec[P.S_BORROWED]:
-            objects.entry(oid).task_refs += 1
-        rec.deps = deps
+        if arg_refs:
+            deps = [oid for _, oid in arg_refs]
+            objects.add_task_refs(deps)
+            rec.deps = deps
+        else:
+            deps = ()
+        if spec[P.S_BORROWED]:
+            objects.add_task_refs(spec[P.S_BORROWED])
         if self.gcs is not None:
             self.gcs.put_task_async(task_id, spec)
         if spec[P.S_KIND] != P.TASK_NORMAL:
@@ -661,10 +644,10 @@ class NodeManager:
                         pass
                 continue
             self._object_ready(e, kind, data, contained)
-        for oid in rec.deps:
-            objects.release_task_ref(oid)
-        for oid in rec.spec[P.S_BORROWED]:
-            objects.release_task_ref(oid)
+        if rec.deps:
+            objects.release_task_refs(rec.deps)
+        if rec.spec[P.S_BORROWED]:
+            objects.release_task_refs(rec.spec[P.S_BORROWED])
 
     def _error_results(self, rec, exc):
         data, _ = serialization.dumps(exc)
