@@ -41,23 +41,25 @@ def encode_args(args, kwargs):
     for k, a in kwargs.items():
         if type(a) is ObjectRef:
             arg_refs.append((k, a.binary()))
+    args = list(args)
     if arg_refs:
-        args = list(args)
         kwargs = dict(kwargs)
         for pos, _ in arg_refs:
             if type(pos) is int:
                 args[pos] = None
             else:
                 kwargs[pos] = None
+        arg_refs = tuple(arg_refs)
     else:
-        args = list(args)
-        if serialization.all_plain(args) and (not kwargs or serialization.all_plain(kwargs.values())):
-            return _dumps((args, kwargs), 5), (), ()
+        arg_refs = ()
+    # The C pickler alone when it can: cloudpickle's Python-level hooks cost ~10x more.
+    if serialization.all_plain(args) and (not kwargs or serialization.all_plain(kwargs.values())):
+        return _dumps((args, kwargs), 5), arg_refs, ()
     try:
         payload, borrowed = serialization.dumps((args, kwargs))
     except Exception as e:
         raise describe_unpicklable(args, kwargs, e) from None
-    return payload, tuple(arg_refs), borrowed
+    return payload, arg_refs, borrowed
 
 
 def encode_call_args(cw, args, kwargs, keep=None):
