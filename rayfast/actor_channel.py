@@ -27,10 +27,11 @@ actor uses the channel, in order:
   stay queued here until its arguments arrive (subscribed, with callbacks),
   then go out in order. An argument that is an error fails the call here,
   without running it, as the node manager would;
-* the caller never blocks writing to a channel (non-blocking socket, a
-  write buffer pushed whenever the caller reads), and the actor writes its
-  replies blocking; so neither side can wedge the other however many calls
-  are in flight.
+* neither side ever blocks writing to a channel (direct.HotConnection: what
+  the socket cannot take waits in a buffer, pushed when the writer flushes
+  again or sees the socket writable); so neither can wedge the other however
+  many calls are in flight, and the actor keeps running calls while the
+  caller is still submitting.
 
 Failures: the actor's process dying closes the channel. Calls in flight on
 it are resubmitted through the node manager, marked `rerouted` with the dead
