@@ -374,3 +374,25 @@ def test_futures_and_await_of_direct_results():
         return await a.add.remote(1)
 
     assert asyncio.run(main()) == 6
+
+
+@rayfast.remote
+class Stamper:
+    def stamp(self, i):
+        return time.time(), "x" * 2000   # 2 KB replies: a few hundred fill a socket
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_actor_runs_on_while_the_caller_does_not_read():
+    # Neither end blocks writing: with the caller busy elsewhere, the actor still runs
+    # every call sent to it, its replies waiting in its buffer (not after the caller reads).
+    a = Stamper.remote()
+    _open_channel(a)
+    refs = [a.stamp.remote(i) for i in range(3000)]
+    time.sleep(1.5)
+    woke = time.time()
+    stamps = [t for t, _ in rayfast.get(refs, timeout=60)]
+    assert stamps == sorted(stamps)
+    assert stamps[-1] < woke, f"the last call ran {stamps[-1] - woke:.3f} s after the caller read again"
