@@ -5,7 +5,6 @@
 #include <string.h>
 #include <time.h>
 
-#define RF_SPIN_MAX_BACKOFF 256
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -34,14 +33,17 @@ int rf_spin_wait(rf_spin *s, int fd) {
             if (p.revents & POLLNVAL) return RF_EINVAL;
             s->stats.hits++;
             s->backoff = 1;
+            s->missed = 0;
             return 1;
         }
         t = now_ns();
     } while (t - start < s->max_ns);
     s->stats.spun_ns += (uint64_t)(t - start);
     s->stats.misses++;
-    s->skip = s->backoff;
-    if (s->backoff < RF_SPIN_MAX_BACKOFF) s->backoff *= 2;
+    if (++s->missed >= RF_SPIN_PATIENCE) {
+        s->skip = s->backoff;
+        if (s->backoff < RF_SPIN_MAX_BACKOFF) s->backoff *= 2;
+    }
     return 0;
 }
 

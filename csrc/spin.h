@@ -5,15 +5,19 @@
  * arrive: for a call answered in 20 us that wakeup, paid on both sides, is
  * most of the round trip. A reader that expects an answer soon polls the
  * socket for up to max_ns first. A spinner adapts so that a slow peer does
- * not make it burn CPU: after a wait that ran out its budget it skips
- * spinning for 1, 2, 4 ... 256 following waits (a re-probe each time the
- * skip ends), and one answered spin resets that. */
+ * not make it burn CPU: after RF_SPIN_PATIENCE waits in a row that ran out
+ * their budget it skips spinning for 1, 2, 4 ... 256 following waits (a
+ * re-probe each time the skip ends), and one answered spin resets that. A
+ * miss now and then (the peer was descheduled) costs one budget and no skip. */
 #ifndef RF_SPIN_H
 #define RF_SPIN_H
 
 #include <stdint.h>
 
 #include "rf_errors.h"
+
+#define RF_SPIN_MAX_BACKOFF 256   /* waits skipped at most */
+#define RF_SPIN_PATIENCE 3        /* misses in a row before spinning backs off */
 
 typedef struct rf_spin_stats {
     uint64_t hits;     /* waits that saw the socket readable while spinning */
@@ -24,8 +28,9 @@ typedef struct rf_spin_stats {
 
 typedef struct rf_spin {
     int64_t max_ns;     /* budget of one wait; 0 never spins */
-    uint32_t backoff;   /* waits to skip after the next miss (doubles per miss, to 256) */
+    uint32_t backoff;   /* waits to skip at the next skip (doubles each time, to 256) */
     uint32_t skip;      /* waits left to skip */
+    uint32_t missed;    /* misses in a row */
     rf_spin_stats stats;
 } rf_spin;
 
