@@ -36,8 +36,8 @@ from rayfast import core_worker
 from rayfast.actor_channel import cancelled_results, channels_of
 from rayfast import protocol as P
 from rayfast import serialization
-from rayfast._core.ids import ObjectRef, TaskID
-from rayfast.exceptions import RayActorError, _TypeOrValueError
+from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
+from rayfast.exceptions import PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
 from rayfast.remote_function import _task_extras, encode_call_args as _encode
@@ -188,9 +188,14 @@ def _call_options(options):
     """(max_task_retries, spec extras) of a method's call options; (None, None) when none are set.
 
     max_task_retries None: the actor's. The extras carry retry_exceptions
-    as tasks do (remote_function._task_extras)."""
+    as tasks do (remote_function._task_extras), and the concurrency group."""
     retries = options.get("max_task_retries")
     extras = _task_extras(options)
+    group = options.get("concurrency_group")
+    if group is not None:
+        if not isinstance(group, str) or not group:
+            raise TypeError(f"concurrency_group must be a non-empty string, got {group!r}")
+        extras = dict(extras or {}, concurrency_group=group)
     return _NO_OPTIONS if retries is None and extras is None else (retries, extras)
 
 
@@ -307,6 +312,7 @@ class ActorClass:
         max_concurrency = opts.get("max_concurrency")
         if max_concurrency is None:
             max_concurrency = DEFAULT_ASYNC_CONCURRENCY if self._meta.is_async else 1
+        groups = _check_groups(opts.get("concurrency_groups"))
         detached = opts.get("lifetime") == "detached"
         fid = self._export(cw)
         payload, arg_refs, borrowed = _encode(cw, args, kwargs)
@@ -316,6 +322,7 @@ class ActorClass:
             "max_restarts": opts.get("max_restarts") or 0,
             "max_task_retries": opts.get("max_task_retries") or 0,
             "max_concurrency": max_concurrency,
+            "concurrency_groups": groups,
             "is_async": self._meta.is_async,
             "name": name,
             "namespace": namespace if namespace is not None else _namespace(cw),
@@ -326,14 +333,34 @@ class ActorClass:
         }
         spec = (tb, P.TASK_ACTOR_CREATE, fid, f"{self.__name__}.__init__", payload, arg_refs, borrowed, 1,
                 hold, 0, tb, None, extras)
+        max_pending = opts.get("max_pending_calls")
+        if max_pending is None:
+            max_pending = -1
+        elif not isinstance(max_pending, int) or isinstance(max_pending, bool) or max_pending == 0 \
+                or max_pending < -1:
+            raise ValueError(f"max_pending_calls must be a positive integer or -1 (no limit), got {max_pending!r}")
         if name is None:
             cw.send_batched((P.SUBMIT, spec))
-            return ActorHandle(tb, self._meta, ObjectRef(P.return_id(tb, 1)), detached)
+            return ActorHandle(tb, self._meta, ObjectRef(P.return_id(tb, 1)), detached, max_pending)
         # Named: the node manager claims the name and submits in one step, so a clash is
         # reported here, at the call site.
         aid, blob, was_detached = cw.request("actor_create", spec)
         meta = self._meta if blob == self._meta.blob else _meta_from_blob(blob)
-        return ActorHandle(aid, meta, ObjectRef(P.return_id(aid, 1)), was_detached)
+        return ActorHandle(aid, meta, ObjectRef(P.return_id(aid, 1)), was_detached, max_pending)
+
+
+def _check_groups(groups):
+    """concurrency_groups={"io": 2, ...}: names to how many of their calls may run at once."""
+    if groups is None:
+        return None
+    if not isinstance(groups, dict):
+        raise TypeError(f"concurrency_groups must be a dict of group name -> max concurrency, got {groups!r}")
+    for g, n in groups.items():
+        if not isinstance(g, str) or not g:
+            raise TypeError(f"concurrency group names must be non-empty strings, got {g!r}")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"concurrency group {g!r} needs a positive integer limit, got {n!r}")
+    return dict(groups)
 
 
 # --- handles ------------------------------------------------------------------
@@ -341,13 +368,14 @@ class ActorClass:
 class ActorHandle:
     """A reference to an actor: its methods are attributes, called with `.remote()`."""
 
-    __slots__ = ("_aid", "_meta", "_ref", "_detached", "__weakref__")
+    __slots__ = ("_aid", "_meta", "_ref", "_detached", "_max_pending", "__weakref__")
 
-    def __init__(self, aid, meta, ref, detached=False):
+    def __init__(self, aid, meta, ref, detached=False, max_pending=-1):
         self._aid = aid
         self._meta = meta
         self._ref = ref            # the liveness ref; None for a process's handle to itself
         self._detached = detached
+        self._max_pending = max_pending   # max_pending_calls: calls without results at most (-1: any)
 
     def __getattr__(self, name):
         # Not cached on the handle: a method holds its handle, and a cycle would keep the
@@ -377,7 +405,8 @@ class ActorHandle:
     def __reduce__(self):
         # The liveness ref travels inside the pickle: the serializer records it, so the
         # node manager counts a handle in flight (in a spec or a stored object) as a holder.
-        return (_rebuild_handle, (self._aid, self._meta.dumps(), ObjectRef(P.return_id(self._aid, 1)), self._detached))
+        return (_rebuild_handle, (self._aid, self._meta.dumps(), ObjectRef(P.return_id(self._aid, 1)), self._detached,
+                                  self._max_pending))
 
     def __del__(self):
         ref = self._ref
@@ -404,6 +433,8 @@ class ActorHandle:
                 self._aid, name, options[1])
         # The refs exist before the call is sent (a result received first would be dropped), and
         # we are subscribed: the results come to us either way, get() asks for nothing.
+        if self._max_pending > 0 and num_returns > 0:
+            _check_pending(cw, self, name, P.return_id(tb, 1))
         if num_returns == 1:
             key = P.return_id(tb, 1)
             cw._subscribed.add(key)
@@ -423,8 +454,27 @@ class ActorHandle:
         return out
 
 
-def _rebuild_handle(aid, blob, ref, detached):
-    return ActorHandle(aid, _meta_from_blob(blob), ref, detached)
+def _check_pending(cw, handle, name, first_return):
+    """max_pending_calls: refuse a call while the handle has that many without results here.
+
+    A call counts until its first result reaches this process (CoreWorker.deliver),
+    or its refs are all dropped (then no one can wait for it)."""
+    pending = cw.pending_calls.setdefault(handle._aid, set())
+    if len(pending) >= handle._max_pending:
+        for oid in [o for o in pending if local_ref_count(o) == 0]:
+            pending.discard(oid)
+            cw.pending_of.pop(oid, None)
+        if len(pending) >= handle._max_pending:
+            raise PendingCallsLimitExceeded(
+                f"The task {name} could not be submitted to {handle!r} because more than "
+                f"{handle._max_pending} tasks are queued on the actor. This limit can be adjusted with "
+                f"the `max_pending_calls` actor option.")
+    pending.add(first_return)
+    cw.pending_of[first_return] = pending
+
+
+def _rebuild_handle(aid, blob, ref, detached, max_pending=-1):
+    return ActorHandle(aid, _meta_from_blob(blob), ref, detached, max_pending)
 
 
 class ActorMethod:
@@ -448,11 +498,14 @@ class ActorMethod:
         if not isinstance(nr, int):
             raise ValueError(f"num_returns={nr!r} is not supported for actor methods; use an integer")
         retries, extras = self._options
+        given = _call_options(options)
         if "max_task_retries" in options:
-            retries = options["max_task_retries"]
-        if "retry_exceptions" in options:
-            extras = _task_extras(options)
-        return ActorMethod(self._handle, self._name, nr, self._check, (retries, extras))
+            retries = given[0]
+        if "retry_exceptions" in options or "concurrency_group" in options:
+            extras = dict(extras or {}, **(given[1] or {}))
+            if "retry_exceptions" in options and "retry_exceptions" not in (given[1] or {}):
+                extras.pop("retry_exceptions", None)   # retry_exceptions=False
+        return ActorMethod(self._handle, self._name, nr, self._check, (retries, extras or None))
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
@@ -517,9 +570,10 @@ class ActorTaskExecutor(TaskExecutor):
         self.max_task_retries = 0
         self.restarts = 0
         self.namespace = None
-        self.pool = None        # ThreadPoolExecutor (max_concurrency > 1)
+        self.pool = None        # ThreadPoolExecutor of the default group (max_concurrency > 1, or groups)
         self.loop = None        # asyncio loop in its own thread (async actors)
-        self.sem = None
+        self.sem = None         # the default group's asyncio.Semaphore (async actors)
+        self.groups = {}        # concurrency group -> its pool (threaded) or semaphore (async)
         self._running_lock = threading.Lock()
         self._async_running = 0
         self._calls = {}           # task id -> (asyncio.Task running it, or the pool's Future; its message)
@@ -532,20 +586,39 @@ class ActorTaskExecutor(TaskExecutor):
         if kind == P.TASK_NORMAL:
             return super().execute(msg)
         if kind == P.TASK_ACTOR_METHOD:
+            group = self._group_of(msg)
+            if group is False:
+                return
             if self.loop is not None:
                 with self._running_lock:
                     self._async_running += 1
                     self._handed.add(msg[2][P.S_TASK_ID])
-                asyncio.run_coroutine_threadsafe(self._run_async(msg), self.loop)
+                asyncio.run_coroutine_threadsafe(self._run_async(msg, group or self.sem), self.loop)
                 return
             if self.pool is not None:
                 tid = msg[2][P.S_TASK_ID]
-                fut = self.pool.submit(self._run, msg, False)
+                fut = (group or self.pool).submit(self._run, msg, False)
                 self._calls[tid] = (fut, msg)
                 fut.add_done_callback(lambda _, tid=tid: self._calls.pop(tid, None))
                 return
             return self._run(msg, True)
         return self._run(msg, True)
+
+    def _group_of(self, msg):
+        """The pool or semaphore of the call's concurrency group (None: the default group);
+        False when the group does not exist (the call has failed)."""
+        opts = msg[2][P.S_OPTIONS]
+        name = opts.get("concurrency_group") if opts else None
+        if name is None:
+            return None
+        group = self.groups.get(name)
+        if group is None:
+            err = ValueError(f"The concurrency group {name!r} does not exist on this actor; its groups are "
+                             f"{sorted(self.groups)} (concurrency_groups= when the actor is created).")
+            now = time.time()
+            self._reply(msg, (P.DONE, msg[1], self.error_results(msg[2], err), now, now))
+            return False
+        return group
 
     def _run(self, msg, sequential):
         _, handle, spec, resolved, pickled = msg[:5]
@@ -599,12 +672,13 @@ class ActorTaskExecutor(TaskExecutor):
             if m[0] == P.TASK and len(m) > 5:
                 self.execute(m)
         if self.pool is not None:
-            self.pool.shutdown(wait=True)
+            for pool in (self.pool, *self.groups.values()):
+                pool.shutdown(wait=True)
         deadline = time.monotonic() + 30
         while self.loop is not None and self._async_running and time.monotonic() < deadline:
             time.sleep(0.001)
 
-    async def _run_async(self, msg):
+    async def _run_async(self, msg, sem):
         tid = msg[2][P.S_TASK_ID]
         try:
             with self._running_lock:
@@ -617,18 +691,18 @@ class ActorTaskExecutor(TaskExecutor):
             if cancelled:
                 self._reply_cancelled(msg)
             else:
-                await self._run_async_inner(msg)
+                await self._run_async_inner(msg, sem)
         finally:
             with self._running_lock:
                 self._async_running -= 1
                 self._calls.pop(tid, None)
 
-    async def _run_async_inner(self, msg):
+    async def _run_async_inner(self, msg, sem):
         _, handle, spec, resolved, pickled = msg[:5]
         cw = self.cw
         start = time.time()
         try:
-            async with self.sem:
+            async with sem:
                 start = time.time()
                 try:
                     if spec[P.S_METHOD] in _BUILTIN_METHODS:
@@ -701,8 +775,10 @@ class ActorTaskExecutor(TaskExecutor):
         args, kwargs = self.resolve_args(spec, resolved)
         self.actor = cls(*args, **kwargs)
         mc = extras.get("max_concurrency") or 1
+        groups = extras.get("concurrency_groups") or {}
         if extras.get("is_async"):
             self.sem = asyncio.Semaphore(mc)
+            self.groups = {g: asyncio.Semaphore(n) for g, n in groups.items()}
             self.loop = asyncio.new_event_loop()
             ready = threading.Event()
 
@@ -713,9 +789,13 @@ class ActorTaskExecutor(TaskExecutor):
 
             threading.Thread(target=run_loop, name="rayfast-actor-loop", daemon=True).start()
             ready.wait()
-        elif mc > 1:
+        elif mc > 1 or groups:
+            # A sync actor with groups is threaded: each group runs on a pool of its own size
+            # (the default group's is max_concurrency, 1 by default: its calls stay in order).
             from concurrent.futures import ThreadPoolExecutor
             self.pool = ThreadPoolExecutor(mc, thread_name_prefix="rayfast-actor")
+            self.groups = {g: ThreadPoolExecutor(n, thread_name_prefix=f"rayfast-actor-{g}")
+                           for g, n in groups.items()}
         return None
 
 

@@ -73,6 +73,8 @@ class CoreWorker:
         self.direct = None                    # DriverChannel (drivers): tasks on a leased worker
         self.channels = None                  # WorkerChannels (workers): a leasing driver's socket
         self.cancel_hook = None               # an actor's ActorTaskExecutor.cancel_call
+        self.pending_calls = {}               # actor id -> first return ids of calls without results (max_pending_calls)
+        self.pending_of = {}                  # such a return id -> its set in pending_calls
         self.actor_channels = None            # ActorChannels: direct calls to actors (rayfast/actor_channel.py)
         self._reply_hooks = {}                # request id -> fn(value), for requests answered asynchronously
         self._wait_node = False               # a get()/wait() waits for something the node manager sends
@@ -287,6 +289,10 @@ class CoreWorker:
         """An object's value arrived: wake its callbacks, keep it if we still hold a ref.
 
         Returns whether it was kept."""
+        if self.pending_of:
+            pending = self.pending_of.pop(oid, None)   # a call counted against max_pending_calls
+            if pending is not None:
+                pending.discard(oid)
         cbs = self._callbacks.pop(oid, None)
         if cbs:
             for cb in cbs:

@@ -553,3 +553,94 @@ def test_queue_async_api():
         return await q.get_async()
 
     assert asyncio.run(main()) == "a"
+
+
+# --- concurrency groups ------------------------------------------------------------------
+
+@ray.remote(concurrency_groups={"io": 2, "compute": 1})
+class Grouped:
+    def __init__(self):
+        self.active = {"io": 0, "compute": 0, "default": 0}
+        self.peak = dict(self.active)
+        self.lock = threading.Lock()
+
+    def _occupy(self, group):
+        with self.lock:
+            self.active[group] += 1
+            self.peak[group] = max(self.peak[group], self.active[group])
+        time.sleep(0.15)
+        with self.lock:
+            self.active[group] -= 1
+
+    @ray.method(concurrency_group="io")
+    def io(self):
+        self._occupy("io")
+
+    @ray.method(concurrency_group="compute")
+    def compute(self):
+        self._occupy("compute")
+
+    def default(self):
+        self._occupy("default")
+
+    def peaks(self):
+        return self.peak
+
+
+def test_concurrency_groups_limit_each_group_separately():
+    a = Grouped.remote()
+    t0 = time.monotonic()
+    ray.get([a.io.remote() for _ in range(4)] + [a.compute.remote() for _ in range(2)]
+            + [a.default.remote() for _ in range(2)], timeout=30)
+    elapsed = time.monotonic() - t0
+    assert ray.get(a.peaks.remote()) == {"io": 2, "compute": 1, "default": 1}
+    assert elapsed < 0.15 * 8 * 0.8   # the groups ran side by side, not one call at a time
+
+
+def test_concurrency_group_chosen_per_call_and_unknown_group():
+    a = Grouped.remote()
+    ray.get([a.default.options(concurrency_group="io").remote() for _ in range(2)], timeout=30)
+    assert ray.get(a.peaks.remote())["default"] == 2   # both ran at once, in the io group
+    with pytest.raises(ValueError, match="concurrency group 'nope' does not exist"):
+        ray.get(a.default.options(concurrency_group="nope").remote(), timeout=30)
+    with pytest.raises(ValueError):
+        Grouped.options(concurrency_groups={"io": 0}).remote()
+
+
+def test_concurrency_groups_of_an_async_actor():
+    @ray.remote(concurrency_groups={"io": 2})
+    class AsyncGrouped:
+        def __init__(self):
+            self.active = 0
+            self.peak = 0
+
+        @ray.method(concurrency_group="io")
+        async def io(self):
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            await asyncio.sleep(0.1)
+            self.active -= 1
+
+        async def peak_seen(self):
+            return self.peak
+
+    b = AsyncGrouped.remote()
+    ray.get([b.io.remote() for _ in range(6)], timeout=30)
+    assert ray.get(b.peak_seen.remote()) == 2
+
+
+def test_max_pending_calls():
+    @ray.remote(max_pending_calls=2)
+    class Slow:
+        def f(self):
+            time.sleep(0.3)
+            return 1
+
+    a = Slow.remote()
+    refs = [a.f.remote(), a.f.remote()]
+    with pytest.raises(ray.exceptions.PendingCallsLimitExceeded, match="max_pending_calls"):
+        a.f.remote()
+    assert ray.get(refs, timeout=10) == [1, 1]
+    assert ray.get(a.f.remote(), timeout=10) == 1   # results in: room again
+    with pytest.raises(ValueError):
+        Slow.options(max_pending_calls=0).remote()
