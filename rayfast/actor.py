@@ -37,6 +37,7 @@ from rayfast.actor_channel import cancelled_results, channels_of
 from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
+from rayfast.generator import ObjectRefGenerator
 from rayfast.exceptions import PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
@@ -172,7 +173,9 @@ def _class_meta(cls):
         fn = getattr(member, "__func__", member)
         is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         any_async = any_async or is_async
-        nr = getattr(fn, "__rayfast_num_returns__", 1)
+        nr = getattr(fn, "__rayfast_num_returns__", None)
+        if nr is None:   # Ray: a generator method streams its values by default
+            nr = "streaming" if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) else 1
         opts = _call_options(getattr(fn, "__rayfast_method_options__", {}))
         methods[name] = (nr, is_async, _Check(_method_signature(cls, name)), opts)
     no_args = _Check(inspect.Signature())
@@ -210,13 +213,18 @@ def method(*args, **options):
     def decorator(fn):
         if not callable(fn):
             raise TypeError(f"@rayfast.method decorates a method, not {fn!r}")
-        nr = options.get("num_returns", 1)
-        if not isinstance(nr, int):
-            raise ValueError(f"num_returns={nr!r} is not supported for actor methods; use an integer")
-        fn.__rayfast_num_returns__ = nr
+        nr = options.get("num_returns")
+        if nr is not None:
+            fn.__rayfast_num_returns__ = _check_num_returns(nr)
         fn.__rayfast_method_options__ = dict(options)
         return fn
     return decorator
+
+
+def _check_num_returns(nr):
+    if nr in ("streaming", "dynamic") or (isinstance(nr, int) and not isinstance(nr, bool) and nr >= 0):
+        return nr
+    raise ValueError(f"num_returns must be a non-negative integer, 'streaming' or 'dynamic', got {nr!r}")
 
 
 # --- classes -----------------------------------------------------------------
@@ -425,6 +433,10 @@ class ActorHandle:
     def _submit(self, name, args, kwargs, num_returns, check, options=_NO_OPTIONS):
         cw = core_worker.current()
         check.check(name, args, kwargs)
+        generator = None
+        if type(num_returns) is str:   # a generator method: one result, its items stored as it yields
+            generator, num_returns = num_returns, 1
+            options = (options[0], dict(options[1] or {}, generator=generator))
         keep = []
         payload, arg_refs, borrowed = _encode(cw, args, kwargs, keep)
         tb = cw.next_task_id().binary()
@@ -451,6 +463,8 @@ class ActorHandle:
             cw.send_batched((P.SUBMIT, spec))
         else:
             ac.submit(self._aid, spec, keep)   # straight to the actor once it can (actor_channel.py)
+        if generator == "streaming":
+            return ObjectRefGenerator(out)
         return out
 
 
@@ -494,9 +508,7 @@ class ActorMethod:
 
     def options(self, **options):
         validate(options, METHOD_OPTIONS, f"{self._name}.options()")
-        nr = options.get("num_returns", self._num_returns)
-        if not isinstance(nr, int):
-            raise ValueError(f"num_returns={nr!r} is not supported for actor methods; use an integer")
+        nr = _check_num_returns(options.get("num_returns", self._num_returns))
         retries, extras = self._options
         given = _call_options(options)
         if "max_task_retries" in options:
@@ -713,6 +725,8 @@ class ActorTaskExecutor(TaskExecutor):
                         out = fn(*args, **kwargs)
                     if inspect.isawaitable(out):
                         out = await out
+                    elif inspect.isasyncgen(out):
+                        out = await _drain_async(out)
                     results = self.pack_results(spec, out)
                 except asyncio.CancelledError:
                     raise
@@ -797,6 +811,24 @@ class ActorTaskExecutor(TaskExecutor):
             self.groups = {g: ThreadPoolExecutor(n, thread_name_prefix=f"rayfast-actor-{g}")
                            for g, n in groups.items()}
         return None
+
+
+async def _drain_async(agen):
+    """An async generator method's values as a generator that pack_results stores like a sync one's
+    (stored once the method has finished; an exception it raised comes after the values before it)."""
+    items, err = [], None
+    try:
+        async for v in agen:
+            items.append(v)
+    except Exception as e:
+        err = e
+    return _replay(items, err)
+
+
+def _replay(items, err):
+    yield from items
+    if err is not None:
+        raise err
 
 
 def _exit_now(cw):

@@ -644,3 +644,60 @@ def test_max_pending_calls():
     assert ray.get(a.f.remote(), timeout=10) == 1   # results in: room again
     with pytest.raises(ValueError):
         Slow.options(max_pending_calls=0).remote()
+
+
+# --- generator methods ---------------------------------------------------------------------
+
+@ray.remote
+class Producer:
+    def gen(self, n):
+        for i in range(n):
+            yield i
+
+    def gen_then_fail(self, n):
+        for i in range(n):
+            yield i
+        raise ValueError("ran dry")
+
+    def slow_gen(self, marker):
+        yield "first"
+        while not os.path.exists(marker):   # the caller has item 0 while this still runs
+            time.sleep(0.01)
+        yield "second"
+
+    async def agen(self, n):
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i * 10
+
+
+def test_actor_generator_methods_stream_by_default():
+    p = Producer.remote()
+    g = p.gen.remote(3)
+    assert isinstance(g, ray.ObjectRefGenerator)
+    assert [ray.get(r) for r in g] == [0, 1, 2]
+    assert ray.get(p.gen.options(num_returns=3).remote(3)) == [0, 1, 2]
+    dyn = ray.get(p.gen.options(num_returns="dynamic").remote(2))
+    assert [ray.get(r) for r in dyn] == [0, 1]
+
+
+def test_actor_generator_error_is_the_last_item():
+    refs = list(Producer.remote().gen_then_fail.remote(2))
+    assert ray.get(refs[:2]) == [0, 1]
+    with pytest.raises(ValueError, match="ran dry"):
+        ray.get(refs[2])
+
+
+def test_actor_generator_items_arrive_while_it_runs(tmp_path):
+    marker = str(tmp_path / "go")
+    g = Producer.remote().slow_gen.remote(marker)
+    assert ray.get(next(g), timeout=10) == "first"
+    open(marker, "w").close()
+    assert ray.get(next(g), timeout=10) == "second"
+    with pytest.raises(StopIteration):
+        next(g)
+
+
+def test_async_actor_generator_method():
+    g = Producer.remote().agen.remote(3)
+    assert [ray.get(r) for r in g] == [0, 10, 20]
