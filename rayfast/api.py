@@ -9,6 +9,7 @@ import time
 
 from rayfast import core_worker
 from rayfast import protocol as P
+from rayfast import runtime_env
 from rayfast._core.ids import ObjectRef
 from rayfast.config import DEFAULT_GCS_SHARDS
 from rayfast.core_worker import CoreWorker
@@ -67,6 +68,10 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             if given:
                 raise ValueError(f"When connecting to an existing cluster, {', '.join(given)} must not be "
                                  f"given: they belong to the node (`rayfast start --num-cpus ...`).")
+        if kwargs.get("local_mode"):
+            raise RuntimeError("local_mode is not supported (nor by Ray since 2.x): run with a local "
+                               "cluster, e.g. init(num_cpus=1), and debug tasks there.")
+        job_env = runtime_env.validate(kwargs.get("runtime_env"), job_level=True)
         if num_cpus is None:
             num_cpus = os.cpu_count() or 1
         if not isinstance(num_cpus, numbers.Integral) or isinstance(num_cpus, bool) or num_cpus < 0:
@@ -79,8 +84,12 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             if not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r}")
         res = dict(resources or {})
-        if kwargs.get("num_gpus"):
-            res["GPU"] = float(kwargs["num_gpus"])
+        gpus = kwargs.get("num_gpus")
+        if gpus is not None:
+            if not isinstance(gpus, numbers.Real) or isinstance(gpus, bool) or gpus < 0 or gpus != int(gpus):
+                raise ValueError(f"num_gpus must be a non-negative whole number, got {gpus!r}")
+            if gpus:
+                res["GPU"] = float(gpus)
         if object_store_memory is None:
             object_store_memory = default_object_store_memory()
         elif not isinstance(object_store_memory, numbers.Integral) or object_store_memory <= 0:
@@ -96,7 +105,7 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             if system_config.get("automatic_object_spilling_enabled") is False:
                 spill = False   # Ray's switch: a full store raises ObjectStoreFullError
             node = start_local_node(int(num_cpus), res, int(object_store_memory), spill,
-                                    gcs_shards, kwargs.get("_temp_dir"))
+                                    gcs_shards, kwargs.get("_temp_dir"), kwargs.get("log_to_driver", True))
             try:
                 conn, info = _hello(node.socket_path)
             except BaseException:
@@ -108,6 +117,9 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
         cw = CoreWorker(conn, "driver", store, info)
         cw.direct = DriverChannel(cw)
         cw.namespace = namespace or "default"
+        cw.runtime_env = job_env
+        if namespace is not None:
+            cw.request("job_namespace", namespace)
         _state.update(node=node, cw=cw, namespace=cw.namespace)
         core_worker.set_current(cw)
         return RayContext({"node_id": info["node_id"].hex(), "session_dir": info["session_dir"],
@@ -175,7 +187,8 @@ def _check_timeout(timeout):
 
 def get(object_refs, *, timeout=None, progress=False):
     """The value(s) of object_refs, waiting for them; raises the task's error if one failed."""
-    cw = core_worker.current_or_init()
+    # No auto-init here: refs without a cluster are from one that is gone (Ray raises too)
+    cw = core_worker.current()
     if type(object_refs) is ObjectRef:  # the hot path
         key = object_refs.binary()
         if key not in cw._results:
@@ -203,7 +216,6 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     """(ready, not_ready): the first num_returns refs to be ready, in the order given.
 
     An ObjectRefGenerator in the list is ready when its next item is (or it has ended)."""
-    cw = core_worker.current_or_init()
     if not isinstance(object_refs, list) or not all(
             isinstance(r, (ObjectRef, ObjectRefGenerator)) for r in object_refs):
         what = type(object_refs).__name__ if not isinstance(object_refs, list) else \
@@ -212,6 +224,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise TypeError(f"wait() expects a list of ObjectRefs or ObjectRefGenerators, got {what}")
     if not object_refs:
         return [], []
+    cw = core_worker.current()   # no auto-init, as for get()
     if len(set(object_refs)) != len(object_refs):
         raise ValueError("wait() requires a list of unique ObjectRefs: the list has duplicates")
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
@@ -295,7 +308,7 @@ def get_runtime_context():
 
 
 def _auto_init():
-    """Ray starts a local cluster on the first remote(), put(), get() or wait() without init()."""
+    """Ray starts a local cluster on the first remote() or put() without init()."""
     with _lock:
         if not is_initialized():
             init()

@@ -69,6 +69,7 @@ class CoreWorker:
         self._blocked = False                 # ... and while blocked hands queued tasks back
         self._must_flush = False
         self.exit_requested = False
+        self.runtime_env = None               # the job's (driver) or running task's: what calls inherit
         self.spare_functions = {}             # function id -> pickled, from tasks handed back
         self.direct = None                    # DriverChannel (drivers): tasks on a leased worker
         self.channels = None                  # WorkerChannels (workers): a leasing driver's socket
@@ -655,7 +656,7 @@ def current():
     return cw
 
 
-# Set by rayfast.api: starts a local cluster (Ray's auto-init on first remote/put/get/wait).
+# Set by rayfast.api: starts a local cluster (Ray's auto-init on the first remote() or put()).
 auto_init = None
 
 

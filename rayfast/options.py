@@ -49,6 +49,9 @@ def validate(options, allowed, what):
         v = options.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < -1):
             raise ValueError(f"{key} must be an integer >= -1 (-1: forever), got {v!r}")
+    calls = options.get("max_calls")
+    if calls is not None and (not isinstance(calls, int) or isinstance(calls, bool) or calls < 0):
+        raise ValueError(f"max_calls only accepts None, 0 or a positive integer, got {calls!r}")
     mc = options.get("max_concurrency")
     if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
         raise ValueError(f"max_concurrency must be a positive integer, got {mc!r}")

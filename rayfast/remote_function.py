@@ -6,6 +6,7 @@ import pickle
 
 from rayfast import core_worker
 from rayfast import protocol as P
+from rayfast import runtime_env
 from rayfast import serialization
 from rayfast.config import INLINE_THRESHOLD
 from rayfast._core.ids import ObjectRef, set_reported
@@ -105,18 +106,25 @@ def encode_call_args(cw, args, kwargs, keep=None):
 
 
 def _task_extras(options):
-    """The spec's S_OPTIONS for a normal task: None unless retry_exceptions is set."""
+    """The spec's S_OPTIONS for a normal task: None unless an option the worker acts on is set."""
+    extras = {}
     rx = options.get("retry_exceptions")
-    if rx is None or rx is False:
-        return None
     if rx is True:
-        return {"retry_exceptions": True}
-    if isinstance(rx, (list, tuple)) and rx and all(
+        extras["retry_exceptions"] = True
+    elif isinstance(rx, (list, tuple)) and rx and all(
             isinstance(c, type) and issubclass(c, BaseException) for c in rx):
         # Classes travel cloudpickled: the node manager never unpickles them.
-        return {"retry_exceptions": serialization.dumps_function(tuple(rx))}
-    raise TypeError("retry_exceptions must be either a boolean or a list of exceptions, "
-                    f"got {rx!r}")
+        extras["retry_exceptions"] = serialization.dumps_function(tuple(rx))
+    elif rx is not None and rx is not False:
+        raise TypeError("retry_exceptions must be either a boolean or a list of exceptions, "
+                        f"got {rx!r}")
+    env = runtime_env.validate(options.get("runtime_env"))
+    if env is not None:
+        extras["runtime_env"] = env
+    for key in ("name", "max_calls"):
+        if options.get(key):
+            extras[key] = options[key]
+    return extras or None
 
 
 class _Signature:
@@ -219,6 +227,9 @@ class RemoteFunction:
 
     def options(self, **options):
         validate(options, TASK_OPTIONS, f"{self.__name__}.options()")
+        if "max_calls" in options:
+            raise ValueError("Setting 'max_calls' is not supported in '.options()'; give it to "
+                             "@remote(max_calls=...)")
         merged = dict(self._options)
         merged.update(options)
         return _OptionsCall(self, self._compile(merged))
@@ -232,6 +243,8 @@ class RemoteFunction:
     def _remote(self, args, kwargs, compiled):
         cw = core_worker.current_or_init()
         num_returns, shape, retries, extras = compiled
+        if cw.runtime_env is not None:   # the job's or the running task's: inherited
+            extras = runtime_env.inherit(extras, cw.runtime_env)
         self._signature.check(self.__name__, args, kwargs)
         if shape not in cw.feasible_shapes:
             check_feasible(shape, cw.node_info["resources"], f"Task {self.__name__}")

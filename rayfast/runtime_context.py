@@ -1,6 +1,11 @@
 """`rayfast.get_runtime_context()`: who and where the calling code is (driver, task or actor)."""
 from __future__ import annotations
 
+import hashlib
+import json
+
+from rayfast import protocol as P
+
 JOB_ID = "01000000"
 
 
@@ -15,6 +20,23 @@ class RuntimeContext:
             return ex
         return None
 
+    def _in_driver(self):
+        return self._cw.mode == "driver"
+
+    def _driver_only_assert(self, what):
+        # Ray asserts this (AssertionError) when called from the driver
+        if self._in_driver():
+            raise AssertionError(f"{what} is only available when the process is a worker, not the driver.")
+
+    def _spec(self):
+        """The spec of the normal task running here (None in the driver, or for an actor call)."""
+        cw = self._cw
+        spec = getattr(cw, "current_spec", None)
+        if self._in_driver() or spec is None or spec[P.S_TASK_ID] != cw.current_task_id.binary():
+            return None
+        return spec
+
+    # --- ids ------------------------------------------------------------------
     def get_job_id(self):
         return JOB_ID
 
@@ -32,7 +54,7 @@ class RuntimeContext:
 
     def get_task_id(self):
         """The running task's id (hex); None in the driver."""
-        if self._cw.mode == "driver":
+        if self._in_driver():
             return None
         return self._cw.current_task_id.hex()
 
@@ -41,7 +63,11 @@ class RuntimeContext:
         return self.get_task_id()
 
     def get_worker_id(self):
-        return None if self._cw.worker_id is None else str(self._cw.worker_id)
+        """This process's worker id: 56 hex digits, as Ray's (the driver has one too)."""
+        cw = self._cw
+        who = b"driver" if cw.worker_id is None else str(cw.worker_id).encode()
+        node = cw.node_info.get("node_id") or b""
+        return hashlib.blake2b(bytes(node) + who, digest_size=28).hexdigest()
 
     def get_actor_id(self):
         """This actor's id (hex); None outside an actor."""
@@ -53,6 +79,22 @@ class RuntimeContext:
     @property
     def actor_id(self):
         return self.get_actor_id()
+
+    # --- names ----------------------------------------------------------------
+    def get_task_name(self):
+        """The running task's name: its name= option, else the function's name; None in the driver."""
+        if self._in_driver():
+            return None
+        spec = self._spec()
+        if spec is None:
+            return None   # an actor call: its spec is not kept (rayfast/actor.py)
+        opts = spec[P.S_OPTIONS]
+        return (opts and opts.get("name")) or spec[P.S_NAME].rsplit(".", 1)[-1]
+
+    def get_task_function_name(self):
+        """The running task's function as module.qualname; None in the driver."""
+        spec = self._spec()
+        return None if spec is None else spec[P.S_NAME]
 
     @property
     def current_actor(self):
@@ -68,6 +110,8 @@ class RuntimeContext:
     @property
     def namespace(self):
         ns = getattr(self._cw, "namespace", None)
+        if ns is None:   # a task's worker: the job's, as its driver set it at init
+            ns = self._cw.request("job_namespace")
         return ns if ns is not None else "default"
 
     def get_namespace(self):
@@ -75,15 +119,51 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self):
+        self._driver_only_assert("was_current_actor_reconstructed")
         ex = self._executor()
         return ex is not None and ex.actor_id is not None and ex.restarts > 0
 
+    # --- resources and environment --------------------------------------------
     def get_assigned_resources(self):
-        """The resources the running task holds, e.g. {"CPU": 1.0}; {} in the driver."""
-        if self._cw.mode == "driver":
-            return {}
-        return dict(getattr(self._cw, "current_resources", None) or ())
+        """The resources the running task holds, e.g. {"CPU": 1.0} (AssertionError in the driver)."""
+        self._driver_only_assert("get_assigned_resources()")
+        spec = self._spec()
+        return dict(spec[P.S_RESOURCES]) if spec is not None else {}
+
+    def get_accelerator_ids(self):
+        """The accelerator ids assigned here: rayfast assigns no GPUs, so none."""
+        return {"GPU": []}
+
+    @property
+    def runtime_env(self):
+        """The runtime_env this code runs in (the job's in the driver)."""
+        return dict(self._cw.runtime_env or {})
+
+    def get_runtime_env_string(self):
+        return json.dumps(self.runtime_env)
+
+    @property
+    def gcs_address(self):
+        addrs = self._cw.node_info.get("gcs_addresses") or []
+        return addrs[0] if addrs else None
+
+    def get_placement_group_id(self):
+        """The placement group the running task or actor is in (hex), else None."""
+        spec = self._spec()
+        if spec is None or not spec[P.S_OPTIONS]:
+            return None
+        return spec[P.S_OPTIONS].get("placement_group")
+
+    @property
+    def should_capture_child_tasks_in_placement_group(self):
+        spec = self._spec()
+        return bool(spec is not None and spec[P.S_OPTIONS]
+                    and spec[P.S_OPTIONS].get("placement_group_capture_child_tasks"))
 
     def get(self):
-        return {"job_id": JOB_ID, "node_id": self.get_node_id(), "task_id": self.get_task_id(),
-                "actor_id": self.get_actor_id(), "namespace": self.namespace}
+        out = {"job_id": JOB_ID, "node_id": self.get_node_id(), "namespace": self.namespace}
+        if not self._in_driver():
+            out["task_id"] = self.get_task_id()
+        if self.get_actor_id() is not None:
+            out["actor_id"] = self.get_actor_id()
+        return out

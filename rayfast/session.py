@@ -63,9 +63,12 @@ def _remove_leftovers(session_dir):
     shutil.rmtree(session_dir, ignore_errors=True)
 
 
-def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_shards, temp_dir=None):
+def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_shards, temp_dir=None,
+                     log_to_driver=True):
     """spill_dir: None = inside the session dir; False = spilling off; a path =
-    a directory of this session's own below it (only that is removed at the end)."""
+    a directory of this session's own below it (only that is removed at the end).
+    log_to_driver=False: the node's and its workers' output goes to <session_dir>/logs/, not
+    to the driver's stdout/stderr (Ray's init(log_to_driver=False))."""
     session_dir = tempfile.mkdtemp(prefix="rayfast-", dir=temp_dir)
     if spill_dir is None:
         spill_dir = os.path.join(session_dir, "spill")
@@ -84,7 +87,16 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
     # Workers unpickle functions by reference to the driver's modules: give them its path.
     path = [_package_root()] + [p or os.getcwd() for p in sys.path]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in path if p))
-    proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL, env=env, cwd=os.getcwd())
+    out = None
+    if not log_to_driver:
+        os.makedirs(os.path.join(session_dir, "logs"))
+        out = open(os.path.join(session_dir, "logs", "node.out"), "wb")
+    try:
+        proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                env=env, cwd=os.getcwd())
+    finally:
+        if out is not None:
+            out.close()
     os.close(w)
     with os.fdopen(r, "rb") as f:
         line = f.readline()  # EOF without a line: the node died while starting

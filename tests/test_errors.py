@@ -253,7 +253,7 @@ def test_not_initialized_error():
     cw = core_worker._current
     core_worker.set_current(None)
     try:
-        # remote/put/get/wait start a cluster (Ray's auto-init, tests/test_ray_compat_api.py);
+        # remote() and put() start a cluster (Ray's auto-init, tests/test_ray_compat_api.py);
         # the cluster queries do not
         with pytest.raises(Exception, match="init"):
             rayfast.cluster_resources()

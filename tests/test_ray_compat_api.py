@@ -114,7 +114,7 @@ def test_dynamic_generator_is_a_dynamic_object_ref_generator():
     assert len(gen) == 3 and [ray.get(r) for r in gen] == [0, 1, 2]
 
 
-def test_auto_init_on_first_remote_put_get_wait():
+def test_auto_init_on_first_remote_or_put():
     code = """
         import rayfast as ray
         @ray.remote
@@ -127,13 +127,142 @@ def test_auto_init_on_first_remote_put_get_wait():
         assert ray.get(ray.put(3)) == 3
         ray.shutdown()
         assert ray.wait([]) == ([], [])
-        ray.shutdown()
+        assert not ray.is_initialized()
         try:
             ray.cluster_resources()
         except Exception as e:
             assert "init" in str(e)
         else:
             raise AssertionError("cluster_resources() started a cluster")
+        print("ok")
+    """
+    from conftest import run_driver
+    p = run_driver(code)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+# --- runtime_env -------------------------------------------------------------
+@ray.remote
+def getenv(*names):
+    import os
+    return [os.environ.get(n) for n in names]
+
+
+def test_runtime_env_env_vars_for_the_task_only():
+    env = {"env_vars": {"RF_A": "a", "RF_PATHX": "${HOME}:x"}}
+    import os
+    a, p = ray.get(getenv.options(runtime_env=env).remote("RF_A", "RF_PATHX"))
+    assert a == "a" and p == os.environ["HOME"] + ":x"
+    # the workers' environment is put back afterwards
+    assert ray.get([getenv.remote("RF_A") for _ in range(4)]) == [[None]] * 4
+
+
+def test_runtime_env_in_decorator_and_inherited_by_nested_tasks_merged():
+    @ray.remote(runtime_env={"env_vars": {"RF_OUTER": "o", "RF_BOTH": "outer"}})
+    def outer():
+        inner = getenv.options(runtime_env={"env_vars": {"RF_BOTH": "inner"}})
+        return ray.get(getenv.remote("RF_OUTER")), ray.get(inner.remote("RF_OUTER", "RF_BOTH"))
+
+    assert ray.get(outer.remote()) == (["o"], ["o", "inner"])
+
+
+def test_runtime_env_errors_at_the_call_site():
+    with pytest.raises(TypeError):
+        getenv.options(runtime_env={"env_vars": {"A": 1}})
+    with pytest.raises(TypeError):
+        getenv.options(runtime_env="env")
+    with pytest.raises(NotImplementedError, match="pip"):
+        getenv.options(runtime_env={"pip": ["requests"]})
+    with pytest.raises(ValueError, match="URI"):   # local dirs only for init(), as in Ray
+        getenv.options(runtime_env={"working_dir": "."})
+
+
+def test_job_runtime_env_and_working_dir(tmp_path):
+    (tmp_path / "rf_wd_mod.py").write_text("VALUE = 42\n")
+    (tmp_path / "data.txt").write_text("hello")
+    code = f"""
+        import os
+        import rayfast as ray
+        ray.init(num_cpus=1, runtime_env={{"working_dir": {str(tmp_path)!r}, "env_vars": {{"RF_JOB": "j"}}}})
+        @ray.remote
+        def f():
+            import rf_wd_mod
+            return open("data.txt").read(), rf_wd_mod.VALUE, os.environ.get("RF_JOB")
+        @ray.remote
+        def g():
+            return os.environ.get("RF_JOB"), os.environ.get("RF_OWN")
+        assert ray.get(f.remote()) == ("hello", 42, "j")
+        assert ray.get(g.options(runtime_env={{"env_vars": {{"RF_OWN": "o"}}}}).remote()) == ("j", "o")
+        assert ray.get_runtime_context().runtime_env["env_vars"] == {{"RF_JOB": "j"}}
+        print("ok")
+    """
+    from conftest import run_driver
+    p = run_driver(code)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+# --- init -----------------------------------------------------------------------
+def test_init_local_mode_and_bad_runtime_env_are_refused():
+    code = """
+        import pytest
+        import rayfast as ray
+        with pytest.raises(RuntimeError, match="local_mode"):
+            ray.init(num_cpus=1, local_mode=True)
+        with pytest.raises(TypeError):
+            ray.init(num_cpus=1, runtime_env="x")
+        with pytest.raises(ValueError):
+            ray.init(num_cpus=1, num_gpus=0.5)
+        assert not ray.is_initialized()
+        print("ok")
+    """
+    from conftest import run_driver
+    p = run_driver(code)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+def test_log_to_driver_false_keeps_worker_output_away():
+    code = """
+        import rayfast as ray
+        ray.init(num_cpus=1, log_to_driver={flag})
+        @ray.remote
+        def f():
+            print("RF-TASK-OUTPUT", flush=True)
+        ray.get(f.remote())
+        ray.shutdown()
+    """
+    from conftest import run_driver
+    assert "RF-TASK-OUTPUT" not in run_driver(code.format(flag=False)).stdout
+    assert "RF-TASK-OUTPUT" in run_driver(code.format(flag=True)).stdout
+
+
+# --- runtime context --------------------------------------------------------------
+def test_runtime_context_task_name_and_function_name():
+    @ray.remote
+    def who():
+        c = ray.get_runtime_context()
+        return c.get_task_name(), c.get_task_function_name(), c.get_assigned_resources(), c.get()
+
+    name, fn, res, d = ray.get(who.remote())
+    assert name == "who" and fn.endswith("who") and res == {"CPU": 1.0}
+    assert set(d) == {"job_id", "node_id", "namespace", "task_id"}
+    assert ray.get(who.options(name="custom", num_cpus=0.5).remote())[:3:2] == ("custom", {"CPU": 0.5})
+    ctx = ray.get_runtime_context()
+    assert ctx.get_task_name() is None and ctx.get_task_function_name() is None
+    assert set(ctx.get()) == {"job_id", "node_id", "namespace"}
+    with pytest.raises(AssertionError):   # Ray: only in a worker
+        ctx.get_assigned_resources()
+    assert len(ctx.get_worker_id()) == 56
+    assert ctx.get_accelerator_ids()["GPU"] == []
+
+
+def test_namespace_reaches_tasks():
+    code = """
+        import rayfast as ray
+        ray.init(num_cpus=1, namespace="rf_ns")
+        @ray.remote
+        def ns():
+            return ray.get_runtime_context().namespace
+        assert ray.get(ns.remote()) == "rf_ns"
         print("ok")
     """
     from conftest import run_driver

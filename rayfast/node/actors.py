@@ -551,6 +551,10 @@ class ActorManager:
             return self._create_named(c, args[0])
         if what == "get_actor":
             return self._get_actor(c, args[0], args[1])
+        if what == "job_namespace":   # set by a driver's init(namespace=); read by its tasks' code
+            if args:
+                self.job_namespace = args[0]
+            return self.job_namespace
         if what == "list_named_actors":
             ns, all_ns = args
             ns = ns or self.job_namespace

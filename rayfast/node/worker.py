@@ -11,6 +11,7 @@ import time
 import types
 
 from rayfast import protocol as P
+from rayfast import runtime_env
 from rayfast import serialization
 from rayfast._core.ids import TaskID
 from rayfast.config import INLINE_THRESHOLD
@@ -56,7 +57,7 @@ class TaskExecutor:
         reply = msg[5] if len(msg) > 5 else None   # a leasing driver's channel
         cw = self.cw
         cw.current_task_id = TaskID(spec[P.S_TASK_ID])
-        cw.current_resources = spec[P.S_RESOURCES]
+        cw.current_spec = spec
         cw._task_counter = 0
         cw._put_counter = 0
         start = time.time()
@@ -65,13 +66,12 @@ class TaskExecutor:
             if spec[P.S_KIND] == P.TASK_NORMAL:
                 fn = self.function(spec, pickled)
                 if spec[P.S_OPTIONS]:
-                    out = self.run_with_retries(spec, fn, resolved)
+                    results = self.run_with_options(spec, fn, resolved)
                 else:
                     args, kwargs = self.resolve_args(spec, resolved)
-                    out = fn(*args, **kwargs)
+                    results = self.pack_results(spec, fn(*args, **kwargs))
             else:
-                out = self.actor_call(spec, resolved, pickled)
-            results = self.pack_results(spec, out)
+                results = self.pack_results(spec, self.actor_call(spec, resolved, pickled))
         except BaseException as e:  # KeyboardInterrupt too: that is how cancel() reaches a task
             if isinstance(e, SystemExit) and spec[P.S_KIND] != P.TASK_NORMAL:
                 raise
@@ -99,6 +99,20 @@ class TaskExecutor:
             cw.send_batched(done)   # more queued here: let the results of a run share a frame
         else:
             cw.send(done)
+
+    def run_with_options(self, spec, fn, resolved):
+        """A task with extras: run in its runtime_env (which the calls it makes inherit), retried
+        on application errors if it says so; its results packed there too (a generator runs then)."""
+        env = spec[P.S_OPTIONS].get("runtime_env")
+        if env is None:
+            return self.pack_results(spec, self.run_with_retries(spec, fn, resolved))
+        cw = self.cw
+        parent, cw.runtime_env = cw.runtime_env, env
+        try:
+            with runtime_env.applied(env):
+                return self.pack_results(spec, self.run_with_retries(spec, fn, resolved))
+        finally:
+            cw.runtime_env = parent
 
     def run_with_retries(self, spec, fn, resolved, left=None):
         """Run a task whose application errors are retried (Ray's retry_exceptions), up to max_retries

@@ -1,0 +1,113 @@
+"""runtime_env: the environment a job's, a task's or an actor's code runs in (Ray's option).
+
+rayfast applies `env_vars` (set in the worker for the task, `${VAR}` expanded
+from the worker's environment, as Ray does) and `working_dir` (a local
+directory given to `init()`: tasks run with it as their current directory and
+first on sys.path; Ray uploads a copy, rayfast runs in place). `config` and
+`excludes` are accepted. Every other field (pip, conda, container, ...) would
+need rayfast to build environments, which it does not: it is refused at the
+call site rather than ignored.
+
+Inheritance follows Ray: a task or actor without a runtime_env of its own runs
+in its parent's (the job's for the driver's calls); one that has its own gets
+the parent's `env_vars` merged under its own, and its other fields replace the
+parent's.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from contextlib import contextmanager
+
+_ACCEPTED = {"env_vars", "working_dir", "config", "excludes"}
+_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+def validate(env, job_level=False):
+    """The checked runtime_env as a plain dict (None when empty); raises at the call site."""
+    if env is None:
+        return None
+    if not isinstance(env, dict):
+        raise TypeError(f"runtime_env must be a dict, got {type(env).__name__}")
+    unsupported = sorted(set(env) - _ACCEPTED)
+    if unsupported:
+        raise NotImplementedError(
+            f"runtime_env field(s) {unsupported} are not supported by rayfast (it does not build "
+            f"environments); supported: {sorted(_ACCEPTED)}. Install such dependencies on the machine.")
+    out = {}
+    env_vars = env.get("env_vars")
+    if env_vars is not None:
+        if not isinstance(env_vars, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
+            raise TypeError(f"runtime_env['env_vars'] must be a dict of str -> str, got {env_vars!r}")
+        if env_vars:
+            out["env_vars"] = dict(env_vars)
+    wd = env.get("working_dir")
+    if wd is not None:
+        out["working_dir"] = _working_dir(wd, job_level)
+    return out or None
+
+
+def _working_dir(wd, job_level):
+    if not isinstance(wd, (str, os.PathLike)):
+        raise TypeError(f"runtime_env['working_dir'] must be a path, got {type(wd).__name__}")
+    wd = os.fspath(wd)
+    if "://" in wd:
+        raise NotImplementedError(f"runtime_env working_dir {wd!r}: remote URIs are not supported by "
+                                  f"rayfast; give init() a local directory")
+    if not job_level:
+        # Ray too takes local directories only for the job (init), not per task or actor
+        raise ValueError(f"{wd} is not a valid URI: a local working_dir can only be given to init()'s "
+                         f"runtime_env, not to a task's or an actor's")
+    if not os.path.isdir(wd):
+        raise ValueError(f"runtime_env working_dir {wd!r} is not an existing directory")
+    return os.path.abspath(wd)
+
+
+def merge(parent, own):
+    """What a call runs in: own (validated) over parent (see the module doc)."""
+    if not parent:
+        return own
+    if not own:
+        return parent
+    out = dict(parent)
+    out.update(own)
+    if "env_vars" in parent and "env_vars" in own:
+        out["env_vars"] = {**parent["env_vars"], **own["env_vars"]}
+    return out
+
+
+def inherit(extras, parent):
+    """A spec's S_OPTIONS with the runtime_env its call runs in, given the caller's (parent)."""
+    own = extras.get("runtime_env") if extras else None
+    return dict(extras or {}, runtime_env=merge(parent, own))
+
+
+@contextmanager
+def applied(env):
+    """Run the body in env (this process's environment, put back afterwards)."""
+    saved_vars = {}
+    for k, v in env.get("env_vars", {}).items():
+        saved_vars[k] = os.environ.get(k)
+        os.environ[k] = _VAR.sub(lambda m: os.environ.get(m.group(1), ""), v)
+    wd = env.get("working_dir")
+    cwd = None
+    if wd is not None:
+        cwd = os.getcwd()
+        os.chdir(wd)
+        sys.path.insert(0, wd)
+    try:
+        yield
+    finally:
+        if wd is not None:
+            os.chdir(cwd)
+            try:
+                sys.path.remove(wd)
+            except ValueError:
+                pass
+        for k, v in saved_vars.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
