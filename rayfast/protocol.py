@@ -54,6 +54,11 @@ CANCEL_CALL = 29   # (CANCEL_CALL, task_id)  to an actor (or over a channel): ca
 INLINE = 0         # data: serialized bytes
 STORE = 1          # data: size in bytes; the value is in the node's shared-memory store
 ERROR = 2          # data: serialized exception (RayTaskError, WorkerCrashedError, ...)
+LOCAL = 3          # in TASK's resolved only: data None; a result of a task queued before this one on
+                   # the same worker, which keeps the results of its last PIPELINE_DEPTH tasks
+                   # (a worker that no longer has it hands the task back: RETURN)
+
+PIPELINE_DEPTH = 8 # tasks queued on one worker at most (rayfast/node/manager.py)
 
 # Task spec: a tuple, indexed by these constants (tuples pickle fastest).
 S_TASK_ID = 0      # bytes(16)

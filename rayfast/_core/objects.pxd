@@ -12,6 +12,7 @@ cdef class ObjectEntry:
     cdef public object contains      # ids of the refs its own value contains
     cdef public list subscribers     # clients to push the value to when it is ready, or None
     cdef public object producer      # handle of its producing task while queued or running
+    cdef public list waiters         # handles of normal tasks that waited for it when submitted, or None
 
 
 cdef class ObjectTable:

@@ -104,6 +104,18 @@ cdef class ObjectTable:
                 e.task_refs -= 1
                 self._maybe_free(e)
 
+    def add_waiter(self, oids, handle):
+        """The task (handle) waits for those of oids that are not ready (see `waiters`)."""
+        cdef bytes oid
+        cdef ObjectEntry e
+        for oid in oids:
+            e = self.entries.get(oid)
+            if e is not None and e.state != READY:
+                if e.waiters is None:
+                    e.waiters = [handle]
+                else:
+                    e.waiters.append(handle)
+
     def release_task_ref(self, bytes oid):
         self.release_task_refs((oid,))
 
@@ -153,6 +165,7 @@ cdef class ObjectTable:
         e.kind = kind
         e.data = data
         e.producer = None
+        e.waiters = None
         if kind != self.store_kind:
             self.inline_bytes += len(data)
         if contained:

@@ -36,7 +36,7 @@ from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
 from rayfast.node.stats import FunctionStats
 
 _HDR = struct.Struct("<I")
-PIPELINE_DEPTH = 8          # tasks queued on one worker at most
+PIPELINE_DEPTH = P.PIPELINE_DEPTH   # tasks queued on one worker at most
 PIPELINE_MAX_RUN = 0.001    # only functions whose mean run time is below this are queued
 LEASE_STARVE = 0.002        # queued work waits this long before leased workers are called back
 _EPOLLIN = select.EPOLLIN
@@ -355,6 +355,9 @@ class NodeManager:
             return
         if not deps or self.deps.add_task(handle, deps) == 0:
             self._enqueue(rec)
+        else:
+            objects.add_waiter(deps, handle)
+            self._pipeline_on_producer(rec)
 
     def _enqueue(self, rec):
         q = self.queues.get(rec.shape)
@@ -547,11 +550,17 @@ class NodeManager:
         return n < max(self.num_cpus, 1) * MAX_WORKERS_PER_CPU
 
     def _resolve(self, rec):
-        """(oid, kind, data) of each top-level argument, or the error entry of a failed one."""
+        """(oid, kind, data) of each top-level argument, or the error entry of a failed one.
+
+        An argument not ready yet is made by a task queued before rec on its worker
+        (_pipeline_dependents): LOCAL, the worker has it."""
         objects = self.objects.entries
         resolved = []
         for oid in rec.deps:
             e = objects[oid]
+            if e.state != READY:
+                resolved.append((oid, P.LOCAL, None))
+                continue
             if e.kind == P.ERROR:
                 return None, e
             resolved.append((oid, e.kind, e.data))
@@ -585,6 +594,57 @@ class NodeManager:
         rec.dispatched = now = time.time()
         self.stats.start_row(rec.stats, now - rec.submitted)
         self.send(w.client, (P.TASK, rec.handle, spec, resolved, fn))
+        if FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN):
+            self._pipeline_dependents(rec, w)
+
+    def _pipeline_dependents(self, rec, w):
+        """Queue tasks that wait only for results of tasks queued on w behind rec, on w.
+
+        The worker keeps the results of its last PIPELINE_DEPTH tasks, so a chain of
+        tiny tasks runs there back to back, not one round trip through this loop
+        (two wakeups) per link. Only brief functions, as for _pipeline_target."""
+        entries = self.objects.entries
+        tasks = self.tasks
+        for oid in rec.returns:
+            e = entries.get(oid)
+            if e is None or not e.waiters:
+                continue
+            for h in e.waiters:
+                if len(w.pipeline) >= PIPELINE_DEPTH or w.blocked:
+                    return
+                dep = tasks.get(h)
+                if dep is not None and dep.worker is None:
+                    self._pipeline_behind(dep, w)
+
+    def _pipeline_on_producer(self, rec):
+        """rec, just submitted, waits: if what it waits for is being made on one worker, queue it there."""
+        entries = self.objects.entries
+        for oid in rec.deps:
+            e = entries[oid]
+            if e.state != READY:
+                p = self.tasks.get(e.producer) if e.producer is not None else None
+                w = p.worker if p is not None else None
+                if w is not None and w.pipeline and not w.blocked and len(w.pipeline) < PIPELINE_DEPTH \
+                        and FunctionStats.is_short(p.stats, PIPELINE_MAX_RUN):
+                    self._pipeline_behind(rec, w)
+                return
+
+    def _pipeline_behind(self, rec, w):
+        """Dispatch rec, waiting in the dependency table, to w if every argument it lacks is
+        made by a task queued on w (and it is brief, of w's shape, not cancelled)."""
+        if rec.cancelled or rec.shape != w.shape or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) \
+                or rec.handle not in self.deps:
+            return
+        entries = self.objects.entries
+        tasks = self.tasks
+        for oid in rec.deps:
+            e = entries[oid]
+            if e.state != READY:
+                p = tasks.get(e.producer) if e.producer is not None else None
+                if p is None or p.worker is not w or p.done:
+                    return
+        self.deps.remove_task(rec.handle)
+        self._dispatch(rec, w, True)
 
     def _release_resources(self, rec, w):
         avail = self.avail
@@ -603,17 +663,7 @@ class NodeManager:
         if rec.spec[P.S_KIND] != P.TASK_NORMAL:
             self.actors.done(c, rec, results, start, end)
             return
-        if w is not None and w.pipeline and w.pipeline[0] is rec:
-            w.pipeline.popleft()
-        if w is not None and w.pipeline:
-            w.task = w.pipeline[0]     # already running there; the resources carry over
-        else:
-            self._release_resources(rec, w)
-            if w is not None:
-                w.task = None
-                w.state = IDLE
-                self._not_busy(w)
-                self.idle.append(w)
+        self._leave_worker(rec, w)
         spec = rec.spec
         self.stats.finish_row(rec.stats, start, end, rec.dispatched, c.id,
                               w is not None and bool(w.pipeline) and w.pipeline[0].dispatched <= end)
@@ -624,6 +674,22 @@ class NodeManager:
         if rec.cancelled:
             results = self._error_results(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
         self._finish(rec, results)
+
+    def _leave_worker(self, rec, w):
+        """rec, at the head of w's queue, is done there (or was handed back unstarted): the next
+        queued task takes its resources over, or w is idle."""
+        if w is not None and w.pipeline and w.pipeline[0] is rec:
+            w.pipeline.popleft()
+        if w is not None and w.pipeline:
+            w.task = w.pipeline[0]     # already running there; the resources carry over
+            self._pipeline_dependents(w.pipeline[-1], w)   # room for one more link of a chain
+        else:
+            self._release_resources(rec, w)
+            if w is not None:
+                w.task = None
+                w.state = IDLE
+                self._not_busy(w)
+                self.idle.append(w)
 
     def _finish(self, rec, results):
         """Record a task's outcome and drop its hold on its arguments."""
@@ -673,6 +739,12 @@ class NodeManager:
             for child in [r for r in self.tasks.values()
                           if r.owner is w.client and r.submitted >= rec.dispatched and not r.done]:
                 self._cancel(child.returns[0], force, True)
+        if w is not None and w.pipeline and w.pipeline[0] is rec:
+            # tasks queued behind it that read its results there: back here, to see it cancelled
+            returns = set(rec.returns)
+            for r in w.pipeline:
+                if r is not rec and not returns.isdisjoint(r.deps):
+                    self.send(w.client, (P.CANCEL_QUEUED, r.handle))
         if w is not None and w.pipeline and w.pipeline[0] is not rec:
             self.send(w.client, (P.CANCEL_QUEUED, rec.handle))   # queued there, not started
         elif w is None:
@@ -795,21 +867,29 @@ class NodeManager:
             if rec.cancelled:
                 self.fail_task(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
                 continue
+            if rec.deps and self.deps.add_task(rec.handle, rec.deps) != 0:
+                continue   # it was queued behind the task making an argument, which did not finish there
             q = self.queues.get(rec.shape)
             if q is None:
                 q = self.queues[rec.shape] = TaskQueue()
             q.push_front(rec.handle)
 
     def _returned(self, c, handles):
+        """The worker hands back tasks it has not started: queued behind a task that blocked,
+        cancelled there, or (at the head of its queue) missing an argument it should have had."""
         w = c.worker
         if w is None:
             return
         recs = []
         for h in handles:
             rec = self.tasks.get(h)
-            if rec is not None and rec in w.pipeline and rec is not w.pipeline[0]:
+            if rec is None or rec not in w.pipeline:
+                continue
+            if rec is w.pipeline[0]:
+                self._leave_worker(rec, w)
+            else:
                 w.pipeline.remove(rec)
-                recs.append(rec)
+            recs.append(rec)
         self._requeue(recs)
 
     def _count_task_workers(self):

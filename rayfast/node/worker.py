@@ -3,6 +3,7 @@
 Workers are forked by the node manager after it has imported everything a
 worker needs, so starting one costs a fork, not an interpreter start.
 """
+import collections
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ from rayfast._core.ids import TaskID
 from rayfast.config import INLINE_THRESHOLD
 from rayfast.direct import WorkerChannels, worker_socket_path
 from rayfast.core_worker import CoreWorker, decode_value, format_exception, set_current
-from rayfast.exceptions import PortableCause, RayTaskError
+from rayfast.exceptions import PortableCause, RayTaskError, TaskUnschedulableError
 
 
 class TaskExecutor:
@@ -27,6 +28,10 @@ class TaskExecutor:
         self.cw = cw
         self.functions = {}
         self.actor = None
+        # Results of the last PIPELINE_DEPTH tasks, for tasks queued behind them that read
+        # them (LOCAL arguments, see rayfast/node/manager.py _pipeline_dependents).
+        self.recent = {}
+        self.recent_order = collections.deque()
 
     def function(self, spec, pickled):
         fid = spec[P.S_FUNCTION_ID]
@@ -52,10 +57,49 @@ class TaskExecutor:
                     kwargs[pos] = v
         return args, kwargs
 
+    def local_args(self, spec, resolved):
+        """resolved with LOCAL arguments filled in from recent results; None if one is gone."""
+        recent = self.recent
+        out = []
+        for oid, kind, data in resolved:
+            if kind == P.LOCAL:
+                r = recent.get(oid)
+                if r is None:
+                    return None
+                kind, data = r
+            out.append((oid, kind, data))
+        return tuple(out)
+
+    def keep_recent(self, results):
+        recent = self.recent
+        order = self.recent_order
+        order.append(results)
+        for r in results:
+            recent[r[0]] = (r[1], r[2])
+        if len(order) > P.PIPELINE_DEPTH:
+            for r in order.popleft():
+                recent.pop(r[0], None)
+
     def execute(self, msg):
         _, handle, spec, resolved, pickled = msg[:5]
         reply = msg[5] if len(msg) > 5 else None   # a leasing driver's channel
         cw = self.cw
+        if reply is None and resolved and spec[P.S_KIND] == P.TASK_NORMAL:
+            local = self.local_args(spec, resolved)
+            if local is None:
+                # queued behind a task that did not run here (handed back): the node re-files it
+                cw._keep_function(msg)
+                cw.send((P.RETURN, (handle,)))
+                return
+            resolved = local
+            for oid, kind, data in resolved:
+                if kind == P.ERROR:   # an argument failed: so does this task, as the node would fail it
+                    tid = spec[P.S_TASK_ID]
+                    results = tuple((r, P.ERROR, data, ())
+                                    for r in P.return_ids(tid, max(spec[P.S_NUM_RETURNS], 1)))
+                    self.keep_recent(results)
+                    self.send_done(handle, results, time.time(), time.time(), None)
+                    return
         cw.current_task_id = TaskID(spec[P.S_TASK_ID])
         cw.current_spec = spec
         cw._task_counter = 0
@@ -80,7 +124,13 @@ class TaskExecutor:
             cw.in_task = False
         # Drop the task's values now: refs in them are released with this flush, not the next task's.
         out = args = kwargs = None
-        done = (P.DONE, handle, results, start, time.time())
+        if reply is None and spec[P.S_KIND] == P.TASK_NORMAL:
+            self.keep_recent(results)
+        self.send_done(handle, results, start, time.time(), reply)
+
+    def send_done(self, handle, results, start, end, reply):
+        cw = self.cw
+        done = (P.DONE, handle, results, start, end)
         if reply is not None:
             # Refs inside the results are pinned at the node before this worker's
             # own refs to them are released there (same socket, in order); the
@@ -103,7 +153,10 @@ class TaskExecutor:
     def run_with_options(self, spec, fn, resolved):
         """A task with extras: run in its runtime_env (which the calls it makes inherit), retried
         on application errors if it says so; its results packed there too (a generator runs then)."""
-        env = spec[P.S_OPTIONS].get("runtime_env")
+        opts = spec[P.S_OPTIONS]
+        if "unschedulable" in opts:   # e.g. hard node affinity to a node this cluster does not have
+            raise TaskUnschedulableError(opts["unschedulable"])
+        env = opts.get("runtime_env")
         if env is None:
             return self.pack_results(spec, self.run_with_retries(spec, fn, resolved))
         cw = self.cw
