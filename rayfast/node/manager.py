@@ -513,6 +513,8 @@ class NodeManager:
         name = spec[P.S_NAME]
         objects = self.objects
         for oid, kind, data, contained, held in results:
+            if not held and not contained and kind != P.STORE and objects.get(oid) is None:
+                continue   # its caller dropped it before anyone else saw it (core_worker._unhold_released)
             e = objects.entry(oid)
             if held:
                 e.holders.add(c.id)
