@@ -17,6 +17,9 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #define STORE_MAGIC 0x7261796673746f72ull /* "rayfstor" */
 #define STORE_VERSION 2u
@@ -121,6 +124,8 @@ struct rf_store {
     entry_t *entries;
     holder_t *holders;
     uint8_t *data;
+    uint64_t *prefaulted; /* bit per PREFAULT_CHUNK this process has populated (see prefault) */
+    pid_t prefault_pid;   /* whose page tables those bits describe */
     int fd;
     char name[256];
 };
@@ -849,18 +854,46 @@ static int alloc_room(rf_store *s, uint64_t need, uint64_t *off) {
     return RF_STORE_FULL;
 }
 
-/* Map the pages of a large fresh allocation into this process in one go: a
+/* Map the pages of a large allocation into this process before it is written: a
  * read-populate maps them with fault-around, which makes the first write into a
  * never-touched range about twice as fast as taking one write fault per page.
- * Pages already mapped cost a page-table walk only. Errors (old kernels) ignored. */
+ * Populating pages that are already mapped is not free either (a page-table walk
+ * per page: an 8 MB object cost as much as copying it), and shared-memory pages
+ * stay mapped once faulted, so each process populates a 2 MiB chunk of the data
+ * area once and remembers it. A page unmapped since (reclaim, a forked child's
+ * empty page tables before the pid check) only costs an ordinary fault.
+ * Errors (old kernels) are ignored. */
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
 #endif
 #define PREFAULT_MIN (1u << 20)
-static void prefault(uint8_t *p, uint64_t n) {
+#define PREFAULT_CHUNK (2ull << 20)
+static void prefault(rf_store *s, uint64_t off, uint64_t n) {
     if (n < PREFAULT_MIN) return;
-    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
-    madvise((void *)a, (size_t)((uintptr_t)p + n - a), MADV_POPULATE_READ);
+    uint64_t *done = s->prefaulted, cap = s->h->capacity;
+    if (!done) { /* no memory for the bitmap: populate every time */
+        uint64_t a = off & ~4095ull;
+        madvise(s->data + a, (size_t)(off + n - a), MADV_POPULATE_READ);
+        return;
+    }
+    pid_t self = getpid();
+    if (s->prefault_pid != self) {
+        memset(done, 0, (cap / PREFAULT_CHUNK / 64 + 1) * sizeof *done);
+        s->prefault_pid = self;
+    }
+    uint64_t c = off / PREFAULT_CHUNK, last = (off + n - 1) / PREFAULT_CHUNK;
+    while (c <= last) {
+        uint64_t from = c;
+        /* claim the run of chunks not populated yet (threads of one process may race:
+         * at worst one takes ordinary faults) */
+        while (c <= last && !(__atomic_fetch_or(&done[c / 64], 1ull << (c % 64), __ATOMIC_RELAXED) >> (c % 64) & 1))
+            c++;
+        if (c > from) {
+            uint64_t end = c * PREFAULT_CHUNK < cap ? c * PREFAULT_CHUNK : cap;
+            madvise(s->data + from * PREFAULT_CHUNK, (size_t)(end - from * PREFAULT_CHUNK), MADV_POPULATE_READ);
+        }
+        if (c == from) c++; /* already populated */
+    }
 }
 
 /* --------------------------------------------------------- create/attach */
@@ -878,6 +911,8 @@ static void set_views(rf_store *s) {
     s->index = (uint32_t *)(s->base + s->h->index_off);
     s->entries = (entry_t *)(s->base + s->h->entries_off);
     s->holders = (holder_t *)(s->base + s->h->holders_off);
+    s->prefaulted = calloc(s->h->capacity / PREFAULT_CHUNK / 64 + 1, sizeof *s->prefaulted);
+    s->prefault_pid = getpid();
     s->data = s->base + s->h->data_off;
 }
 
@@ -1025,6 +1060,7 @@ void rf_store_close(rf_store *s) {
     if (!s) return;
     if (s->base) munmap(s->base, s->size);
     if (s->fd >= 0) close(s->fd);
+    free(s->prefaulted);
     free(s);
 }
 
@@ -1134,7 +1170,7 @@ int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, 
     b->magic = BLK_MAGIC;
     e->block = off;
     store_unlock(s);
-    prefault(PAYLOAD(s, off), data_size + meta_size);
+    prefault(s, off + RF_STORE_BLOCK_OVERHEAD, data_size + meta_size);
     *idx_out = idx;
     *ptr_out = PAYLOAD(s, off);
     return 0;
@@ -1200,7 +1236,7 @@ static int restore_locked(rf_store *s, uint32_t idx) {
     uint8_t oid[RF_OID_SIZE];
     memcpy(oid, e->oid, RF_OID_SIZE);
     store_unlock(s);
-    prefault(PAYLOAD(s, off), n);
+    prefault(s, off + RF_STORE_BLOCK_OVERHEAD, n);
     r = spill_read(s->h->spill_dir, oid, PAYLOAD(s, off), n);
     int err = errno;
     store_lock(s);
@@ -1593,6 +1629,38 @@ int rf_store_debug_offset(rf_store *s, const uint8_t *oid, uint64_t *off_out, ui
 void rf_store_debug_lock_forever(rf_store *s) { store_lock(s); }
 
 /* ------------------------------------------------------------- memcpy */
+
+/* Objects of a megabyte or more are written with streaming (non-temporal)
+ * stores: a plain memcpy first reads every destination line into the cache
+ * (read-for-ownership) and then evicts the writer's own working set to make
+ * room for bytes that another process reads later. Streaming skips both: an
+ * 8 MB copy into a store block not in cache took 0.35-0.4 ms instead of
+ * 0.5-0.7 ms on the project's machine, and the writer's next computation ran
+ * faster. Below that, memcpy (whose data stays in cache for a reader soon). */
+#define STREAM_MIN (1u << 20)
+void rf_store_write(void *dst, const void *src, uint64_t n) {
+#if defined(__x86_64__)
+    if (n >= STREAM_MIN) {
+        uint8_t *d = dst;
+        const uint8_t *s = src;
+        size_t head = (size_t)(-(uintptr_t)d & 63); /* up to the next cache line */
+        memcpy(d, s, head);
+        d += head, s += head, n -= head;
+        for (; n >= 64; d += 64, s += 64, n -= 64) {
+            __m128i a = _mm_loadu_si128((const __m128i *)s), b = _mm_loadu_si128((const __m128i *)(s + 16));
+            __m128i c = _mm_loadu_si128((const __m128i *)(s + 32)), e = _mm_loadu_si128((const __m128i *)(s + 48));
+            _mm_stream_si128((__m128i *)d, a);
+            _mm_stream_si128((__m128i *)(d + 16), b);
+            _mm_stream_si128((__m128i *)(d + 32), c);
+            _mm_stream_si128((__m128i *)(d + 48), e);
+        }
+        _mm_sfence(); /* streaming stores are weakly ordered: all visible before the seal */
+        memcpy(d, s, n);
+        return;
+    }
+#endif
+    memcpy(dst, src, n);
+}
 
 double rf_memcpy_bandwidth(uint64_t nbytes) {
     if (nbytes < 4096) nbytes = 4096;

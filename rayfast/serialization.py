@@ -29,6 +29,7 @@ import cloudpickle
 import numpy as np
 
 from rayfast._core.ids import ObjectRef
+from rayfast._core.store import write_into
 from rayfast.config import ALIGNMENT
 
 _HEAD = struct.Struct("<IIQ")
@@ -162,8 +163,9 @@ def _array_layout(a):
     else:
         return None
     meta = _dumps((a.dtype, a.shape, fortran), 5)
-    return _layout(meta, [memoryview(a).cast("B") if a.ndim else memoryview(a.reshape(1)).cast("B")],
-                   _RAW_ARRAY)
+    # its bytes in memory order, as uint8: memoryview cannot cast a Fortran-ordered
+    # array nor export datetime64 and a few other dtypes
+    return _layout(meta, [memoryview(a.ravel(order="K").view(np.uint8))], _RAW_ARRAY)
 
 
 def _layout(data, raw, kind=0):
@@ -186,18 +188,13 @@ def _align(n):
 
 
 def write_parts(dest, parts):
-    """Copy a layout into a writable buffer of at least its total size.
-
-    Large buffers are copied by numpy, which releases the GIL while it copies.
-    """
+    """Copy a layout into a writable buffer of at least its total size (one copy per part,
+    in C without the GIL)."""
     head, data, bufs, _total = parts
-    d = np.frombuffer(dest, dtype=np.uint8)
-    n = len(head)
-    d[:n] = np.frombuffer(head, dtype=np.uint8)
-    d[n:n + len(data)] = np.frombuffer(data, dtype=np.uint8)
-    for (off, nbytes), raw in bufs:
-        if nbytes:
-            d[off:off + nbytes] = np.frombuffer(raw.cast("B") if raw.format != "B" else raw, dtype=np.uint8)
+    write_into(dest, 0, head)
+    write_into(dest, len(head), data)
+    for (off, _nbytes), raw in bufs:
+        write_into(dest, off, raw)
 
 
 def deserialize_view(view):

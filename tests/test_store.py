@@ -387,6 +387,44 @@ def test_killed_driver_leaves_no_pins(fresh):
     assert st_["num_objects"] == 1 and st_["pins_reclaimed"] >= 1, st_
 
 
+@pytest.mark.parametrize("make", [
+    lambda: np.asfortranarray(np.arange(60_000.0).reshape(200, 300)),     # Fortran order
+    lambda: np.arange(40_000).astype("datetime64[ns]"),                    # no buffer export
+    lambda: np.arange(40_000, dtype=">i8"),                                # non-native byte order
+    lambda: np.zeros(5, dtype=[("a", "f8"), ("b", "i4")]).repeat(8000),    # structured
+], ids=["fortran", "datetime64", "big-endian", "structured"])
+def test_lone_array_layout_any_contiguous_array(store, make):
+    """A lone large ndarray skips pickle whatever its order or dtype, and reads back equal."""
+    from rayfast import serialization
+    a = make()
+    inline, parts, _ = serialization.serialize(a, 1024)
+    assert inline is None
+    buf = store.create_object(oid(70), parts[3])
+    serialization.write_parts(buf, parts)
+    store.seal(oid(70))
+    b = serialization.deserialize_view(store.get(oid(70)))
+    assert b.dtype == a.dtype and b.shape == a.shape and b.flags.f_contiguous == a.flags.f_contiguous
+    assert (b == a).all() and not b.flags.writeable
+
+
+def test_write_into(store):
+    from rayfast._core.store import write_into
+    src = np.arange(3 * MiB, dtype=np.uint8)   # large enough for streaming stores
+    mv = store.create_object(oid(71), 3 * MiB + 100)
+    write_into(mv, 0, b"head")
+    write_into(mv, 100, src)
+    write_into(mv, 4, memoryview(b"xyz"))
+    with pytest.raises(ValueError, match="do not fit"):
+        write_into(mv, 101, src)
+    with pytest.raises(ValueError, match="do not fit"):
+        write_into(mv, -1, b"a")
+    store.seal(oid(71))
+    v = store.get(oid(71))
+    assert bytes(v[:7]) == b"headxyz" and (np.frombuffer(v, np.uint8, offset=100) == src).all()
+    with pytest.raises(BufferError):
+        write_into(v, 0, b"a")   # read-only
+
+
 # ------------------------------------------------------------ space management
 
 

@@ -70,6 +70,7 @@ cdef extern from "store.h" nogil:
     int rf_store_stats_get(rf_store *s, rf_store_stats *out)
     int rf_store_check(rf_store *s)
     int rf_store_debug_offset(rf_store *s, const uint8_t *oid, uint64_t *off_out, uint64_t *alloc_out)
+    void rf_store_write(void *dst, const void *src, uint64_t n)
     double rf_memcpy_bandwidth(uint64_t nbytes)
 
 

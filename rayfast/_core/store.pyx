@@ -6,9 +6,8 @@ view's exporter pins the object until it (and every view, slice or numpy array
 built on it) is garbage-collected.
 """
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
-from libc.string cimport memcpy
 from libc.errno cimport errno
-from cpython.buffer cimport PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.buffer cimport PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -292,7 +291,7 @@ cdef class ObjectStore:
             with nogil:
                 r = rf_store_create_object(s, o, n, 0, &idx, &ptr)
                 if r == 0:
-                    memcpy(ptr, buf.buf, n)
+                    rf_store_write(ptr, buf.buf, n)
                     r = rf_store_seal(s, o)
             if r < 0:
                 self._raise(r, oid, n)
@@ -481,6 +480,25 @@ cdef class ObjectStore:
 
     def __reduce__(self):
         return (ObjectStore.attach, (self._name,))
+
+
+def write_into(dest, Py_ssize_t offset, src):
+    """Copy the bytes of buffer `src` into the writable buffer `dest` (an object being
+    written) at `offset`, with the GIL released: no intermediate bytes, large copies
+    streamed past the cache (rf_store_write)."""
+    cdef Py_buffer d, b
+    PyObject_GetBuffer(dest, &d, PyBUF_WRITABLE)
+    try:
+        PyObject_GetBuffer(src, &b, PyBUF_SIMPLE)
+        try:
+            if offset < 0 or b.len > d.len - offset:
+                raise ValueError(f"write_into: {b.len} bytes at offset {offset} do not fit in {d.len}")
+            with nogil:
+                rf_store_write(<char *>d.buf + offset, b.buf, <uint64_t>b.len)
+        finally:
+            PyBuffer_Release(&b)
+    finally:
+        PyBuffer_Release(&d)
 
 
 def memcpy_bandwidth(nbytes=1 << 28):
