@@ -283,8 +283,13 @@ class ActorChannels:
                 if ent is None:
                     continue
                 pending.pop(m[1], None)
-                published = tuple((oid, kind, data, contained, deliver(oid, kind, data))
-                                  for oid, kind, data, contained in m[2])
+                results = m[2]
+                if len(results) == 1:   # the common case, without a generator per call
+                    oid, kind, data, contained = results[0]
+                    published = ((oid, kind, data, contained, deliver(oid, kind, data)),)
+                else:
+                    published = tuple((oid, kind, data, contained, deliver(oid, kind, data))
+                                      for oid, kind, data, contained in results)
                 records.append((P.DIRECT_DONE, ent[0], published, m[3], m[4], wid, pid))
             if records:
                 self._report(records)
