@@ -605,11 +605,18 @@ def _unhold_released(out, released):
     registering it and freeing it again one message later. That was half of
     its work per direct call."""
     gone = set(released)
+    done = P.DIRECT_DONE
     for i, m in enumerate(out):
-        if m[0] == P.DIRECT_DONE:
+        if m[0] == done:
             results = m[2]
-            if any(r[4] and r[0] in gone for r in results):
-                out[i] = m[:2] + (tuple(r[:4] + (False,) if r[0] in gone else r for r in results),) + m[3:]
+            for r in results:
+                if r[4] and r[0] in gone:
+                    if len(results) == 1:
+                        results = ((r[0], r[1], r[2], r[3], False),)
+                    else:
+                        results = tuple((x[0], x[1], x[2], x[3], False) if x[0] in gone else x for x in results)
+                    out[i] = (done, m[1], results, m[3], m[4], m[5], m[6])
+                    break
 
 
 # --- ObjectRef hooks: ref.future() and `await ref`, in drivers and workers alike ---

@@ -396,3 +396,25 @@ def test_actor_runs_on_while_the_caller_does_not_read():
     stamps = [t for t, _ in rayfast.get(refs, timeout=60)]
     assert stamps == sorted(stamps)
     assert stamps[-1] < woke, f"the last call ran {stamps[-1] - woke:.3f} s after the caller read again"
+
+
+def test_results_dropped_before_their_report_leave_nothing_at_the_node():
+    # The caller reports direct calls afterwards; a result it dropped by then is reported as
+    # not held, and the node manager keeps nothing for it (not even briefly).
+    a = Log.remote()
+    _open_channel(a)
+    cw = core_worker.current()
+
+    def freed_total():
+        cw.flush()
+        return cw.request("statistics")["objects"]["freed_total"]
+
+    before = freed_total()
+    for _ in range(300):
+        rayfast.get(a.add.remote())
+    kept = a.add.remote()              # still held when its report leaves: registered as usual
+    assert rayfast.get(kept) == 301
+    assert freed_total() - before < 30   # (a few may be reported while still held)
+    stats = cw.request("statistics")["objects"]
+    assert stats["ready"] >= 1
+    assert rayfast.get(plus_one.remote(kept)) == 302
