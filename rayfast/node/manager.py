@@ -16,6 +16,7 @@ new worker when runnable tasks would otherwise wait on blocked ones.
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import select
 import signal
@@ -119,6 +120,7 @@ class NodeManager:
         self.pool = None
         self.actors = None                 # ActorManager, attached by rayfast.node.actors
         self._exits = {}                   # pidfd -> pid of a disconnected process not yet exited
+        self._cut_short = {}               # worker -> task whose dependents found its queue full
 
     # --- setup ------------------------------------------------------------
     def listen(self):
@@ -170,6 +172,13 @@ class NodeManager:
 
     # --- the loop ---------------------------------------------------------
     def run(self):
+        # The loop keeps tens of thousands of objects alive (tasks, object entries) and
+        # allocates tens per task: with the default thresholds the cyclic collector went
+        # over them again every few hundred tasks (~8 us of CPU per task on LCS at block 30,
+        # measured with gc.callbacks). Start-up state is frozen out of its reach and young
+        # objects are collected 20,000 at a time (0.41 -> 0.20 s of collection over 50,000 tasks).
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 100)
         ep = self.ep
         clients = self.clients
         lfd = self.listener.fileno() if self.listener else -1
@@ -613,6 +622,7 @@ class NodeManager:
                 continue
             for h in e.waiters:
                 if len(w.pipeline) >= PIPELINE_DEPTH or w.blocked:
+                    self._cut_short[w] = rec
                     return
                 dep = tasks.get(h)
                 if dep is not None and dep.worker is None:
@@ -684,7 +694,9 @@ class NodeManager:
             w.pipeline.popleft()
         if w is not None and w.pipeline:
             w.task = w.pipeline[0]     # already running there; the resources carry over
-            self._pipeline_dependents(w.pipeline[-1], w)   # room for one more link of a chain
+            cut = self._cut_short.pop(w, None)
+            if cut is not None and cut.worker is w and not cut.done:
+                self._pipeline_dependents(cut, w)   # room again for what waits on it
         else:
             self._release_resources(rec, w)
             if w is not None:
@@ -824,6 +836,7 @@ class NodeManager:
         except ValueError:
             pass
         self.pool.remove(w)
+        self._cut_short.pop(w, None)
         self.pool.reap()
         if w.worker_id in self.leases:
             self._lease_return(w.worker_id)
