@@ -184,10 +184,16 @@ class CoreWorker:
                         self.direct is not None and self.direct.lease is not None and hot is self.direct.lease.conn):
                     hot = None   # the channel closed meanwhile
             elif self._hot_in is not None:
-                self._hot_n += 1   # every 16th wait looks at every connection (node manager, others)
                 conns = self.channels.conns   # (only while it is our one caller: others must not wait)
-                hot = (self._hot_in if self._hot_n & 15 and len(conns) == 1 and conns[0] is self._hot_in
+                hot = (self._hot_in if len(conns) == 1 and conns[0] is self._hot_in
                        and not self._hot_in.wbuf else None)   # (replies waiting to be written: watch for writable)
+                self._hot_n += 1
+                if hot is not None and not self._hot_n & 15:
+                    # every 16th wait looks at every connection first (node manager, a new caller),
+                    # without waiting, then waits on the hot one as usual
+                    batches = recv_any(self.conn, conns, self.channels.listener, 0) or None
+                    if batches is not None:
+                        hot = None
             if hot is not None and (remaining is None or remaining > HOT_WAIT) and not self._callbacks:
                 m = recv_hot(hot)   # one blocking read of the channel we expect (bounded by HOT_WAIT)
                 if m is None or m:
