@@ -205,6 +205,13 @@ static void spill_path(const char *dir, const uint8_t *oid, char *out, size_t n)
     snprintf(out, n, "%s/%s", dir, hex);
 }
 
+/* Where process pid writes a spill file before renaming it into place. */
+static void spill_tmp_path(const char *dir, const uint8_t *oid, int32_t pid, char *out, size_t n) {
+    char path[SPILL_DIR_MAX + 64];
+    spill_path(dir, oid, path, sizeof path);
+    snprintf(out, n, "%s.tmp.%d", path, (int)pid);
+}
+
 /* ------------------------------------------------------------ allocator */
 
 static inline int bin_of(uint64_t size) { /* floor(log2(size/64)) */
@@ -648,6 +655,13 @@ static void recover(rf_store *s) {
         switch (e->state) {
         case RF_OBJ_FREE: keep = 0; break;
         case RF_OBJ_SEALED:
+            keep = (e->flags & EF_CHECKED) != 0;
+            if (!keep && (e->flags & EF_SPILL_FILE)) { /* died dropping it to its spill file */
+                e->block = NIL64;
+                e->state = RF_OBJ_SPILLED;
+                keep = 1;
+            }
+            break;
         case RF_OBJ_DELETED: keep = (e->flags & EF_CHECKED) != 0; break;
         case RF_OBJ_CREATED:
             keep = pid_alive(e->writer_pid) && (e->block == NIL64 || (e->flags & EF_CHECKED));
@@ -748,7 +762,7 @@ static int read_all(int fd, uint8_t *p, uint64_t n) {
 static int spill_write(const char *dir, const uint8_t *oid, const uint8_t *p, uint64_t n) {
     char path[SPILL_DIR_MAX + 64], tmp[SPILL_DIR_MAX + 96];
     spill_path(dir, oid, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    spill_tmp_path(dir, oid, (int32_t)getpid(), tmp, sizeof tmp);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return RF_STORE_ESYS;
     if (write_all(fd, p, n) < 0) {
@@ -1424,7 +1438,12 @@ static void abandon_write(rf_store *s, uint32_t idx) {
         e->block = NIL64;
         e->state = RF_OBJ_SPILLED;
     }
-    e->flags &= ~EF_SPILLING;
+    if (e->flags & EF_SPILLING) {
+        char tmp[SPILL_DIR_MAX + 96];
+        spill_tmp_path(s->h->spill_dir, e->oid, e->writer_pid, tmp, sizeof tmp);
+        unlink(tmp);
+        e->flags &= ~EF_SPILLING;
+    }
 }
 
 int rf_store_release_process(rf_store *s, int32_t pid, uint64_t *pins_out, uint64_t *objects_out) {

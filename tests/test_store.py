@@ -526,7 +526,7 @@ def test_statistics_fields(store):
     st_ = store.statistics()
     for k in ("capacity", "bytes_used", "bytes_free", "num_objects", "num_sealed", "num_pinned", "evictions",
               "bytes_evicted", "spills", "bytes_spilled", "restores", "bytes_restored", "largest_free_block",
-              "lock_recoveries"):
+              "lock_recoveries", "max_objects", "pins_reclaimed", "objects_reclaimed"):
         assert isinstance(st_[k], int), k
     assert st_["capacity"] == store.capacity == 4 * MiB
     assert st_["bytes_used"] == 0 and st_["bytes_free"] == 4 * MiB
