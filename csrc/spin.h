@@ -6,7 +6,7 @@
  * most of the round trip. A reader that expects an answer soon polls the
  * socket for up to max_ns first. A spinner adapts so that a slow peer does
  * not make it burn CPU: after RF_SPIN_PATIENCE waits in a row that ran out
- * their budget it skips spinning for 1, 2, 4 ... 256 following waits (a
+ * their budget it skips spinning for 1, 2, 4 ... 16 following waits (a
  * re-probe each time the skip ends), and one answered spin resets that. A
  * miss now and then (the peer was descheduled) costs one budget and no skip. */
 #ifndef RF_SPIN_H
@@ -16,7 +16,7 @@
 
 #include "rf_errors.h"
 
-#define RF_SPIN_MAX_BACKOFF 256   /* waits skipped at most */
+#define RF_SPIN_MAX_BACKOFF 16    /* waits skipped at most: with a slow peer one wait in 17 spins in vain */
 #define RF_SPIN_PATIENCE 3        /* misses in a row before spinning backs off */
 
 typedef struct rf_spin_stats {
@@ -28,7 +28,7 @@ typedef struct rf_spin_stats {
 
 typedef struct rf_spin {
     int64_t max_ns;     /* budget of one wait; 0 never spins */
-    uint32_t backoff;   /* waits to skip at the next skip (doubles each time, to 256) */
+    uint32_t backoff;   /* waits to skip at the next skip (doubles each time, to RF_SPIN_MAX_BACKOFF) */
     uint32_t skip;      /* waits left to skip */
     uint32_t missed;    /* misses in a row */
     rf_spin_stats stats;

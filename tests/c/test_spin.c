@@ -45,7 +45,7 @@ static void test_backoff_doubles_and_resets(void) {
     CHECK_EQ(st.skipped, 1 + 2 + 4 + 8);
     for (int i = 0; i < 40; i++) {   /* the back-off is capped */
         rf_spin_wait(&s, sv[0]);
-        CHECK(s.skip <= 256);
+        CHECK(s.skip <= RF_SPIN_MAX_BACKOFF);
     }
     s.skip = 0;
     CHECK_EQ(write(sv[1], "x", 1), 1);
