@@ -588,7 +588,8 @@ static void recover_holders(rf_store *s) {
 
 /* Rebuild the derived state after a process died holding the lock. The block chain
  * (sizes) and the entries are the source of truth; free lists, index, LRU, entry
- * free list and counters are rebuilt from them. */
+ * free list and counters are rebuilt from them, then the holder records are
+ * checked against the entries. */
 static void recover(rf_store *s) {
     header_t *h = s->h;
     uint64_t cap = h->capacity;
@@ -708,6 +709,7 @@ static void recover(rf_store *s) {
         index_insert(s, idx);
         if (e->state == RF_OBJ_SEALED) lru_push_front(s, idx);
     }
+    /* 4. holder records */
     recover_holders(s);
 }
 
