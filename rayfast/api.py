@@ -294,12 +294,17 @@ def nodes():
 
 
 def cluster_resources():
-    # Ray leaves out what the cluster has none of (init(num_cpus=0): no "CPU" key)
-    return {k: v for k, v in core_worker.current().request("cluster_resources").items() if v > 0}
+    return _shown(core_worker.current().request("cluster_resources"))
 
 
 def available_resources():
-    return core_worker.current().request("available_resources")
+    return _shown(core_worker.current().request("available_resources"))
+
+
+def _shown(resources):
+    # As Ray: nothing the cluster has none of (init(num_cpus=0): no "CPU" key), and not the
+    # resources a placed placement group adds (rayfast/node/placement_groups.py)
+    return {k: v for k, v in resources.items() if v > 0 and "_group_" not in k}
 
 
 def get_runtime_context():

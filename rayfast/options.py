@@ -1,5 +1,6 @@
 """Validating `.options()` / `@remote(...)` arguments and turning them into a resource shape."""
 import math
+import sys
 
 from rayfast.config import DEFAULT_MAX_RETRIES
 
@@ -30,6 +31,9 @@ def validate(options, allowed, what):
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
                               or math.isnan(v)):
             raise ValueError(f"{key} must be a non-negative number, got {v!r}")
+    gpus = options.get("num_gpus")
+    if gpus is not None and gpus > 1 and gpus != int(gpus):
+        raise ValueError(f"num_gpus above 1 must be a whole number, got {gpus!r}")
     res = options.get("resources")
     if res is not None:
         if not isinstance(res, dict):
@@ -49,6 +53,15 @@ def validate(options, allowed, what):
         v = options.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < -1):
             raise ValueError(f"{key} must be an integer >= -1 (-1: forever), got {v!r}")
+    strategy = options.get("scheduling_strategy")
+    if strategy is not None and not isinstance(strategy, str) and type(strategy).__name__ not in (
+            "PlacementGroupSchedulingStrategy", "NodeAffinitySchedulingStrategy"):
+        raise TypeError(f"scheduling_strategy must be 'DEFAULT', 'SPREAD' or a strategy object of "
+                        f"rayfast.util.scheduling_strategies, got {type(strategy).__name__}")
+    if isinstance(strategy, str) and strategy not in ("DEFAULT", "SPREAD"):
+        raise ValueError(f"Invalid scheduling_strategy value {strategy!r}. Valid values are "
+                         f"['DEFAULT' | 'SPREAD' | PlacementGroupSchedulingStrategy | "
+                         f"NodeAffinitySchedulingStrategy]")
     calls = options.get("max_calls")
     if calls is not None and (not isinstance(calls, int) or isinstance(calls, bool) or calls < 0):
         raise ValueError(f"max_calls only accepts None, 0 or a positive integer, got {calls!r}")
@@ -64,8 +77,18 @@ def validate(options, allowed, what):
     return options
 
 
-def resource_shape(options, default_cpus):
-    """The sorted (name, amount) tuple a task or actor asks of a node."""
+def resource_shape(options, default_cpus, what="the task"):
+    """The sorted (name, amount) tuple a task or actor asks of a node (of a placement group's
+    reservation if it is scheduled in one)."""
+    shape = _own_shape(options, default_cpus)
+    pg, index = _placement(options)
+    if pg is None:
+        return shape
+    from rayfast.util.placement_group import group_shape
+    return group_shape(shape, pg, index, what)
+
+
+def _own_shape(options, default_cpus):
     cpus = options.get("num_cpus")
     shape = {"CPU": float(default_cpus if cpus is None else cpus)}
     gpus = options.get("num_gpus")
@@ -74,18 +97,80 @@ def resource_shape(options, default_cpus):
     mem = options.get("memory")
     if mem:
         shape["memory"] = float(mem)
+    acc = options.get("accelerator_type")
+    if acc:   # Ray's rule: a node of that type has the resource accelerator_type:<type>
+        shape[f"accelerator_type:{acc}"] = 0.001
     for k, v in (options.get("resources") or {}).items():
         shape[k] = float(v)
     return tuple(sorted((k, v) for k, v in shape.items() if v > 0))
 
 
 def check_feasible(shape, total, what):
+    """ValueError if no node has what shape asks for (actors; tasks stay pending: warn_infeasible)."""
+    missing = _missing(shape, total)
+    if missing is not None:
+        raise ValueError(f"{what} asks for {missing}; it could never be scheduled.")
+
+
+def warn_infeasible(shape, total, what):
+    """Warn, as Ray does, when no node has what shape asks for: the task stays pending until one
+    joins (or it is cancelled); get(timeout=) and wait() see it as not ready."""
+    missing = _missing(shape, total)
+    if missing is not None:
+        print(f"Warning: {what} asks for {missing}: it stays pending until a node with the resources "
+              f"joins (cancel() it to give up).", file=sys.stderr, flush=True)
+
+
+def _missing(shape, total):
+    """What of shape no node has, as text; None if it fits. A placement group's resources exist
+    only once it is placed: they are not checked."""
     for name, amount in shape:
         have = total.get(name, 0)
-        if amount > have + 1e-9:
-            raise ValueError(
-                f"{what} asks for {amount:g} {name} but the cluster has {have:g} in total "
-                f"({', '.join(f'{k}: {v:g}' for k, v in sorted(total.items()))}); it could never be scheduled.")
+        if amount > have + 1e-9 and "_group_" not in name:
+            listed = ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if ":" not in k)
+            return f"{amount:g} {name} but the cluster has {have:g} in total ({listed})"
+    return None
+
+
+def _placement(options):
+    """(placement group, bundle index) the options schedule into, or (None, -1)."""
+    from rayfast.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    strategy = options.get("scheduling_strategy")
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        pg, index = strategy.placement_group, strategy.placement_group_bundle_index
+        capture = strategy.placement_group_capture_child_tasks
+    else:
+        pg = options.get("placement_group")
+        if pg == "default":
+            pg = None
+        index = options.get("placement_group_bundle_index", -1)
+        capture = options.get("placement_group_capture_child_tasks")
+    if pg is None:
+        return None, -1
+    from rayfast.util.placement_group import PlacementGroup
+    if not isinstance(pg, PlacementGroup):
+        raise TypeError(f"placement_group must be a PlacementGroup, got {type(pg).__name__}")
+    if capture:
+        raise NotImplementedError("placement_group_capture_child_tasks=True is not supported by rayfast: "
+                                  "give the child tasks the placement group's strategy themselves")
+    return pg, index
+
+
+def placement_extras(options):
+    """What of the scheduling options a task's spec carries (S_OPTIONS) for its worker."""
+    from rayfast import core_worker
+    from rayfast.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    out = {}
+    pg, _ = _placement(options)
+    if pg is not None:
+        out["placement_group"] = pg.id.hex()
+    strategy = options.get("scheduling_strategy")
+    cw = core_worker._current   # not known before init(): the check waits for the next options()
+    if isinstance(strategy, NodeAffinitySchedulingStrategy) and not strategy.soft and cw is not None \
+            and strategy.node_id != cw.node_info["node_id"].hex():
+        out["unschedulable"] = (f"The node specified via NodeAffinitySchedulingStrategy "
+                                f"({strategy.node_id}) does not exist or is dead, and soft=False.")
+    return out
 
 
 def max_retries(options):

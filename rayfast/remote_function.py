@@ -10,7 +10,8 @@ from rayfast import runtime_env
 from rayfast import serialization
 from rayfast.config import INLINE_THRESHOLD
 from rayfast._core.ids import ObjectRef, set_reported
-from rayfast.options import TASK_OPTIONS, check_feasible, max_retries, resource_shape, validate
+from rayfast.options import (TASK_OPTIONS, max_retries, placement_extras, resource_shape, validate,
+                             warn_infeasible)
 
 _PROMOTE_BYTES = 16 * 1024
 _SMALL = frozenset((int, float, str, bool, type(None), ObjectRef))
@@ -124,6 +125,7 @@ def _task_extras(options):
     for key in ("name", "max_calls"):
         if options.get(key):
             extras[key] = options[key]
+    extras.update(placement_extras(options))
     return extras or None
 
 
@@ -206,7 +208,7 @@ class RemoteFunction:
         extras = _task_extras(options)
         if generator is not None:
             extras = dict(extras or {}, generator=generator)
-        return (num_returns, resource_shape(options, 1), max_retries(options), extras)
+        return (num_returns, resource_shape(options, 1, self._name), max_retries(options), extras)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Remote functions cannot be called directly. Instead of running "
@@ -247,7 +249,7 @@ class RemoteFunction:
             extras = runtime_env.inherit(extras, cw.runtime_env)
         self._signature.check(self.__name__, args, kwargs)
         if shape not in cw.feasible_shapes:
-            check_feasible(shape, cw.node_info["resources"], f"Task {self.__name__}")
+            warn_infeasible(shape, cw.node_info["resources"], f"Task {self.__name__}")
             cw.feasible_shapes.add(shape)
         fid = self._export(cw)
         payload, arg_refs, borrowed = encode_call_args(cw, args, kwargs)

@@ -195,13 +195,15 @@ def test_remote_decorator_misuse():
         rayfast.remote(1, 2)
 
 
-def test_infeasible_at_remote():
-    with pytest.raises(ValueError, match="CPU"):
-        identity.options(num_cpus=100).remote(1)
-    with pytest.raises(ValueError, match="gpu|GPU"):
-        identity.options(num_gpus=1).remote(1)
-    with pytest.raises(ValueError, match="foo"):
-        identity.options(resources={"foo": 1}).remote(1)
+def test_infeasible_warns_at_remote_and_get_times_out(capfd):
+    refs = [identity.options(num_cpus=100).remote(1), identity.options(num_gpus=1).remote(1),
+            identity.options(resources={"foo": 1}).remote(1)]
+    err = capfd.readouterr().err
+    assert "100 CPU" in err and "1 GPU" in err and "1 foo" in err
+    with pytest.raises(rayfast.exceptions.GetTimeoutError):
+        rayfast.get(refs[1], timeout=0.2)
+    for r in refs:
+        rayfast.cancel(r)
 
 
 def test_wrong_number_of_returns():

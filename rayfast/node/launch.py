@@ -48,8 +48,7 @@ def run_node(args):
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     try:
-        resources = {"CPU": float(args.num_cpus)}
-        resources.update(json.loads(args.resources))
+        resources = node_resources(args)
         store_name = "/rayfast-" + os.path.basename(session_dir.rstrip("/"))
         try:
             store = ObjectStore.create(store_name, args.object_store_memory, args.spill_dir or None)
@@ -109,6 +108,24 @@ def run_node(args):
             pass
         cleanup()
     return 0
+
+
+def node_resources(args):
+    """What the node offers, with Ray's predefined resources: memory (70% of the memory free at
+    start), object_store_memory, node:<ip> (to pin tasks to this node) and node:__internal_head__."""
+    resources = {"CPU": float(args.num_cpus)}
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        free = 0
+    if free:
+        resources["memory"] = float(int(free * 0.7))
+    resources["object_store_memory"] = float(args.object_store_memory)
+    resources["node:127.0.0.1"] = 1.0
+    if args.head:
+        resources["node:__internal_head__"] = 1.0
+    resources.update(json.loads(args.resources))
+    return resources
 
 
 def _warm_store(store):

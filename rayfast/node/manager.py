@@ -32,6 +32,7 @@ from rayfast._core.queue import TaskQueue
 from rayfast.config import MAX_WORKERS_PER_CPU
 from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
 from rayfast.node.actors import DEFERRED
+from rayfast.node.placement_groups import PlacementGroups
 from rayfast.direct import worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
 from rayfast.node.stats import FunctionStats
@@ -119,6 +120,7 @@ class NodeManager:
         self.listener = None
         self.pool = None
         self.actors = None                 # ActorManager, attached by rayfast.node.actors
+        self.pgs = PlacementGroups(self)   # placement groups (rayfast/node/placement_groups.py)
         self._exits = {}                   # pidfd -> pid of a disconnected process not yet exited
         self._cut_short = {}               # worker -> task whose dependents found its queue full
 
@@ -432,17 +434,25 @@ class NodeManager:
         return True
 
     def _schedule(self):
+        # placement groups first; one that waits for resources in use starves like a task
+        starving = bool(self.pgs.pending) and self.pgs.schedule()
         actors = self.actors
-        starving = False
         if actors is not None and actors.pending:
             actors.schedule()          # actors waiting for resources to be placed
-            starving = bool(actors.pending)
+            starving = bool(actors.pending) or starving
         if self.queues:
             starving = self._schedule_tasks() or starving
         if not starving:
             self._starved_at = None
         elif self.leases:
             self._starving()
+
+    def _fits_total(self, shape):
+        total = self.total
+        for name, amount in shape:
+            if total.get(name, 0) < amount - 1e-9:
+                return False
+        return True
 
     def _schedule_tasks(self):
         """Dispatch what resources and workers allow; True if runnable tasks still wait."""
@@ -456,6 +466,8 @@ class NodeManager:
                 else:
                     w = self._pipeline_target(shape, q)
                     if w is None:
+                        if not self._fits_total(shape):
+                            break      # infeasible (Ray keeps it pending): nothing to free for it
                         waiting = True
                         if not idle and self._fits(shape) and self.starting == 0 and self._may_grow():
                             self._spawn_worker()
@@ -932,6 +944,8 @@ class NodeManager:
     def answer(self, what, args, c):
         if what == "ping":
             return True
+        if what.startswith("pg_"):
+            return self.pgs.answer(what, args)
         if what == "cluster_resources":
             return dict(self.total)
         if what == "available_resources":

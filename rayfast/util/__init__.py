@@ -18,7 +18,11 @@ def __getattr__(name):
         return importlib.import_module("rayfast.util.queue")
     if name in ("placement_group", "remove_placement_group", "get_placement_group",
                 "placement_group_table", "get_current_placement_group", "PlacementGroup"):
-        raise NotImplementedError(f"rayfast.util.{name}: placement groups are not supported by rayfast")
+        from rayfast.util import placement_group
+        return getattr(placement_group, name)
+    if name == "scheduling_strategies":
+        import importlib
+        return importlib.import_module("rayfast.util.scheduling_strategies")
     raise AttributeError(f"module 'rayfast.util' has no attribute {name!r}")
 
 

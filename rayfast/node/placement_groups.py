@@ -1,0 +1,106 @@
+"""Placement groups on a node: bundles of resources reserved together (Ray's `placement_group`).
+
+A group is created PENDING and placed, all bundles at once, as soon as the
+node's free resources hold them (a STRICT_SPREAD group of several bundles
+needs several nodes and stays PENDING). Placing it moves the bundles'
+resources out of the node's free pool and adds, as Ray does, resources named
+after the group: `<R>_group_<pg>` (the whole group) and `<R>_group_<i>_<pg>`
+(bundle i) for each resource R, plus `bundle_group_<pg>` /
+`bundle_group_<i>_<pg>` (1000 each per bundle). A task placed in the group
+asks for those names instead of R (rayfast/util/placement_group.py), so it
+runs only inside the reservation. Removing the group gives the reservation
+back and takes the names away; tasks still waiting for them never run.
+"""
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+BUNDLE_UNIT = 1000.0
+
+
+def group_resources(pg_hex, bundles):
+    """The resource names and amounts a placed group adds to the node."""
+    out = {f"bundle_group_{pg_hex}": BUNDLE_UNIT * len(bundles)}
+    for i, bundle in enumerate(bundles):
+        out[f"bundle_group_{i}_{pg_hex}"] = BUNDLE_UNIT
+        for name, amount in bundle.items():
+            whole = f"{name}_group_{pg_hex}"
+            out[whole] = out.get(whole, 0.0) + amount
+            out[f"{name}_group_{i}_{pg_hex}"] = amount
+    return out
+
+
+class PlacementGroups:
+    def __init__(self, nm):
+        self.nm = nm
+        self.groups = {}       # pg hex -> record dict (the table row)
+        self.pending = []      # pg hexes waiting for resources, in creation order
+
+    def answer(self, what, args):
+        if what == "pg_create":
+            return self.create(*args)
+        if what == "pg_remove":
+            return self.remove(args[0])
+        if what == "pg_table":
+            if args[0] is None:
+                return {k: dict(v) for k, v in self.groups.items()}
+            row = self.groups.get(args[0])
+            return dict(row) if row is not None else None
+        if what == "pg_by_name":
+            for row in self.groups.values():
+                if row["name"] == args[0] and row["state"] != "REMOVED":
+                    return dict(row)
+            return None
+        raise ValueError(f"unknown request {what!r}")
+
+    def create(self, pg_hex, bundles, strategy, name):
+        if name and self.answer("pg_by_name", (name,)) is not None:
+            raise ValueError(f"A placement group named {name!r} already exists")
+        self.groups[pg_hex] = {"placement_group_id": pg_hex, "name": name, "strategy": strategy,
+                               "bundles": dict(enumerate(bundles)), "state": "PENDING",
+                               "bundles_to_node_id": {}}
+        self.pending.append(pg_hex)
+        self.schedule()
+        return True
+
+    def schedule(self):
+        """Place the pending groups that fit now (called from the node's scheduling pass).
+        True if one still waits for resources that are in use (not for more than the node has)."""
+        nm = self.nm
+        waiting = False
+        for pg_hex in list(self.pending):
+            row = self.groups[pg_hex]
+            bundles = list(row["bundles"].values())
+            if row["strategy"] == "STRICT_SPREAD" and len(bundles) > 1:
+                continue   # one bundle per node: this node can hold one
+            need = {}
+            for b in bundles:
+                for k, v in b.items():
+                    need[k] = need.get(k, 0.0) + v
+            need = tuple(need.items())
+            if not nm._fits(need):
+                waiting = waiting or nm._fits_total(need)
+                continue
+            for k, v in need:
+                nm.avail[k] -= v
+            for k, v in group_resources(pg_hex, bundles).items():
+                nm.total[k] = nm.avail[k] = v
+            row["state"] = "CREATED"
+            row["bundles_to_node_id"] = {i: nm.node_id.hex() for i in range(len(bundles))}
+            self.pending.remove(pg_hex)
+        return waiting
+
+    def remove(self, pg_hex):
+        row = self.groups.get(pg_hex)
+        if row is None or row["state"] == "REMOVED":
+            return False
+        nm = self.nm
+        if row["state"] == "CREATED":
+            bundles = list(row["bundles"].values())
+            for k in group_resources(pg_hex, bundles):
+                nm.total.pop(k, None)
+                nm.avail.pop(k, None)
+            for b in bundles:
+                for k, v in b.items():
+                    nm.avail[k] = nm.avail.get(k, 0.0) + v
+        else:
+            self.pending.remove(pg_hex)
+        row["state"] = "REMOVED"
+        return True

@@ -1,0 +1,114 @@
+"""Ray's scheduling options on one node, checked against Ray 2.x: scheduling_strategy values,
+node affinity, placement groups, accelerator_type, the predefined node resources."""
+import pytest
+
+import rayfast as ray
+from rayfast.exceptions import GetTimeoutError, TaskUnschedulableError
+from rayfast.util.placement_group import (get_current_placement_group, get_placement_group, placement_group,
+                                          placement_group_table, remove_placement_group)
+from rayfast.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cluster(cluster):
+    yield cluster
+
+
+@ray.remote
+def where():
+    pg = get_current_placement_group()
+    return None if pg is None else pg.id.hex()
+
+
+def test_string_strategies():
+    assert ray.get(where.options(scheduling_strategy="DEFAULT").remote()) is None
+    assert ray.get(where.options(scheduling_strategy="SPREAD").remote()) is None
+    with pytest.raises(ValueError, match="scheduling_strategy"):
+        where.options(scheduling_strategy="NEAREST")
+    with pytest.raises(TypeError):
+        where.options(scheduling_strategy=3)
+
+
+def test_node_affinity():
+    me = ray.get_runtime_context().get_node_id()
+    assert ray.get(where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(me, soft=False)).remote()) is None
+    other = "ab" * 28
+    soft = NodeAffinitySchedulingStrategy(other, soft=True)
+    assert ray.get(where.options(scheduling_strategy=soft).remote()) is None
+    hard = NodeAffinitySchedulingStrategy(other, soft=False)
+    with pytest.raises(TaskUnschedulableError):
+        ray.get(where.options(scheduling_strategy=hard).remote(), timeout=10)
+
+
+def test_predefined_node_resources():
+    res = ray.cluster_resources()
+    assert res["CPU"] == 2.0 and res["object_store_memory"] > 0 and res["memory"] > 0
+    assert res["node:127.0.0.1"] == 1.0 == res["node:__internal_head__"]
+    # Ray's way of pinning a task to a node: a sliver of its node:<ip> resource
+    pin = {f"node:{ray.util.get_node_ip_address()}": 0.01}
+    assert ray.get(where.options(resources=pin, memory=1 << 20).remote()) is None
+
+
+def test_accelerator_type_nobody_has_stays_pending():
+    ref = where.options(accelerator_type="V100").remote()
+    with pytest.raises(GetTimeoutError):
+        ray.get(ref, timeout=0.2)
+    ray.cancel(ref)
+
+
+def test_placement_group_reserves_and_runs_tasks():
+    pg = placement_group([{"CPU": 1}], strategy="PACK", name="rf_pg")
+    assert ray.get(pg.ready(), timeout=10) == pg
+    assert pg.wait(5) and pg.bundle_count == 1 and pg.bundle_specs == [{"CPU": 1.0}]
+    row = placement_group_table(pg)
+    assert row["state"] == "CREATED" and row["strategy"] == "PACK" and row["bundles"] == {0: {"CPU": 1.0}}
+    assert get_placement_group("rf_pg") == pg
+    # the bundle's CPU is reserved, and the group's own resources are not shown (as Ray)
+    assert ray.available_resources().get("CPU") == 1.0
+    assert not any("_group_" in k for k in ray.cluster_resources())
+
+    inside = PlacementGroupSchedulingStrategy(pg)
+    assert ray.get(where.options(scheduling_strategy=inside).remote(), timeout=10) == pg.id.hex()
+    bundle0 = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)
+    assert ray.get(where.options(scheduling_strategy=bundle0).remote(), timeout=10) == pg.id.hex()
+    assert ray.get(where.options(placement_group=pg).remote(), timeout=10) == pg.id.hex()   # legacy option
+    assert ray.get(where.remote()) is None
+
+    with pytest.raises(ValueError, match="bundle index"):
+        where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=3))
+    with pytest.raises(ValueError, match="cannot fit"):
+        where.options(num_cpus=2, scheduling_strategy=inside)
+
+    remove_placement_group(pg)
+    assert placement_group_table(pg)["state"] == "REMOVED"
+    assert ray.available_resources().get("CPU") == 2.0
+    with pytest.raises(ValueError):
+        pg.wait(0)
+
+
+def test_placement_group_too_big_stays_pending():
+    pg = placement_group([{"CPU": 4}])
+    assert pg.wait(0.2) is False
+    assert placement_group_table(pg)["state"] == "PENDING"
+    spread = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")   # needs 2 nodes
+    assert spread.wait(0.2) is False
+    remove_placement_group(pg)
+    remove_placement_group(spread)
+    # a group that fits is placed once the pending ones are gone
+    pack = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_PACK")
+    assert pack.wait(5)
+    remove_placement_group(pack)
+
+
+def test_placement_group_bad_arguments():
+    with pytest.raises(ValueError, match="strategy"):
+        placement_group([{"CPU": 1}], strategy="FOO")
+    for bad in ([], [{}], [{"CPU": 0}]):
+        with pytest.raises(ValueError):
+            placement_group(bad)
+    pg = placement_group([{"CPU": 1}])
+    with pytest.raises(NotImplementedError):
+        where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+            pg, placement_group_capture_child_tasks=True))
+    remove_placement_group(pg)
+    assert all(row["state"] == "REMOVED" for row in placement_group_table().values())
