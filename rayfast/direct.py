@@ -90,7 +90,7 @@ class DriverChannel:
                 self.cw.conn.send((P.LEASE_REQUEST, spec[P.S_RESOURCES]))
             return False
         if lease.inflight is not None or lease.revoked or spec[P.S_RESOURCES] != lease.shape \
-                or spec[P.S_BORROWED]:
+                or spec[P.S_BORROWED] or (spec[P.S_OPTIONS] and "max_calls" in spec[P.S_OPTIONS]):
             return False
         resolved = ()
         if spec[P.S_ARG_REFS]:

@@ -268,3 +268,24 @@ def test_namespace_reaches_tasks():
     from conftest import run_driver
     p = run_driver(code)
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+# --- max_calls -----------------------------------------------------------------
+def test_max_calls_gives_each_call_batch_a_fresh_worker():
+    import os
+
+    @ray.remote(max_calls=1)
+    def once():
+        return os.getpid()
+
+    @ray.remote(max_calls=2)
+    def twice():
+        return os.getpid()
+
+    assert len(set(ray.get([once.remote() for _ in range(4)]))) == 4
+    pids = [ray.get(twice.remote()) for _ in range(4)]
+    assert all(pids.count(p) <= 2 for p in pids)
+    with pytest.raises(ValueError, match="max_calls"):   # as Ray: decorator only
+        once.options(max_calls=3)
+    with pytest.raises(ValueError):
+        ray.remote(max_calls=-1)(lambda: 0)

@@ -87,6 +87,13 @@ class TaskRecord:
         self.done = False
 
 
+def _max_calls(rec):
+    """Whether rec's function has max_calls: its tasks are never queued on a busy worker (they
+    could land on one that has to retire)."""
+    opts = rec.spec[P.S_OPTIONS]
+    return bool(opts) and "max_calls" in opts
+
+
 class NodeManager:
     def __init__(self, socket_path, node_id, resources, store, gcs=None, session_dir=None):
         self.socket_path = socket_path
@@ -558,11 +565,11 @@ class NodeManager:
         task on both sides. A worker that blocks in get() hands its queue back.
         """
         rec = self.tasks.get(q.peek())
-        if rec is None or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN):
+        if rec is None or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) or _max_calls(rec):
             return None
         best = None
         for w in self.busy:
-            if (w.shape == shape and not w.blocked and len(w.pipeline) < PIPELINE_DEPTH
+            if (w.shape == shape and not w.blocked and not w.retiring and len(w.pipeline) < PIPELINE_DEPTH
                     and (best is None or len(w.pipeline) < len(best.pipeline))):
                 best = w
         return best
@@ -656,8 +663,8 @@ class NodeManager:
     def _pipeline_behind(self, rec, w):
         """Dispatch rec, waiting in the dependency table, to w if every argument it lacks is
         made by a task queued on w (and it is brief, of w's shape, not cancelled)."""
-        if rec.cancelled or rec.shape != w.shape or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) \
-                or rec.handle not in self.deps:
+        if rec.cancelled or rec.shape != w.shape or w.retiring or _max_calls(rec) \
+                or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) or rec.handle not in self.deps:
             return
         entries = self.objects.entries
         tasks = self.tasks
@@ -687,6 +694,9 @@ class NodeManager:
         if rec.spec[P.S_KIND] != P.TASK_NORMAL:
             self.actors.done(c, rec, results, start, end)
             return
+        opts = rec.spec[P.S_OPTIONS]
+        if w is not None and opts and "max_calls" in opts:
+            self._count_call(w, rec.spec, opts["max_calls"])
         self._leave_worker(rec, w)
         spec = rec.spec
         self.stats.finish_row(rec.stats, start, end, rec.dispatched, c.id,
@@ -715,7 +725,19 @@ class NodeManager:
                 w.task = None
                 w.state = IDLE
                 self._not_busy(w)
-                self.idle.append(w)
+                if w.retiring:
+                    self.send(w.client, (P.EXIT,))   # a new worker replaces it when it is gone
+                else:
+                    self.idle.append(w)
+
+    def _count_call(self, w, spec, max_calls):
+        """Ray's max_calls: a worker that has run a function that many times takes no more tasks."""
+        if w.calls is None:
+            w.calls = {}
+        fid = spec[P.S_FUNCTION_ID]
+        w.calls[fid] = n = w.calls.get(fid, 0) + 1
+        if n >= max_calls:
+            w.retiring = True
 
     def _finish(self, rec, results):
         """Record a task's outcome and drop its hold on its arguments."""

@@ -27,7 +27,7 @@ def set_pdeathsig(sig=signal.SIGKILL):
 
 class WorkerState:
     __slots__ = ("worker_id", "pid", "client", "state", "task", "functions", "blocked", "pipeline", "shape",
-                 "actor_id", "started")
+                 "actor_id", "started", "calls", "retiring")
 
     def __init__(self, worker_id, pid):
         self.worker_id = worker_id
@@ -41,6 +41,8 @@ class WorkerState:
         self.started = False
         self.pipeline = collections.deque()   # tasks sent to it, in order; [0] is running
         self.shape = ()                       # the resources its current run of tasks holds
+        self.calls = None                     # function id -> runs, for functions with max_calls
+        self.retiring = False                 # max_calls reached: no more tasks; exits when idle
 
 
 class WorkerPool:
