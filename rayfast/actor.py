@@ -35,6 +35,7 @@ import cloudpickle
 from rayfast import core_worker
 from rayfast.actor_channel import cancelled_results, channels_of
 from rayfast import protocol as P
+from rayfast import runtime_env
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
 from rayfast.generator import ObjectRefGenerator
@@ -338,6 +339,8 @@ class ActorClass:
             "get_if_exists": bool(opts.get("get_if_exists")),
             "meta": self._meta.dumps(),
             "class_name": self.__name__,
+            # its own over the creator's (the job's, or the creating task's), applied for its life
+            "runtime_env": runtime_env.merge(cw.runtime_env, runtime_env.validate(opts.get("runtime_env"))),
         }
         spec = (tb, P.TASK_ACTOR_CREATE, fid, f"{self.__name__}.__init__", payload, arg_refs, borrowed, 1,
                 hold, 0, tb, None, extras)
@@ -785,6 +788,10 @@ class ActorTaskExecutor(TaskExecutor):
         self.namespace = extras.get("namespace")
         if self.namespace is not None:
             self.cw.namespace = self.namespace
+        env = extras.get("runtime_env")
+        if env:
+            runtime_env.enter(env)
+            self.cw.runtime_env = env   # what its calls inherit
         cls = self.function(spec, pickled)
         args, kwargs = self.resolve_args(spec, resolved)
         self.actor = cls(*args, **kwargs)

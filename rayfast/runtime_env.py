@@ -84,9 +84,8 @@ def inherit(extras, parent):
     return dict(extras or {}, runtime_env=merge(parent, own))
 
 
-@contextmanager
-def applied(env):
-    """Run the body in env (this process's environment, put back afterwards)."""
+def enter(env):
+    """Make this process run in env (an actor's process, for its life); returns what it replaced."""
     saved_vars = {}
     for k, v in env.get("env_vars", {}).items():
         saved_vars[k] = os.environ.get(k)
@@ -97,6 +96,13 @@ def applied(env):
         cwd = os.getcwd()
         os.chdir(wd)
         sys.path.insert(0, wd)
+    return saved_vars, wd, cwd
+
+
+@contextmanager
+def applied(env):
+    """Run the body in env (this process's environment, put back afterwards)."""
+    saved_vars, wd, cwd = enter(env)
     try:
         yield
     finally:

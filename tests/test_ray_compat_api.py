@@ -289,3 +289,18 @@ def test_max_calls_gives_each_call_batch_a_fresh_worker():
         once.options(max_calls=3)
     with pytest.raises(ValueError):
         ray.remote(max_calls=-1)(lambda: 0)
+
+
+def test_actor_runtime_env_for_its_life_and_its_calls():
+    @ray.remote(runtime_env={"env_vars": {"RF_ACTOR": "a"}})
+    class A:
+        def env(self):
+            import os
+            return os.environ.get("RF_ACTOR"), ray.get(getenv.remote("RF_ACTOR"))[0]
+
+    a = A.remote()
+    assert ray.get(a.env.remote()) == ("a", "a")
+    b = A.options(runtime_env={"env_vars": {"RF_ACTOR": "b"}}).remote()
+    assert ray.get(b.env.remote()) == ("b", "b")
+    with pytest.raises(NotImplementedError):
+        A.options(runtime_env={"conda": "env"}).remote()
