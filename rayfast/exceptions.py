@@ -150,7 +150,7 @@ class ObjectLostError(RayError):
         super().__init__(message or f"Object {object_ref_hex} is lost and cannot be reconstructed.")
 
 
-class ReferenceCountingAssertionError(ObjectLostError):
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
     pass
 
 
@@ -219,6 +219,39 @@ class TaskPlacementGroupRemovedError(RayError):
 
 
 class ActorPlacementGroupRemovedError(RayError):
+    pass
+
+
+# Ray's names for those two
+TaskPlacementGroupRemoved = TaskPlacementGroupRemovedError
+ActorPlacementGroupRemoved = ActorPlacementGroupRemovedError
+
+
+class ActorAlreadyExistsError(ValueError, RayError):
+    """A named actor's name is taken in its namespace (a ValueError, as Ray's)."""
+
+
+class ActorHandleNotFoundError(ValueError, RayError):
+    pass
+
+
+class ObjectRefStreamEndOfStreamError(RayError):
+    pass
+
+
+class RpcError(RayError):
+    pass
+
+
+class UnserializableException(RayError):
+    pass
+
+
+class UserCodeException(RayError):
+    pass
+
+
+class AuthenticationError(RayError):
     pass
 
 

@@ -304,3 +304,40 @@ def test_actor_runtime_env_for_its_life_and_its_calls():
     assert ray.get(b.env.remote()) == ("b", "b")
     with pytest.raises(NotImplementedError):
         A.options(runtime_env={"conda": "env"}).remote()
+
+
+# --- exceptions and util --------------------------------------------------------
+def test_exception_hierarchy_as_ray():
+    ex = ray.exceptions
+    assert issubclass(ex.ActorAlreadyExistsError, ValueError) and issubclass(ex.ActorAlreadyExistsError, ex.RayError)
+    assert issubclass(ex.ReferenceCountingAssertionError, AssertionError)
+    assert issubclass(ex.ReferenceCountingAssertionError, ex.ObjectLostError)
+    assert issubclass(ex.GetTimeoutError, TimeoutError)
+    assert issubclass(ex.ActorUnavailableError, ex.RayActorError)
+    assert ex.TaskPlacementGroupRemoved is ex.TaskPlacementGroupRemovedError
+    for name in ("ObjectRefStreamEndOfStreamError", "RpcError", "UnserializableException", "UserCodeException",
+                 "OwnerDiedError", "ObjectFetchTimedOutError", "OutOfMemoryError", "NodeDiedError"):
+        assert issubclass(getattr(ex, name), ex.RayError)
+
+
+def test_named_actor_clash_is_actor_already_exists_error():
+    @ray.remote
+    class Named:
+        pass
+
+    a = Named.options(name="rf_clash").remote()
+    with pytest.raises(ray.exceptions.ActorAlreadyExistsError):
+        Named.options(name="rf_clash").remote()
+    ray.kill(a)
+
+
+def test_inspect_serializability():
+    import threading
+    lock = threading.Lock()
+
+    def uses_lock():
+        return lock
+
+    assert ray.util.inspect_serializability(lambda: 1) == (True, set())
+    ok, failures = ray.util.inspect_serializability(uses_lock, name="uses_lock")
+    assert not ok and ("lock", "lock") in failures

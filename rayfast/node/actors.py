@@ -23,7 +23,7 @@ import time
 from collections import deque
 
 from rayfast import protocol as P
-from rayfast.exceptions import RayActorError, TaskCancelledError
+from rayfast.exceptions import ActorAlreadyExistsError, RayActorError, TaskCancelledError
 from rayfast.direct import worker_socket_path
 from rayfast.node.worker_pool import ACTOR
 
@@ -585,7 +585,7 @@ class ActorManager:
                 if ex.get("get_if_exists"):
                     self._hold_for(c, a)
                     return a.aid, a.extras["meta"], a.detached
-                raise ValueError(f"The name {name!r} (namespace {ns!r}) is already taken by another actor. "
+                raise ActorAlreadyExistsError(f"The name {name!r} (namespace {ns!r}) is already taken by another actor. "
                                  f"Use get_if_exists=True to get it, or rayfast.get_actor({name!r}).")
             del self.names[(ns, name)]
         gcs = self.nm.gcs

@@ -12,6 +12,34 @@ def get_node_ip_address():
     return "127.0.0.1"
 
 
+def inspect_serializability(base_obj, name=None):
+    """(True, set()) if base_obj pickles as a task argument or value would; else (False, failures),
+    failures naming what in it does not (as Ray's, which prints its search too)."""
+    from rayfast import serialization
+    try:
+        serialization.dumps(base_obj)
+        return True, set()
+    except Exception as e:
+        failures = set()
+        for attr, value in _members(base_obj):
+            try:
+                serialization.dumps(value)
+            except Exception:
+                failures.add((attr, type(value).__name__))
+        print(f"{name or base_obj!r} is not serializable: {e}")
+        return False, failures or {(name or repr(base_obj), type(base_obj).__name__)}
+
+
+def _members(obj):
+    """What obj's pickling would reach first: a function's closure and globals it uses, an
+    object's attributes."""
+    import inspect
+    if inspect.isfunction(obj):
+        cv = inspect.getclosurevars(obj)
+        return list(cv.nonlocals.items()) + list(cv.globals.items())
+    return list(getattr(obj, "__dict__", {}).items())
+
+
 def __getattr__(name):
     if name == "queue":
         import importlib
@@ -26,4 +54,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'rayfast.util' has no attribute {name!r}")
 
 
-__all__ = ["ActorPool", "list_named_actors", "get_node_ip_address"]
+__all__ = ["ActorPool", "list_named_actors", "get_node_ip_address", "inspect_serializability",
+           "placement_group", "remove_placement_group", "get_placement_group", "placement_group_table",
+           "get_current_placement_group"]
