@@ -808,12 +808,96 @@ static void drop_to_spilled(rf_store *s, uint32_t idx) {
     s->h->bytes_spilled += e->data_size + e->meta_size;
 }
 
+/* Undo what a restore or a spill of a dead process left half done. */
+static void abandon_write(rf_store *s, uint32_t idx) {
+    entry_t *e = &s->entries[idx];
+    if (e->state == RF_OBJ_RESTORING) { /* its spill file still holds the object */
+        heap_free(s, e->block);
+        e->block = NIL64;
+        e->state = RF_OBJ_SPILLED;
+    }
+    if (e->flags & EF_SPILLING) {
+        char tmp[SPILL_DIR_MAX + 96];
+        spill_tmp_path(s->h->spill_dir, e->oid, e->writer_pid, tmp, sizeof tmp);
+        unlink(tmp);
+        e->flags &= ~EF_SPILLING;
+    }
+}
+
+/* Give back what process pid held (see rf_store_release_process); lock held. */
+static void release_locked(rf_store *s, int32_t pid, uint64_t *pins_out, uint64_t *objects_out) {
+    header_t *h = s->h;
+    uint64_t pins = 0, objects = 0;
+    for (uint32_t i = 0; i < h->entries_hwm; i++) {
+        entry_t *e = &s->entries[i];
+        if (e->state == RF_OBJ_FREE) continue;
+        int64_t n = unpin_for(s, i, pid, 1);
+        pins += (uint64_t)n;
+        if (e->writer_pid == pid) {
+            if (e->state == RF_OBJ_CREATED) {
+                e->pins--; /* the writer's */
+                do_delete(s, i);
+                objects++;
+                continue;
+            }
+            abandon_write(s, i);
+        } else if (!n) {
+            continue;
+        }
+        if (e->flags & EF_DELETE_PENDING) do_delete(s, i);
+        else maybe_free(s, i);
+    }
+    h->pins_reclaimed += pins;
+    h->objects_reclaimed += objects;
+    wake_waiters(s); /* getters of an object that is gone now, or spilled again, look again */
+    if (pins_out) *pins_out = pins;
+    if (objects_out) *objects_out = objects;
+}
+
+/* A process this object's pins or half-done write belong to that has died, or 0.
+ * alive[] caches the pids found alive in this sweep (one kill() per process). */
+static int32_t dead_holder(rf_store *s, uint32_t idx, int32_t *alive, int *nalive, int max_alive) {
+    entry_t *e = &s->entries[idx];
+    int writing = e->state == RF_OBJ_CREATED || e->state == RF_OBJ_RESTORING || (e->flags & EF_SPILLING);
+    for (uint32_t ref = e->holders;; ref = HOLDER(s, ref)->next) {
+        int32_t pid = ref ? HOLDER(s, ref)->pid : (writing ? e->writer_pid : 0);
+        if (pid > 0) {
+            int known = 0;
+            for (int k = 0; k < *nalive && !known; k++) known = alive[k] == pid;
+            if (!known) {
+                if (!pid_alive(pid)) return pid;
+                if (*nalive < max_alive) alive[(*nalive)++] = pid;
+            }
+        }
+        if (!ref) return 0;
+    }
+}
+
+/* The store is full: give back what processes that died still hold although
+ * nobody called rf_store_release_process for them (a process forked by a
+ * worker, a driver the node could not watch). A pid is taken for dead only if
+ * no process has it (a zombie counts as alive). Returns 1 if anything went. */
+static int reclaim_dead(rf_store *s) {
+    header_t *h = s->h;
+    uint64_t before = h->pins_reclaimed + h->objects_reclaimed;
+    int32_t alive[64];
+    int nalive = 0;
+    for (uint32_t i = 0; i < h->entries_hwm; i++) {
+        int32_t pid;
+        while (s->entries[i].state != RF_OBJ_FREE && (pid = dead_holder(s, i, alive, &nalive, 64)))
+            release_locked(s, pid, NULL, NULL);
+    }
+    return h->pins_reclaimed + h->objects_reclaimed > before;
+}
+
 /* Find room for `need` bytes: allocate; else evict unreferenced objects LRU; else
- * spill sealed unpinned objects LRU. Called and returns with the lock held, but
- * may drop it while writing a spill file. */
+ * spill sealed unpinned objects LRU; else reclaim what dead processes hold.
+ * Called and returns with the lock held, but may drop it while writing a spill
+ * file. */
 static int alloc_room(rf_store *s, uint64_t need, uint64_t *off) {
     header_t *h = s->h;
     if (need > h->capacity) return RF_STORE_FULL;
+    int swept = 0;
     for (int round = 0; round < 1 << 20; round++) {
         if (heap_alloc(s, need, off) == 0) return 0;
         uint32_t v;
@@ -828,12 +912,17 @@ static int alloc_room(rf_store *s, uint64_t need, uint64_t *off) {
             free_entry(s, v);
             continue;
         }
-        if (!h->spill_dir[0]) return RF_STORE_FULL;
-        for (v = h->lru_tail; v != NIL32; v = s->entries[v].lru_prev) {
-            entry_t *e = &s->entries[v];
-            if (e->state == RF_OBJ_SEALED && e->pins <= 0 && !(e->flags & EF_SPILLING)) break;
+        if (h->spill_dir[0]) {
+            for (v = h->lru_tail; v != NIL32; v = s->entries[v].lru_prev) {
+                entry_t *e = &s->entries[v];
+                if (e->state == RF_OBJ_SEALED && e->pins <= 0 && !(e->flags & EF_SPILLING)) break;
+            }
         }
-        if (v == NIL32) return RF_STORE_FULL;
+        if (v == NIL32) { /* nothing to evict or spill: last, what dead processes hold */
+            if (swept || !reclaim_dead(s)) return RF_STORE_FULL;
+            swept = 1;
+            continue;
+        }
         entry_t *e = &s->entries[v];
         if (e->flags & EF_SPILL_FILE) { /* objects are immutable: the old file is still good */
             drop_to_spilled(s, v);
@@ -1438,52 +1527,11 @@ int rf_store_delete(rf_store *s, const uint8_t *oid) {
     return r;
 }
 
-/* Undo what a restore or a spill of a dead process left half done. */
-static void abandon_write(rf_store *s, uint32_t idx) {
-    entry_t *e = &s->entries[idx];
-    if (e->state == RF_OBJ_RESTORING) { /* its spill file still holds the object */
-        heap_free(s, e->block);
-        e->block = NIL64;
-        e->state = RF_OBJ_SPILLED;
-    }
-    if (e->flags & EF_SPILLING) {
-        char tmp[SPILL_DIR_MAX + 96];
-        spill_tmp_path(s->h->spill_dir, e->oid, e->writer_pid, tmp, sizeof tmp);
-        unlink(tmp);
-        e->flags &= ~EF_SPILLING;
-    }
-}
-
 int rf_store_release_process(rf_store *s, int32_t pid, uint64_t *pins_out, uint64_t *objects_out) {
     if (!s || pid <= 0) return RF_STORE_EINVAL;
     LOCK_OR_RETURN(s);
-    header_t *h = s->h;
-    uint64_t pins = 0, objects = 0;
-    for (uint32_t i = 0; i < h->entries_hwm; i++) {
-        entry_t *e = &s->entries[i];
-        if (e->state == RF_OBJ_FREE) continue;
-        int64_t n = unpin_for(s, i, pid, 1);
-        pins += (uint64_t)n;
-        if (e->writer_pid == pid) {
-            if (e->state == RF_OBJ_CREATED) {
-                e->pins--; /* the writer's */
-                do_delete(s, i);
-                objects++;
-                continue;
-            }
-            abandon_write(s, i);
-        } else if (!n) {
-            continue;
-        }
-        if (e->flags & EF_DELETE_PENDING) do_delete(s, i);
-        else maybe_free(s, i);
-    }
-    h->pins_reclaimed += pins;
-    h->objects_reclaimed += objects;
-    wake_waiters(s); /* getters of an object that is gone now, or spilled again, look again */
+    release_locked(s, pid, pins_out, objects_out);
     store_unlock(s);
-    if (pins_out) *pins_out = pins;
-    if (objects_out) *objects_out = objects;
     return 0;
 }
 

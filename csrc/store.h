@@ -21,7 +21,8 @@
  * refcount is 0 (or it was deleted) and nobody pins it. Every pin is recorded
  * against the process that took it (a holder record), so that when a process
  * dies without unpinning, rf_store_release_process(pid) gives its pins back and
- * aborts the objects it was still writing. When space runs short,
+ * aborts the objects it was still writing; a full store does the same for every
+ * dead process it finds before it reports full. When space runs short,
  * unreferenced objects are evicted LRU, then referenced sealed unpinned objects
  * are spilled LRU to files in spill_dir and restored transparently by get().
  */

@@ -498,9 +498,8 @@ static pid_t crashing_holder(const uint8_t *pin, int pins, const uint8_t *unseal
     return pid;
 }
 
-/* A process that dies holding pins and an unsealed object: until release_process
- * the memory stays taken (no spilling, so a second big object cannot fit); after it
- * the pins and the unsealed object are gone and the store fills again. */
+/* A process that dies holding pins and an unsealed object: release_process gives
+ * them back (the pins only of that process) and the store fills again. */
 static void test_release_process(void) {
     const uint64_t cap = 8 << 20;
     rf_store *s = new_store("release", cap, NULL, 0);
@@ -518,7 +517,6 @@ static void test_release_process(void) {
     pid_t pid = crashing_holder(big, 3, half, 2 << 20);
     CHECK_EQ(rf_store_release(s, big), 0); /* refcount 0, but the dead process's pins keep it */
     CHECK_EQ(stats(s).num_pinned, 3);      /* big, mine, half (its writer) */
-    CHECK_EQ(put(s, again, 5 << 20, 3), RF_STORE_FULL);
     CHECK_EQ(rf_store_check(s), 0);
 
     uint64_t pins = 99, objects = 99;
@@ -658,6 +656,38 @@ static void test_spill_kill_storm(void) {
     rmdir(dir);
 }
 
+/* Nobody calls release_process (a process the node does not know): a full store
+ * reclaims what dead processes hold before it reports full; live ones keep theirs. */
+static void test_full_store_reclaims_dead_processes(void) {
+    rf_store *s = new_store("reclaim", 8 << 20, NULL, 0);
+    uint8_t big[RF_OID_SIZE], half[RF_OID_SIZE], again[RF_OID_SIZE];
+    make_oid(big, 1, 7);
+    make_oid(half, 2, 7);
+    make_oid(again, 3, 7);
+    CHECK_EQ(put(s, big, 4 << 20, 1), 0);
+    crashing_holder(big, 2, half, 2 << 20);
+    CHECK_EQ(rf_store_release(s, big), 0);
+    uint32_t idx;
+    const uint8_t *p;
+    uint64_t sz;
+    uint8_t mine[RF_OID_SIZE];
+    make_oid(mine, 4, 7);
+    CHECK_EQ(put(s, mine, 1 << 20, 4), 0);
+    CHECK_EQ(rf_store_get(s, mine, 0, &idx, &p, &sz, NULL), 0); /* a live pin */
+    CHECK_EQ(rf_store_release(s, mine), 0);
+    CHECK_EQ(put(s, again, 5 << 20, 3), 0); /* fits only once the dead child's holds are gone */
+    rf_store_stats st = stats(s);
+    CHECK_EQ(st.pins_reclaimed, 2);
+    CHECK_EQ(st.objects_reclaimed, 1);
+    CHECK_EQ(rf_store_contains(s, mine), 1);
+    uint8_t more[RF_OID_SIZE];
+    make_oid(more, 5, 7);
+    CHECK_EQ(put(s, more, 3 << 20, 5), RF_STORE_FULL); /* the live pin stays */
+    CHECK_EQ(rf_store_unpin(s, idx), 0);
+    CHECK_EQ(rf_store_check(s), 0);
+    drop_store(s);
+}
+
 static void test_attach_errors(void) {
     rf_store *s = NULL;
     CHECK_EQ(rf_store_attach("/rayfast-test-does-not-exist", &s), RF_STORE_ESYS);
@@ -687,6 +717,7 @@ int main(void) {
     test_holder_pool_exhausted();
     test_recovery_drops_dead_pins();
     test_spill_kill_storm();
+    test_full_store_reclaims_dead_processes();
     test_attach_errors();
     printf("memcpy bandwidth: %.1f GB/s\n", rf_memcpy_bandwidth(64 << 20));
     return check_done("test_store");
