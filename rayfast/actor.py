@@ -47,6 +47,7 @@ from rayfast.remote_function import _task_extras, encode_call_args as _encode
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")
 DEFAULT_ASYNC_CONCURRENCY = 1000
 _BUILTIN_METHODS = ("__ray_ready__", "__ray_terminate__")   # every actor has them (ActorTaskExecutor.actor_call)
+PUSH_DELAY = 0.001           # how soon replies the socket could not take are pushed again
 CANCEL_CHECK_AFTER = 0.01   # after a call this long, read what came meanwhile before taking a queued call
 
 
@@ -671,7 +672,8 @@ class ActorTaskExecutor(TaskExecutor):
                 if contained:
                     cw.conn.send((P.PIN, contained))
                 cw.flush()
-            cw.channels.reply(conn, done)
+            if cw.channels.reply(conn, done):
+                cw._arm_timer(PUSH_DELAY)   # the socket is full: push the rest soon, whoever reads
         else:
             self.cw.send_batched(done)
 

@@ -88,6 +88,9 @@ class CoreWorker:
         ac = self.actor_channels
         if ac is not None and ac.dirty:
             ac.flush()   # calls on actor channels leave before the ref releases that follow them
+        channels = self.channels
+        if channels is not None and channels.push():
+            self._arm_timer(0.001)   # an actor's replies still wait for the caller to read
         added, released = drain_ref_changes()
         for oid in released:
             self._results.pop(oid, None)

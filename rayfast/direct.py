@@ -261,15 +261,27 @@ class WorkerChannels:
     def reply(self, conn, done):
         """Answer a call on the channel it came from, at once.
 
-        (Holding replies back to share a frame with the next call's saved about
-        a microsecond a call, and a crash in that call would lose results of
-        calls that ran.)"""
+        Returns True when part of it waits in the connection's buffer: the
+        caller then arms the flush timer (CoreWorker.flush pushes it), since
+        the reader may be waiting without watching for writability — replies
+        of async and threaded actors come from other threads. (Holding replies
+        back to share a frame with the next call's saved about a microsecond a
+        call, and a crash in that call would lose results of calls that ran.)"""
         with self.lock:
             conn.send(done)
             try:
                 conn.flush()
             except OSError:
-                pass   # the caller went away; it resubmits or no longer cares
+                conn.wbuf.clear()   # the caller went away; it resubmits or no longer cares
+            return bool(conn.wbuf)
+
+    def push(self):
+        """Push what waits in any connection's buffer; True if some still waits."""
+        waiting = False
+        for c in self.writers():
+            self.writable(c)
+            waiting = waiting or bool(c.wbuf)
+        return waiting
 
     def writers(self):
         """Connections with replies the socket could not take yet."""

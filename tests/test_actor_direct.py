@@ -418,3 +418,24 @@ def test_results_dropped_before_their_report_leave_nothing_at_the_node():
     stats = cw.request("statistics")["objects"]
     assert stats["ready"] >= 1
     assert rayfast.get(plus_one.remote(kept)) == 302
+
+
+@rayfast.remote
+class AsyncBig:
+    async def blob(self, i):
+        return i, "x" * 10_000
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_async_actor_replies_reach_a_caller_that_reads_late():
+    # Replies written by the actor's event-loop thread that the socket cannot take wait in a
+    # buffer; they must still be pushed once the caller reads, though the actor's reader
+    # thread is waiting on the channel for calls, not for writability (the flush timer does).
+    a = AsyncBig.remote()
+    _open_channel(a)
+    refs = [a.blob.remote(i) for i in range(400)]   # ~4 MB of replies: more than a socket holds
+    time.sleep(0.5)
+    out = rayfast.get(refs, timeout=30)
+    assert [i for i, _ in out] == list(range(400))
