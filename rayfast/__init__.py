@@ -42,8 +42,10 @@ def _make_remote(obj, options):
     if inspect.isclass(obj):
         from rayfast.actor import make_actor_class
         return make_actor_class(obj, options)
-    if not callable(obj):
-        raise TypeError(f"@rayfast.remote can only be applied to a function or a class, not {obj!r}")
+    if not inspect.isfunction(obj):
+        # as Ray: not builtins, partials or callable objects (wrap them in a def)
+        raise TypeError(f"The @rayfast.remote decorator must be applied to either a function or a class, "
+                        f"not {obj!r}")
     return RemoteFunction(obj, options)
 
 

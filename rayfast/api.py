@@ -177,11 +177,17 @@ def _check_refs(object_refs, what):
     raise _TypeOrValueError(f"{what} expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}")
 
 
-def _check_timeout(timeout):
+def _check_timeout(timeout, negative_blocks=False):
+    """timeout in seconds as a float, or None. A negative one is an error, except for get(),
+    where Ray waits without a limit."""
     if timeout is None:
         return None
-    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or timeout < 0:
-        raise ValueError(f"timeout must be None or a non-negative number of seconds, got {timeout!r}")
+    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
+        raise ValueError(f"timeout must be None or a number of seconds, got {timeout!r}")
+    if timeout < 0:
+        if negative_blocks:
+            return None
+        raise ValueError(f"The 'timeout' argument must be nonnegative, got {timeout!r}")
     return float(timeout)
 
 
@@ -190,16 +196,17 @@ def get(object_refs, *, timeout=None, progress=False):
     # No auto-init here: refs without a cluster are from one that is gone (Ray raises too)
     cw = core_worker.current()
     if type(object_refs) is ObjectRef:  # the hot path
+        timeout = _check_timeout(timeout, True)
+        deadline = None if timeout is None else time.monotonic() + timeout
         key = object_refs.binary()
         if key not in cw._results:
-            deadline = None if timeout is None else time.monotonic() + _check_timeout(timeout)
             if not cw.wait_objects([key], 1, deadline):
                 raise GetTimeoutError(f"get timed out after {timeout} s: the object is not ready")
         return cw.value_of(key)
     if isinstance(object_refs, ObjectRefGenerator):
         return object_refs   # as Ray does: its items are what one gets
     refs, single = _check_refs(object_refs, "get()")
-    timeout = _check_timeout(timeout)
+    timeout = _check_timeout(timeout, True)
     if progress and len(refs) > 1:
         from rayfast.progress import get_with_progress
         return get_with_progress(cw, refs, timeout)

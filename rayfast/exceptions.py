@@ -48,6 +48,9 @@ class RayTaskError(RayError):
         # Bypass the cause class's __init__: its signature is unknown to us.
         RayTaskError.__init__(err, self.function_name, self.traceback_str, self.cause, self.pid, self.ip)
         err.args = self.cause.args if isinstance(self.cause, BaseException) else err.args
+        # the cause's own attributes too (e.b of a MyError(a, b) that sets self.b)
+        for k, v in getattr(self.cause, "__dict__", {}).items():
+            err.__dict__.setdefault(k, v)
         return err
 
 

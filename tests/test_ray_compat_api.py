@@ -341,3 +341,60 @@ def test_inspect_serializability():
     assert ray.util.inspect_serializability(lambda: 1) == (True, set())
     ok, failures = ray.util.inspect_serializability(uses_lock, name="uses_lock")
     assert not ok and ("lock", "lock") in failures
+
+
+def test_remote_takes_functions_and_classes_only():
+    import functools
+
+    class Callable:
+        def __call__(self):
+            return 1
+
+    for bad in (len, functools.partial(ident, 1), Callable()):
+        with pytest.raises(TypeError, match="function or a class"):
+            ray.remote(bad)
+
+
+def test_wrong_number_of_returns_errors_as_ray():
+    @ray.remote(num_returns=2)
+    def one():
+        return 5
+
+    @ray.remote(num_returns=2)
+    def three():
+        return 1, 2, 3
+
+    with pytest.raises(TypeError):
+        ray.get(one.remote()[0])
+    with pytest.raises(ValueError):
+        ray.get(three.remote()[0])
+
+
+def test_sys_exit_in_a_task_is_a_worker_crash():
+    @ray.remote(max_retries=0)
+    def leave():
+        import sys
+        sys.exit(1)
+
+    with pytest.raises(ray.exceptions.WorkerCrashedError):
+        ray.get(leave.remote(), timeout=20)
+
+
+def test_remote_exception_keeps_its_attributes():
+    class WithField(Exception):
+        def __init__(self, msg, field):
+            super().__init__(msg)
+            self.field = field
+
+    @ray.remote
+    def fail():
+        raise WithField("m", 5)
+
+    with pytest.raises(WithField) as info:
+        ray.get(fail.remote())
+    assert info.value.field == 5 and isinstance(info.value, ray.exceptions.RayTaskError)
+
+
+def test_get_checks_timeout_even_when_ready():
+    with pytest.raises(ValueError):
+        ray.get(ray.put(1), timeout="x")

@@ -126,8 +126,8 @@ class TaskExecutor:
             else:
                 results = self.pack_results(spec, self.actor_call(spec, resolved, pickled))
         except BaseException as e:  # KeyboardInterrupt too: that is how cancel() reaches a task
-            if isinstance(e, SystemExit) and spec[P.S_KIND] != P.TASK_NORMAL:
-                raise
+            if isinstance(e, SystemExit):
+                raise   # the worker exits, as Ray's does: the task fails with WorkerCrashedError
             results = self.error_results(spec, e)
         finally:
             cw.in_task = False
@@ -245,8 +245,11 @@ class TaskExecutor:
         elif n == 0:
             return ()
         else:
-            if not isinstance(out, (tuple, list)) or len(out) != n:
-                got = len(out) if isinstance(out, (tuple, list)) else "a non-sequence"
+            if not isinstance(out, (tuple, list)):
+                raise TypeError(f"Task {spec[P.S_NAME]} returned a {type(out).__name__}, but "
+                                f"num_returns={n}: return a tuple or list of exactly {n} values.")
+            if len(out) != n:
+                got = len(out)
                 raise ValueError(
                     f"Task {spec[P.S_NAME]} returned {got} values, but num_returns={n}: return a tuple "
                     f"or list of exactly {n} values.")
