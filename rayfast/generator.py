@@ -157,11 +157,16 @@ def run_generator(cw, spec, gen, error_data):
 
     error_data(exc) -> the serialized RayTaskError to store for an exception the generator raised.
     Returns the task's own result."""
+    from rayfast._core.store import ObjectExistsError
     tid = spec[P.S_TASK_ID]
     refs = []
     try:
         for value in gen:
-            refs.append(cw.put(value, key=P.return_id(tid, len(refs) + 2)))
+            key = P.return_id(tid, len(refs) + 2)
+            try:
+                refs.append(cw.put(value, key=key))
+            except ObjectExistsError:   # a retry: the run that died stored this item already
+                refs.append(ObjectRef(key))
     except Exception as e:
         key = P.return_id(tid, len(refs) + 2)
         data = error_data(e)

@@ -398,3 +398,21 @@ def test_remote_exception_keeps_its_attributes():
 def test_get_checks_timeout_even_when_ready():
     with pytest.raises(ValueError):
         ray.get(ray.put(1), timeout="x")
+
+
+def test_streaming_generator_retried_after_a_crash_gives_every_item(tmp_path):
+    import numpy as np
+
+    @ray.remote(max_retries=2)
+    def crashes_once(marker, big):
+        import os
+        for i in range(4):
+            if i == 2 and not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+            yield np.full(200_000, i) if big else i
+
+    small = [ray.get(r, timeout=20) for r in crashes_once.remote(str(tmp_path / "a"), False)]
+    assert small == [0, 1, 2, 3]
+    big = [int(ray.get(r, timeout=20)[0]) for r in crashes_once.remote(str(tmp_path / "b"), True)]
+    assert big == [0, 1, 2, 3]

@@ -387,7 +387,8 @@ class NodeManager:
         e = self.objects.entry(oid)
         e.holders.add(c.id)
         c.held.add(oid)
-        self._object_ready(e, kind, data, contained)
+        if e.state != READY:   # else: a retried generator task storing an item its first run stored
+            self._object_ready(e, kind, data, contained)
 
     def _object_ready(self, e, kind, data, contained, pinned=False):
         subs = self.objects.set_ready(e, kind, data, contained, pinned)
