@@ -441,7 +441,9 @@ class ActorHandle:
         if type(num_returns) is str:   # a generator method: one result, its items stored as it yields
             generator, num_returns = num_returns, 1
             options = (options[0], dict(options[1] or {}, generator=generator))
-        keep = []
+        # A call on a channel holds the actor's liveness ref until its result is back: the
+        # actor cannot be ended (last handle dropped) while calls of ours are still on the way.
+        keep = [] if self._ref is None else [self._ref]
         payload, arg_refs, borrowed = _encode(cw, args, kwargs, keep)
         tb = cw.next_task_id().binary()
         # retries None: the actor's max_task_retries (filled in by the node manager, known to the actor)

@@ -256,7 +256,9 @@ class WorkerChannels:
         self.listener.bind(path)
         self.listener.listen(128)   # every process calling an actor connects to it (actor_channel.py)
         self.conns = []
-        self.lock = threading.Lock()   # replies may be written by several task threads (threaded actors)
+        # Every write to these connections holds it: task threads (threaded and async actors),
+        # the flush timer (push) and the reader share their buffers.
+        self.lock = threading.Lock()
 
     def reply(self, conn, done):
         """Answer a call on the channel it came from, at once.
@@ -335,9 +337,10 @@ class WorkerChannels:
                 self.on_messages(cw, c, None)
 
     def close(self):
-        for c in self.conns:
-            c.finish(5.0)
-            c.close()
+        with self.lock:   # (the flush timer may be pushing a buffer)
+            for c in self.conns:
+                c.finish(5.0)
+                c.close()
         self.listener.close()
         try:
             os.unlink(self.path)

@@ -439,3 +439,13 @@ def test_async_actor_replies_reach_a_caller_that_reads_late():
     time.sleep(0.5)
     out = rayfast.get(refs, timeout=30)
     assert [i for i, _ in out] == list(range(400))
+
+
+def test_dropping_the_handle_with_a_backlog_unsent():
+    # So many calls that some still wait in this process's buffer when the handle goes: each
+    # call holds the actor alive until its result is back, so all of them run.
+    a = Log.remote()
+    _open_channel(a)
+    refs = [a.add.remote() for _ in range(20000)]
+    del a
+    assert rayfast.get(refs, timeout=60)[-1] == 20000

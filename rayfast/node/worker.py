@@ -178,11 +178,8 @@ class TaskExecutor:
             contained = tuple(c for r in results for c in r[3])
             if contained:
                 cw.conn.send((P.PIN, contained))
-            try:
-                reply.send(done)
-                reply.flush()
-            except OSError:
-                pass   # the driver went away; it resubmits or no longer cares
+            if cw.channels.reply(reply, done):
+                cw._arm_timer(0.001)   # the socket is full: the flush timer pushes the rest
             if contained:
                 cw.flush()
         elif cw._inbox:
