@@ -32,8 +32,10 @@ def remote(*args, **options):
 
 
 def get_gpu_ids():
-    """The GPU ids assigned to this worker: rayfast schedules no GPUs, so always []."""
-    return []
+    """The ids of the GPUs the running task was given (num_gpus); [] in the driver."""
+    from rayfast import core_worker
+    cw = core_worker._current
+    return list(cw.gpu_ids) if cw is not None else []
 
 
 def _make_remote(obj, options):

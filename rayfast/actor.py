@@ -796,6 +796,10 @@ class ActorTaskExecutor(TaskExecutor):
         if env:
             runtime_env.enter(env)
             self.cw.runtime_env = env   # what its calls inherit
+        gpu_ids = extras.get("gpu_ids")
+        if gpu_ids is not None:   # the node's choice (node/gpus.py), for the actor's life
+            self.cw.gpu_ids = gpu_ids
+            runtime_env.enter({"env_vars": {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpu_ids)}})
         cls = self.function(spec, pickled)
         args, kwargs = self.resolve_args(spec, resolved)
         self.actor = cls(*args, **kwargs)

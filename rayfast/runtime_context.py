@@ -131,8 +131,8 @@ class RuntimeContext:
         return dict(spec[P.S_RESOURCES]) if spec is not None else {}
 
     def get_accelerator_ids(self):
-        """The accelerator ids assigned here: rayfast assigns no GPUs, so none."""
-        return {"GPU": []}
+        """The accelerator ids the running task was given, as strings (Ray's form)."""
+        return {"GPU": [str(i) for i in self._cw.gpu_ids]}
 
     @property
     def runtime_env(self):

@@ -112,3 +112,36 @@ def test_placement_group_bad_arguments():
             pg, placement_group_capture_child_tasks=True))
     remove_placement_group(pg)
     assert all(row["state"] == "REMOVED" for row in placement_group_table().values())
+
+
+def test_gpu_ids_of_tasks_and_actors():
+    code = """
+        import os, time
+        import rayfast as ray
+        ray.init(num_cpus=4, num_gpus=2)
+
+        @ray.remote(num_gpus=1)
+        def gpus(t=0):
+            time.sleep(t)
+            ctx = ray.get_runtime_context()
+            return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"), ctx.get_accelerator_ids()["GPU"]
+
+        @ray.remote(num_gpus=1)
+        class OnGpu:
+            def ids(self):
+                return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        assert ray.get_gpu_ids() == []
+        assert ray.get(gpus.remote()) == ([0], "0", ["0"])
+        assert sorted(ray.get([gpus.remote(0.3), gpus.remote(0.3)])) == [([0], "0", ["0"]), ([1], "1", ["1"])]
+        assert ray.get([gpus.options(num_gpus=0.5).remote(0.3) for _ in range(2)]) == [([0], "0", ["0"])] * 2
+        assert ray.get(gpus.options(num_gpus=2).remote()) == ([0, 1], "0,1", ["0", "1"])
+        assert ray.get(gpus.options(num_gpus=0).remote())[:2] == ([], None)
+        a = OnGpu.remote()
+        assert ray.get(a.ids.remote()) == ([0], "0")
+        assert ray.get(gpus.remote()) == ([1], "1", ["1"])   # GPU 0 is the actor's
+        print("ok")
+    """
+    from conftest import run_driver
+    p = run_driver(code)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr

@@ -67,7 +67,8 @@ class Actor:
     __slots__ = ("aid", "create", "extras", "state", "worker", "queues", "inflight", "restarts_left",
                  "max_restarts", "hold", "placement", "holding", "name", "namespace", "detached",
                  "out_of_scope", "dead_data", "pinned", "num_restarts", "class_name", "live_oid",
-                 "live_freed", "no_restart", "pid", "max_task_retries", "last_call", "channel_waiters")
+                 "live_freed", "no_restart", "pid", "max_task_retries", "last_call", "channel_waiters",
+                 "gpu_ids")
 
     def __init__(self, rec):
         spec = rec.spec
@@ -85,6 +86,7 @@ class Actor:
         self.hold = spec[P.S_RESOURCES]
         self.placement = tuple(tuple(x) for x in ex.get("placement", self.hold))
         self.holding = False
+        self.gpu_ids = None         # the GPUs it holds (node/gpus.py), with its resources
         self.name = ex.get("name")
         self.namespace = ex.get("namespace")
         self.detached = bool(ex.get("detached"))
@@ -304,6 +306,7 @@ class ActorManager:
             for name, amount in a.hold:
                 avail[name] = avail.get(name, 0) - amount
             a.holding = True
+            a.gpu_ids = nm.gpus.take(a.hold)
         w = nm._spawn_worker()
         w.actor_id = a.aid
         w.state = ACTOR
@@ -316,6 +319,8 @@ class ActorManager:
             extras = dict(a.extras)
             extras["restarts"] = a.num_restarts
             spec = spec[:P.S_OPTIONS] + (extras,)
+        if a.gpu_ids is not None:
+            spec = spec[:P.S_OPTIONS] + (dict(spec[P.S_OPTIONS], gpu_ids=a.gpu_ids),)
         fn = nm.functions.get(spec[P.S_FUNCTION_ID])
         nm.send(w.client, (P.TASK, rec.handle, spec, resolved, fn))
         self._record(a)
@@ -422,6 +427,9 @@ class ActorManager:
             for name, amount in a.hold:
                 avail[name] = avail.get(name, 0) + amount
             a.holding = False
+            if a.gpu_ids is not None:
+                nm.gpus.give(a.gpu_ids, a.hold)
+                a.gpu_ids = None
         if a.pinned:
             a.pinned = False
             objects = nm.objects

@@ -32,6 +32,7 @@ from rayfast._core.queue import TaskQueue
 from rayfast.config import MAX_WORKERS_PER_CPU
 from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
 from rayfast.node.actors import DEFERRED
+from rayfast.node.gpus import GpuIds
 from rayfast.node.placement_groups import PlacementGroups
 from rayfast.direct import worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
@@ -69,7 +70,7 @@ class Client:
 
 class TaskRecord:
     __slots__ = ("handle", "spec", "owner", "retries_left", "deps", "worker", "shape",
-                 "submitted", "dispatched", "cancelled", "returns", "done", "stats")
+                 "submitted", "dispatched", "cancelled", "returns", "done", "stats", "gpu_ids")
 
     def __init__(self, handle, spec, owner, shape, returns, stats):
         self.handle = handle
@@ -85,13 +86,14 @@ class TaskRecord:
         self.cancelled = False
         self.returns = returns
         self.done = False
+        self.gpu_ids = None         # the GPUs it runs on (node/gpus.py)
 
 
-def _max_calls(rec):
-    """Whether rec's function has max_calls: its tasks are never queued on a busy worker (they
-    could land on one that has to retire)."""
+def _one_at_a_time(rec):
+    """Whether rec is never queued on a busy worker: its function has max_calls (it could land on
+    a worker that has to retire), or it uses GPUs (which are given to it at dispatch)."""
     opts = rec.spec[P.S_OPTIONS]
-    return bool(opts) and "max_calls" in opts
+    return (bool(opts) and "max_calls" in opts) or rec.gpu_ids is not None or "GPU" in dict(rec.shape)
 
 
 class NodeManager:
@@ -128,6 +130,7 @@ class NodeManager:
         self.pool = None
         self.actors = None                 # ActorManager, attached by rayfast.node.actors
         self.pgs = PlacementGroups(self)   # placement groups (rayfast/node/placement_groups.py)
+        self.gpus = GpuIds(resources.get("GPU", 0))
         self._exits = {}                   # pidfd -> pid of a disconnected process not yet exited
         self._cut_short = {}               # worker -> task whose dependents found its queue full
 
@@ -493,8 +496,9 @@ class NodeManager:
     # --- leases (rayfast/direct.py) ----------------------------------------
     def _lease_request(self, c, shape):
         q = self.queues.get(shape)
+        # (no lease for GPU tasks: the node gives them their GPUs at dispatch)
         if c.kind == "driver" and self.idle and self._fits(shape) and not (q and len(q)) \
-                and not (self.actors is not None and self.actors.pending):
+                and not (self.actors is not None and self.actors.pending) and "GPU" not in dict(shape):
             w = self.idle.pop()
             avail = self.avail
             for name, amount in shape:
@@ -566,7 +570,7 @@ class NodeManager:
         task on both sides. A worker that blocks in get() hands its queue back.
         """
         rec = self.tasks.get(q.peek())
-        if rec is None or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) or _max_calls(rec):
+        if rec is None or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) or _one_at_a_time(rec):
             return None
         best = None
         for w in self.busy:
@@ -612,8 +616,11 @@ class NodeManager:
             w.shape = rec.shape
             w.task = rec
             self.busy.append(w)
+            rec.gpu_ids = self.gpus.take(rec.shape)
         w.pipeline.append(rec)
         spec = rec.spec
+        if rec.gpu_ids is not None:
+            spec = spec[:P.S_OPTIONS] + (dict(spec[P.S_OPTIONS] or (), gpu_ids=rec.gpu_ids),)
         fid = spec[P.S_FUNCTION_ID]
         if fid in w.functions:
             fn = None
@@ -664,7 +671,7 @@ class NodeManager:
     def _pipeline_behind(self, rec, w):
         """Dispatch rec, waiting in the dependency table, to w if every argument it lacks is
         made by a task queued on w (and it is brief, of w's shape, not cancelled)."""
-        if rec.cancelled or rec.shape != w.shape or w.retiring or _max_calls(rec) \
+        if rec.cancelled or rec.shape != w.shape or w.retiring or _one_at_a_time(rec) \
                 or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) or rec.handle not in self.deps:
             return
         entries = self.objects.entries
@@ -679,6 +686,9 @@ class NodeManager:
         self._dispatch(rec, w, True)
 
     def _release_resources(self, rec, w):
+        if rec.gpu_ids is not None:
+            self.gpus.give(rec.gpu_ids, rec.shape)
+            rec.gpu_ids = None
         avail = self.avail
         for name, amount in rec.shape:
             if name == "CPU" and w is not None and w.blocked:

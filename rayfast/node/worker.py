@@ -4,6 +4,7 @@ Workers are forked by the node manager after it has imported everything a
 worker needs, so starting one costs a fork, not an interpreter start.
 """
 import collections
+import contextlib
 import os
 import signal
 import socket
@@ -188,21 +189,28 @@ class TaskExecutor:
             cw.send(done)
 
     def run_with_options(self, spec, fn, resolved):
-        """A task with extras: run in its runtime_env (which the calls it makes inherit), retried
-        on application errors if it says so; its results packed there too (a generator runs then)."""
+        """A task with extras: run in its runtime_env (which the calls it makes inherit) and on
+        the GPUs the node gave it, retried on application errors if it says so; its results
+        packed there too (a generator runs then)."""
         opts = spec[P.S_OPTIONS]
         if "unschedulable" in opts:   # e.g. hard node affinity to a node this cluster does not have
             raise TaskUnschedulableError(opts["unschedulable"])
         env = opts.get("runtime_env")
-        if env is None:
+        gpu_ids = opts.get("gpu_ids")
+        if env is None and gpu_ids is None:
             return self.pack_results(spec, self.run_with_retries(spec, fn, resolved))
         cw = self.cw
-        parent, cw.runtime_env = cw.runtime_env, env
-        try:
-            with runtime_env.applied(env):
-                return self.pack_results(spec, self.run_with_retries(spec, fn, resolved))
-        finally:
-            cw.runtime_env = parent
+        with contextlib.ExitStack() as undo:
+            if env is not None:
+                undo.callback(setattr, cw, "runtime_env", cw.runtime_env)
+                cw.runtime_env = env
+                undo.enter_context(runtime_env.applied(env))
+            if gpu_ids is not None:   # not inherited: a nested task gets GPUs of its own
+                undo.callback(setattr, cw, "gpu_ids", cw.gpu_ids)
+                cw.gpu_ids = gpu_ids
+                visible = ",".join(str(i) for i in gpu_ids)
+                undo.enter_context(runtime_env.applied({"env_vars": {"CUDA_VISIBLE_DEVICES": visible}}))
+            return self.pack_results(spec, self.run_with_retries(spec, fn, resolved))
 
     def run_with_retries(self, spec, fn, resolved, left=None):
         """Run a task whose application errors are retried (Ray's retry_exceptions), up to max_retries
