@@ -305,7 +305,15 @@ def cluster_resources():
 
 
 def available_resources():
-    return _shown(core_worker.current().request("available_resources"))
+    cw = core_worker.current()
+    avail = cw.request("available_resources")
+    # The node counts a worker leased to this driver as free (it idles between the driver's
+    # calls); while it runs one of them, it is not (rayfast/direct.py).
+    lease = cw.direct.lease if cw.direct is not None else None
+    if lease is not None and lease.inflight is not None:
+        for name, amount in lease.shape:
+            avail[name] = avail.get(name, 0) - amount
+    return _shown(avail)
 
 
 def _shown(resources):

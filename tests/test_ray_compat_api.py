@@ -416,3 +416,19 @@ def test_streaming_generator_retried_after_a_crash_gives_every_item(tmp_path):
     assert small == [0, 1, 2, 3]
     big = [int(ray.get(r, timeout=20)[0]) for r in crashes_once.remote(str(tmp_path / "b"), True)]
     assert big == [0, 1, 2, 3]
+
+
+def test_available_resources_count_a_running_lone_task():
+    import time
+
+    @ray.remote
+    def hold(t):
+        time.sleep(t)
+
+    for _ in range(5):   # lone calls: the driver runs them over a leased worker
+        ray.get(hold.remote(0))
+    ref = hold.remote(1.0)
+    time.sleep(0.3)
+    assert ray.available_resources()["CPU"] == 1.0
+    ray.get(ref)
+    assert ray.available_resources()["CPU"] == 2.0
