@@ -32,6 +32,7 @@ from rayfast._core.spin import Spinner
 from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
 
 LEASE_COOLDOWN = 0.1   # after losing a lease, wait this long before asking again
+DENIED_RETRY = 0.01    # after a denial (no idle worker, e.g. the pool still starting), ask again this soon
 
 
 class Lease:
@@ -132,7 +133,7 @@ class DriverChannel:
 
     def on_denied(self):
         self.requested = False
-        self.lost_at = time.monotonic()
+        self.lost_at = time.monotonic() - LEASE_COOLDOWN + DENIED_RETRY
 
     def release_idle(self):
         """Give the lease back now if no task is in flight on it."""
