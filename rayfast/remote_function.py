@@ -1,7 +1,6 @@
 """@remote functions: `.remote()` builds a task spec and hands it to the core worker."""
 import hashlib
 import inspect
-import pickle
 
 
 from rayfast import core_worker
@@ -15,7 +14,6 @@ from rayfast.options import (TASK_OPTIONS, max_retries, placement_extras, resour
 
 _PROMOTE_BYTES = 16 * 1024
 _SMALL = frozenset((int, float, str, bool, type(None), ObjectRef))
-_dumps = pickle.dumps
 
 
 def describe_unpicklable(args, kwargs, error):
@@ -55,8 +53,12 @@ def encode_args(args, kwargs):
     else:
         arg_refs = ()
     # The C pickler alone when it can: cloudpickle's Python-level hooks cost ~10x more.
-    if serialization.all_plain(args) and (not kwargs or serialization.all_plain(kwargs.values())):
-        return _dumps((args, kwargs), 5), arg_refs, ()
+    plain = serialization.all_plain(args)
+    if plain and kwargs:
+        k = serialization.all_plain(kwargs.values())
+        plain = k and max(plain, k)
+    if plain:
+        return serialization.dumps_plain((args, kwargs), plain), arg_refs, ()
     try:
         payload, borrowed = serialization.dumps((args, kwargs))
     except Exception as e:

@@ -143,6 +143,26 @@ def test_numpy_argument_and_result_large():
     assert list(small) == [1.0, 1.0, 1.0]
 
 
+@rayfast.remote
+def _describe(a, b=None):
+    return a, b, (a.dtype.str, a.shape, a.flags.writeable)
+
+
+def test_small_arrays_roundtrip_through_task():
+    # small arrays are pickled in band (1-D ones rebuilt by np.frombuffer): every dtype and layout
+    cases = [np.arange(30, dtype=np.uint8), np.arange(7, dtype=">i4"), np.zeros(0), np.array([True, False]),
+             np.arange(4, dtype=np.complex64), np.float16([1, 2]), np.arange(12.).reshape(3, 4).T,
+             np.arange(10)[::2], np.array(5), np.array(["a", "bc"]),
+             np.array(["2020-01-01"], dtype="datetime64[D]")]
+    for a in cases:
+        x, y, (dt, shape, writeable) = rayfast.get(_describe.remote(a, b=[a, 1]))
+        assert (dt, shape, writeable) == (a.dtype.str, a.shape, True)   # writable, as numpy's own pickle gives
+        assert x.dtype == a.dtype and np.array_equal(x, a) and np.array_equal(y[0], a) and y[1] == 1
+        r = rayfast.put(a)
+        x, _, _ = rayfast.get(_describe.remote(r))   # a ref to it: resolved before the call
+        assert x.dtype == a.dtype and np.array_equal(x, a)
+
+
 def test_large_bytes_roundtrip_through_task():
     data = os.urandom(300_000)
     assert rayfast.get(identity.remote(data)) == data
