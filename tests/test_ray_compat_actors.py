@@ -390,11 +390,13 @@ def test_cancel_async_actor_task():
 
 
 @pytest.mark.parametrize("direct", [True, False])
-def test_cancel_actor_calls_follows_ray(direct, monkeypatch):
+def test_cancel_actor_calls_follows_ray(direct, monkeypatch, tmp_path):
     # Ray: a queued call is cancelled, a running call of a sync actor runs on, force=True is refused
     @ray.remote
     class Sleeper:
-        def sleep(self, x):
+        def sleep(self, x, marker=None):
+            if marker:
+                open(marker, "w").close()
             time.sleep(x)
             return x
 
@@ -411,8 +413,12 @@ def test_cancel_actor_calls_follows_ray(direct, monkeypatch):
     with pytest.raises(ray.exceptions.TaskCancelledError):
         ray.get(queued, timeout=10)
     assert ray.get(running, timeout=10) == 0.6
-    r = s.sleep.remote(0.4)
-    time.sleep(0.1)
+    marker = str(tmp_path / "running")
+    r = s.sleep.remote(0.4, marker)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(marker):   # cancel it once it runs
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
     ray.cancel(r)
     assert ray.get(r, timeout=10) == 0.4
     with pytest.raises(ValueError, match="force=True"):
