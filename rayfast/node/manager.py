@@ -671,17 +671,17 @@ class NodeManager:
     def _pipeline_behind(self, rec, w):
         """Dispatch rec, waiting in the dependency table, to w if every argument it lacks is
         made by a task queued on w (and it is brief, of w's shape, not cancelled)."""
-        if rec.cancelled or rec.shape != w.shape or w.retiring or _one_at_a_time(rec) \
-                or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) or rec.handle not in self.deps:
-            return
         entries = self.objects.entries
         tasks = self.tasks
-        for oid in rec.deps:
+        for oid in rec.deps:   # first: most candidates also wait for a task elsewhere
             e = entries[oid]
             if e.state != READY:
                 p = tasks.get(e.producer) if e.producer is not None else None
                 if p is None or p.worker is not w or p.done:
                     return
+        if rec.cancelled or rec.shape != w.shape or w.retiring or rec.handle not in self.deps \
+                or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) or _one_at_a_time(rec):
+            return
         self.deps.remove_task(rec.handle)
         self._dispatch(rec, w, True)
 
