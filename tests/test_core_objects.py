@@ -86,3 +86,16 @@ def test_a_ref_to_something_never_produced_is_forgotten():
     t.release_task_refs([_oid(9)])
     t.release_holder(_oid(8), 1)   # unknown: nothing happens
     assert len(t) == 0 and freed == []
+
+
+def test_waiters_are_kept_until_the_value_is_ready():
+    t, _, _ = _table()
+    c = _Client(1)
+    t.add_returns([_oid(1)], c, 7)
+    t.add_holders([_oid(2)], c)
+    t.set_ready(t.get(_oid(2)), INLINE, b"x", ())
+    t.add_waiter([_oid(1), _oid(2)], 11)   # only the pending one records it
+    t.add_waiter([_oid(1)], 12)
+    assert t.get(_oid(1)).waiters == [11, 12] and t.get(_oid(2)).waiters is None
+    t.set_ready(t.get(_oid(1)), INLINE, b"y", ())
+    assert t.get(_oid(1)).waiters is None
