@@ -34,6 +34,16 @@ class RayContext(dict):
         self.address_info = dict(info)
         self.dashboard_url = None
 
+    @classmethod
+    def of(cls, node_info):
+        """From the node's WELCOME info, with Ray's address_info keys."""
+        gcs = ",".join(node_info["gcs_addresses"])
+        return cls({"node_id": node_info["node_id"].hex(), "session_dir": node_info["session_dir"],
+                    "gcs_address": gcs, "redis_address": gcs, "address": node_info["socket"],
+                    "object_store_address": node_info["store_name"], "raylet_socket_name": node_info["socket"],
+                    "node_ip_address": "127.0.0.1", "webui_url": None, "metrics_export_port": -1,
+                    "dashboard_agent_listen_port": -1})
+
     def __enter__(self):
         return self
 
@@ -58,7 +68,7 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
     with _lock:
         if is_initialized():
             if ignore_reinit_error:
-                return RayContext(_state["cw"].node_info)
+                return RayContext.of(_state["cw"].node_info)
             raise RuntimeError("Maybe you called rayfast.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'rayfast.shutdown()' prior to 'rayfast.init()'.")
@@ -122,9 +132,7 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             cw.request("job_namespace", namespace)
         _state.update(node=node, cw=cw, namespace=cw.namespace)
         core_worker.set_current(cw)
-        return RayContext({"node_id": info["node_id"].hex(), "session_dir": info["session_dir"],
-                           "gcs_address": ",".join(info["gcs_addresses"]),
-                           "object_store_address": info["store_name"], "address": info["socket"]})
+        return RayContext.of(info)
 
 
 def _hello(socket_path, owner=True):
@@ -297,7 +305,17 @@ def cancel(object_ref, *, force=False, recursive=True):
 
 
 def nodes():
-    return core_worker.current().request("nodes")
+    """One dict per node, with Ray's keys (ports rayfast does not have are -1)."""
+    out = []
+    for n in core_worker.current().request("nodes"):
+        n = dict(n)
+        for k, v in (("NodeName", n.get("NodeManagerAddress")), ("Labels", {"ray.io/node-id": n.get("NodeID")}),
+                     ("DeathReason", 0), ("DeathReasonMessage", ""), ("ObjectManagerPort", -1),
+                     ("RayletSocketName", None), ("DashboardAgentListenPort", -1), ("MetricsAgentPort", -1),
+                     ("RuntimeEnvAgentPort", -1)):
+            n.setdefault(k, v)
+        out.append(n)
+    return out
 
 
 def cluster_resources():

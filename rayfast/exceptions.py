@@ -41,8 +41,9 @@ class RayTaskError(RayError):
     def as_instanceof_cause(self):
         """An exception that is both this RayTaskError and an instance of the cause's class."""
         cause_cls = type(self.cause) if self.cause is not None else None
-        if cause_cls is None or issubclass(cause_cls, RayTaskError) or not _subclassable(cause_cls):
-            return self
+        if cause_cls is None or issubclass(cause_cls, RayTaskError) or not issubclass(cause_cls, Exception) \
+                or not _subclassable(cause_cls):
+            return self   # (not a KeyboardInterrupt or SystemExit: `except Exception` must catch it)
         derived = _derived_class(cause_cls)
         err = derived.__new__(derived)
         # Bypass the cause class's __init__: its signature is unknown to us.

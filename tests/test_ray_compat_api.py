@@ -432,3 +432,25 @@ def test_available_resources_count_a_running_lone_task():
     assert ray.available_resources()["CPU"] == 1.0
     ray.get(ref)
     assert ray.available_resources()["CPU"] == 2.0
+
+
+def test_nodes_and_init_context_have_rays_keys(cluster):
+    (node,) = ray.nodes()
+    for key in ("NodeID", "Alive", "NodeManagerAddress", "NodeName", "Resources", "Labels", "alive"):
+        assert key in node
+    assert len(node["NodeID"]) == 56 == len(ray.get_runtime_context().get_node_id())
+    assert node["NodeID"] == ray.get_runtime_context().get_node_id()
+    ctx = ray.init(ignore_reinit_error=True)
+    for key in ("address", "node_ip_address", "session_dir", "gcs_address", "webui_url", "node_id"):
+        assert key in ctx.address_info and key in ctx
+    assert ctx["session_dir"] == cluster["session_dir"]
+
+
+def test_keyboard_interrupt_in_a_task_is_a_cancellation():
+    @ray.remote
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(TaskCancelledError) as info:
+        ray.get(interrupted.remote(), timeout=10)
+    assert isinstance(info.value, Exception)   # never escapes `except Exception`

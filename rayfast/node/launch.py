@@ -18,7 +18,7 @@ def run_node(args):
 
     session_dir = args.session_dir
     os.makedirs(session_dir, exist_ok=True)
-    node_id = os.urandom(16)
+    node_id = os.urandom(28)   # 56 hex digits, as Ray's node ids
     shards = []
     store = None
     gcs = None

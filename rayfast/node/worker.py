@@ -19,7 +19,7 @@ from rayfast._core.ids import TaskID
 from rayfast.config import INLINE_THRESHOLD
 from rayfast.direct import WorkerChannels, worker_socket_path
 from rayfast.core_worker import CoreWorker, decode_value, format_exception, set_current
-from rayfast.exceptions import PortableCause, RayTaskError, TaskUnschedulableError
+from rayfast.exceptions import PortableCause, RayTaskError, TaskCancelledError, TaskUnschedulableError
 
 
 # A task's DONE waits to share a frame with the next queued task's when that task's function has
@@ -282,7 +282,10 @@ class TaskExecutor:
         # A RayTaskError from a nested get travels on unchanged: its cause is the original error.
         err = exc if isinstance(exc, RayTaskError) else None
         if err is None:
-            err = RayTaskError(spec[P.S_NAME], format_exception(exc), exc, os.getpid(), "127.0.0.1")
+            tb = format_exception(exc)
+            if isinstance(exc, KeyboardInterrupt):   # how cancel() reaches a running task: as Ray
+                exc = TaskCancelledError(spec[P.S_TASK_ID].hex())
+            err = RayTaskError(spec[P.S_NAME], tb, exc, os.getpid(), "127.0.0.1")
         try:
             data, _ = serialization.dumps(err)
             try:  # an exception whose __init__ does not match its args pickles but cannot unpickle
