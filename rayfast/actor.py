@@ -41,7 +41,8 @@ from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
 from rayfast.generator import ObjectRefGenerator
 from rayfast.exceptions import PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
 from rayfast.node.worker import TaskExecutor
-from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
+from rayfast.options import (ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, placement_extras, resource_shape,
+                             validate)
 from rayfast.remote_function import _task_extras, encode_call_args as _encode
 
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")
@@ -342,6 +343,7 @@ class ActorClass:
             "class_name": self.__name__,
             # its own over the creator's (the job's, or the creating task's), applied for its life
             "runtime_env": runtime_env.merge(cw.runtime_env, runtime_env.validate(opts.get("runtime_env"))),
+            "placement_group": placement_extras(opts).get("placement_group"),
         }
         spec = (tb, P.TASK_ACTOR_CREATE, fid, f"{self.__name__}.__init__", payload, arg_refs, borrowed, 1,
                 hold, 0, tb, None, extras)
@@ -588,6 +590,7 @@ class ActorTaskExecutor(TaskExecutor):
         self.max_task_retries = 0
         self.restarts = 0
         self.namespace = None
+        self.placement_group = None   # the placement group it was created in (hex)
         self.pool = None        # ThreadPoolExecutor of the default group (max_concurrency > 1, or groups)
         self.loop = None        # asyncio loop in its own thread (async actors)
         self.sem = None         # the default group's asyncio.Semaphore (async actors)
@@ -796,6 +799,7 @@ class ActorTaskExecutor(TaskExecutor):
         if env:
             runtime_env.enter(env)
             self.cw.runtime_env = env   # what its calls inherit
+        self.placement_group = extras.get("placement_group")   # for get_current_placement_group()
         gpu_ids = extras.get("gpu_ids")
         if gpu_ids is not None:   # the node's choice (node/gpus.py), for the actor's life
             self.cw.gpu_ids = gpu_ids

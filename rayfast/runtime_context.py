@@ -150,9 +150,9 @@ class RuntimeContext:
     def get_placement_group_id(self):
         """The placement group the running task or actor is in (hex), else None."""
         spec = self._spec()
-        if spec is None or not spec[P.S_OPTIONS]:
-            return None
-        return spec[P.S_OPTIONS].get("placement_group")
+        if spec is None:   # an actor's: the group it was created in
+            return getattr(self._executor(), "placement_group", None)
+        return spec[P.S_OPTIONS].get("placement_group") if spec[P.S_OPTIONS] else None
 
     @property
     def should_capture_child_tasks_in_placement_group(self):

@@ -145,3 +145,24 @@ def test_gpu_ids_of_tasks_and_actors():
     from conftest import run_driver
     p = run_driver(code)
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+def test_actor_in_a_placement_group():
+    pg = placement_group([{"CPU": 1}])
+    assert pg.wait(5)
+
+    @ray.remote(num_cpus=1)
+    class InGroup:
+        def where(self):
+            current = get_current_placement_group()
+            return None if current is None else current.id.hex()
+
+    inside = PlacementGroupSchedulingStrategy(pg)
+    a = InGroup.options(scheduling_strategy=inside).remote()
+    assert ray.get(a.where.remote(), timeout=10) == pg.id.hex()
+    b = InGroup.options(scheduling_strategy=inside).remote()   # the bundle is taken: waits
+    assert ray.wait([b.where.remote()], timeout=0.3)[0] == []
+    ray.kill(a)
+    assert ray.get(b.where.remote(), timeout=10) == pg.id.hex()
+    ray.kill(b)
+    remove_placement_group(pg)
