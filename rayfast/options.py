@@ -53,6 +53,9 @@ def validate(options, allowed, what):
         v = options.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < -1):
             raise ValueError(f"{key} must be an integer >= -1 (-1: forever), got {v!r}")
+    if options.get("label_selector"):
+        raise NotImplementedError("label_selector is not supported by rayfast (its nodes have no labels "
+                                  "to select on); use custom resources, e.g. resources={'my_label': 0.01}")
     strategy = options.get("scheduling_strategy")
     if strategy is not None and not isinstance(strategy, str) and type(strategy).__name__ not in (
             "PlacementGroupSchedulingStrategy", "NodeAffinitySchedulingStrategy"):

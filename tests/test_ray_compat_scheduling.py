@@ -27,6 +27,8 @@ def test_string_strategies():
         where.options(scheduling_strategy="NEAREST")
     with pytest.raises(TypeError):
         where.options(scheduling_strategy=3)
+    with pytest.raises(NotImplementedError, match="label_selector"):   # refused, not ignored
+        where.options(label_selector={"zone": "a"})
 
 
 def test_node_affinity():
