@@ -211,7 +211,7 @@ def test_infeasible_resources_stay_pending_with_a_warning(capfd):
         with pytest.raises(rayfast.exceptions.TaskCancelledError):
             rayfast.get(ref, timeout=5)
     del ref
-    assert wait_for(lambda: object_count() == before)   # nothing left for the next tests to count
+    assert wait_for(lambda: object_count() <= before)   # nothing left (earlier tests' objects may go too)
     err = capfd.readouterr().err
     assert "3 CPU" in err and "nonexistent" in err
 
