@@ -71,6 +71,7 @@ class CoreWorker:
         self.exit_requested = False
         self.runtime_env = None               # the job's (driver) or running task's: what calls inherit
         self.gpu_ids = ()                     # the GPUs the running task was given (node/gpus.py)
+        self.capture_pg = None                # the running task's placement group, if it takes its children
         self.spare_functions = {}             # function id -> pickled, from tasks handed back
         self.direct = None                    # DriverChannel (drivers): tasks on a leased worker
         self.channels = None                  # WorkerChannels (workers): a leasing driver's socket

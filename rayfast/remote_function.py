@@ -9,7 +9,7 @@ from rayfast import runtime_env
 from rayfast import serialization
 from rayfast.config import INLINE_THRESHOLD
 from rayfast._core.ids import ObjectRef, set_reported
-from rayfast.options import (TASK_OPTIONS, max_retries, placement_extras, resource_shape, validate,
+from rayfast.options import (TASK_OPTIONS, captured, max_retries, placement_extras, resource_shape, validate,
                              warn_infeasible)
 
 _PROMOTE_BYTES = 16 * 1024
@@ -249,6 +249,8 @@ class RemoteFunction:
         num_returns, shape, retries, extras = compiled
         if cw.runtime_env is not None:   # the job's or the running task's: inherited
             extras = runtime_env.inherit(extras, cw.runtime_env)
+        if cw.capture_pg is not None:    # the running task's placement group takes its children
+            shape, extras = captured(shape, extras, cw.capture_pg, self._name)
         self._signature.check(self.__name__, args, kwargs)
         if shape not in cw.feasible_shapes:
             warn_infeasible(shape, cw.node_info["resources"], f"Task {self.__name__}")

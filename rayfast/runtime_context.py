@@ -157,8 +157,7 @@ class RuntimeContext:
     @property
     def should_capture_child_tasks_in_placement_group(self):
         spec = self._spec()
-        return bool(spec is not None and spec[P.S_OPTIONS]
-                    and spec[P.S_OPTIONS].get("placement_group_capture_child_tasks"))
+        return bool(spec is not None and spec[P.S_OPTIONS] and spec[P.S_OPTIONS].get("capture_pg"))
 
     def get(self):
         out = {"job_id": JOB_ID, "node_id": self.get_node_id(), "namespace": self.namespace}

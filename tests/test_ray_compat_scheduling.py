@@ -108,12 +108,25 @@ def test_placement_group_bad_arguments():
     for bad in ([], [{}], [{"CPU": 0}]):
         with pytest.raises(ValueError):
             placement_group(bad)
-    pg = placement_group([{"CPU": 1}])
-    with pytest.raises(NotImplementedError):
-        where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
-            pg, placement_group_capture_child_tasks=True))
-    remove_placement_group(pg)
     assert all(row["state"] == "REMOVED" for row in placement_group_table().values())
+
+
+def test_placement_group_capture_child_tasks():
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}])
+    assert pg.wait(5)
+
+    @ray.remote
+    def parent():
+        ctx = ray.get_runtime_context()
+        return ctx.should_capture_child_tasks_in_placement_group, ray.get(where.remote())
+
+    captured = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert ray.get(parent.options(scheduling_strategy=captured).remote(), timeout=10) == (True, pg.id.hex())
+    free = PlacementGroupSchedulingStrategy(pg)   # children run outside the group (it holds both CPUs)
+    ref = parent.options(scheduling_strategy=free).remote()
+    assert ray.wait([ref], timeout=0.5)[0] == []
+    remove_placement_group(pg)   # its CPUs come back: the child runs outside, the parent finishes
+    assert ray.get(ref, timeout=10) == (False, None)
 
 
 def test_gpu_ids_of_tasks_and_actors():

@@ -189,18 +189,23 @@ class TaskExecutor:
             cw.send(done)
 
     def run_with_options(self, spec, fn, resolved):
-        """A task with extras: run in its runtime_env (which the calls it makes inherit) and on
-        the GPUs the node gave it, retried on application errors if it says so; its results
-        packed there too (a generator runs then)."""
+        """A task with extras: run in its runtime_env (which the calls it makes inherit), on the
+        GPUs the node gave it and, if it captures them, with its calls put in its placement group;
+        retried on application errors if it says so; its results packed there too (a generator
+        runs then)."""
         opts = spec[P.S_OPTIONS]
         if "unschedulable" in opts:   # e.g. hard node affinity to a node this cluster does not have
             raise TaskUnschedulableError(opts["unschedulable"])
         env = opts.get("runtime_env")
         gpu_ids = opts.get("gpu_ids")
-        if env is None and gpu_ids is None:
+        capture = opts.get("capture_pg")
+        if env is None and gpu_ids is None and capture is None:
             return self.pack_results(spec, self.run_with_retries(spec, fn, resolved))
         cw = self.cw
         with contextlib.ExitStack() as undo:
+            if capture is not None:   # its calls go into its placement group (options.captured)
+                undo.callback(setattr, cw, "capture_pg", cw.capture_pg)
+                cw.capture_pg = capture
             if env is not None:
                 undo.callback(setattr, cw, "runtime_env", cw.runtime_env)
                 cw.runtime_env = env
