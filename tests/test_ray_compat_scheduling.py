@@ -181,3 +181,10 @@ def test_actor_in_a_placement_group():
     assert ray.get(b.where.remote(), timeout=10) == pg.id.hex()
     ray.kill(b)
     remove_placement_group(pg)
+
+
+def test_util_names_are_the_functions():
+    # the test module imported rayfast.util.placement_group (the submodule): the name is still the function
+    assert ray.util.placement_group is placement_group and callable(ray.util.placement_group)
+    assert ray.util.remove_placement_group is remove_placement_group
+    assert ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy is PlacementGroupSchedulingStrategy

@@ -1,5 +1,9 @@
-"""`rayfast.util`: Ray's small utilities built on the public API (ActorPool, queue, named actors)."""
+"""`rayfast.util`: Ray's small utilities built on the public API (ActorPool, queue, named actors,
+placement groups)."""
 from rayfast.util.actor_pool import ActorPool
+# The functions, not the submodule of the same name, are rayfast.util.placement_group etc. (as Ray's)
+from rayfast.util.placement_group import (PlacementGroup, get_current_placement_group, get_placement_group,
+                                          placement_group, placement_group_table, remove_placement_group)
 
 
 def list_named_actors(all_namespaces=False):
@@ -44,10 +48,6 @@ def __getattr__(name):
     if name == "queue":
         import importlib
         return importlib.import_module("rayfast.util.queue")
-    if name in ("placement_group", "remove_placement_group", "get_placement_group",
-                "placement_group_table", "get_current_placement_group", "PlacementGroup"):
-        from rayfast.util import placement_group
-        return getattr(placement_group, name)
     if name == "scheduling_strategies":
         import importlib
         return importlib.import_module("rayfast.util.scheduling_strategies")
