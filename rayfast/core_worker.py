@@ -29,6 +29,7 @@ import numpy as np
 from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count, set_ref_hooks
+from rayfast._core.store import ObjectExistsError
 from rayfast.config import INLINE_THRESHOLD
 from rayfast.direct import HOT_WAIT, WRITABLE, recv_any, recv_hot
 from rayfast.exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFullError, RaySystemError
@@ -376,8 +377,16 @@ class CoreWorker:
             self.send((P.PUT, key, P.STORE, parts[3], contained))
         return ref
 
-    def write_to_store(self, key, parts):
-        buf = self._create_in_store(key, parts[3])
+    def write_to_store(self, key, parts, replace=False):
+        """Write a serialized value into the store under key; replace: a task's result, which
+        an attempt that died may have stored already (unseen by anyone: this attempt's wins)."""
+        try:
+            buf = self._create_in_store(key, parts[3])
+        except ObjectExistsError:
+            if not replace:
+                raise
+            self.store.delete(key)
+            buf = self._create_in_store(key, parts[3])
         try:
             serialization.write_parts(buf, parts)
         except BaseException:

@@ -60,7 +60,8 @@ _DERIVED: dict = {}
 
 def _subclassable(cls):
     try:
-        type("probe", (RayTaskError, cls), {})
+        probe = type("probe", (RayTaskError, cls), {})
+        probe.__new__(probe)   # bases of clashing layouts (KeyError with OSError) fail only here
         return True
     except TypeError:
         return False

@@ -137,3 +137,37 @@ def test_worker_killed_while_idle_is_replaced():
         os.kill(p, signal.SIGKILL)
     assert wait_for(lambda: not any(alive(p) for p in pids), timeout=5)
     assert rayfast.get([identity.remote(i) for i in range(10)], timeout=30) == list(range(10))
+
+
+def test_a_retried_result_replaces_one_a_dead_attempt_stored():
+    # An attempt that died after storing a large result, before anyone heard of it, left the
+    # object behind; the retry's result (same id) replaces it instead of failing to store.
+    import numpy as np
+    from rayfast import core_worker, serialization
+    from rayfast import protocol as P
+    from rayfast._core.store import ObjectExistsError
+
+    cw = core_worker.current()
+    key = P.return_id(cw.next_task_id().binary(), 1)
+    _, first, _ = serialization.serialize(np.ones(50_000), 0)
+    _, second, _ = serialization.serialize(np.full(50_000, 2.0), 0)
+    cw.write_to_store(key, first)
+    with pytest.raises(ObjectExistsError):   # puts never replace
+        cw.write_to_store(key, second)
+    cw.write_to_store(key, second, replace=True)
+    assert float(serialization.deserialize_view(cw.store.get(key, 5.0)).sum()) == 100_000.0
+    cw.store.delete(key)
+
+
+class ClashingError(KeyError, FileExistsError):
+    """Bases whose C layouts clash: no class can derive from both it and RayTaskError."""
+
+
+@rayfast.remote(max_retries=0)
+def raise_clashing():
+    raise ClashingError("both a KeyError and an OSError")
+
+
+def test_error_whose_class_cannot_be_mixed_in_still_reaches_get():
+    with pytest.raises(RayTaskError, match="both a KeyError and an OSError"):
+        rayfast.get(raise_clashing.remote())

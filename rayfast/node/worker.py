@@ -272,7 +272,7 @@ class TaskExecutor:
             if inline is not None:
                 results.append((oid, P.INLINE, inline, contained))
             else:
-                self.cw.write_to_store(oid, parts)
+                self.cw.write_to_store(oid, parts, replace=True)
                 results.append((oid, P.STORE, parts[3], contained))
         return tuple(results)
 
