@@ -453,7 +453,14 @@ def recv_any(main, extra, listener, timeout, writers=()):
     socks = [main.sock] + [c.sock for c in extra]
     if listener is not None:
         socks.append(listener)
-    r, w, _ = select.select(socks, [c.sock for c in writers], (), timeout)
+    try:
+        r, w, _ = select.select(socks, [c.sock for c in writers], (), timeout)
+    except (OSError, ValueError):
+        # Another thread closed one of them meanwhile (a lease handed back in a burst): the
+        # caller looks again, without it.
+        if main.sock.fileno() < 0:
+            raise P.ConnectionClosed("node manager connection closed") from None
+        return out
     for s in w:
         out.append((next(c for c in writers if c.sock is s), WRITABLE))
     for s in r:
