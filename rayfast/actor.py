@@ -646,6 +646,7 @@ class ActorTaskExecutor(TaskExecutor):
         cw = self.cw
         if sequential:
             cw.current_task_id = TaskID(spec[P.S_TASK_ID])
+            cw.current_spec = spec   # for the runtime context (task name)
             cw._task_counter = 0
             cw._put_counter = 0
         start = time.time()

@@ -29,7 +29,8 @@ class RuntimeContext:
             raise AssertionError(f"{what} is only available when the process is a worker, not the driver.")
 
     def _spec(self):
-        """The spec of the normal task running here (None in the driver, or for an actor call)."""
+        """The spec of the task running here (None in the driver, or for a call of a threaded or
+        async actor, which runs several at once)."""
         cw = self._cw
         spec = getattr(cw, "current_spec", None)
         if self._in_driver() or spec is None or spec[P.S_TASK_ID] != cw.current_task_id.binary():
@@ -87,14 +88,28 @@ class RuntimeContext:
             return None
         spec = self._spec()
         if spec is None:
-            return None   # an actor call: its spec is not kept (rayfast/actor.py)
+            return None
         opts = spec[P.S_OPTIONS]
+        if spec[P.S_KIND] != P.TASK_NORMAL:   # Ray's Class.method
+            return (opts and opts.get("name")) or self._actor_qualname(spec)
         return (opts and opts.get("name")) or spec[P.S_NAME].rsplit(".", 1)[-1]
 
     def get_task_function_name(self):
         """The running task's function as module.qualname; None in the driver."""
         spec = self._spec()
-        return None if spec is None else spec[P.S_NAME]
+        if spec is None:
+            return None
+        if spec[P.S_KIND] != P.TASK_NORMAL:
+            return self._actor_qualname(spec, True)
+        return spec[P.S_NAME]
+
+    def _actor_qualname(self, spec, with_module=False):
+        ex = self._executor()
+        method = spec[P.S_METHOD] or spec[P.S_NAME]
+        if ex is None or getattr(ex, "actor", None) is None:
+            return method
+        cls = type(ex.actor)
+        return f"{cls.__module__}.{cls.__qualname__}.{method}" if with_module else f"{cls.__name__}.{method}"
 
     @property
     def current_actor(self):
@@ -149,10 +164,11 @@ class RuntimeContext:
 
     def get_placement_group_id(self):
         """The placement group the running task or actor is in (hex), else None."""
+        ex = self._executor()
+        if ex is not None and ex.actor_id is not None:   # an actor's: the group it was created in
+            return ex.placement_group
         spec = self._spec()
-        if spec is None:   # an actor's: the group it was created in
-            return getattr(self._executor(), "placement_group", None)
-        return spec[P.S_OPTIONS].get("placement_group") if spec[P.S_OPTIONS] else None
+        return spec[P.S_OPTIONS].get("placement_group") if spec is not None and spec[P.S_OPTIONS] else None
 
     @property
     def should_capture_child_tasks_in_placement_group(self):

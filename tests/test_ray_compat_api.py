@@ -454,3 +454,15 @@ def test_keyboard_interrupt_in_a_task_is_a_cancellation():
     with pytest.raises(TaskCancelledError) as info:
         ray.get(interrupted.remote(), timeout=10)
     assert isinstance(info.value, Exception)   # never escapes `except Exception`
+
+
+def test_runtime_context_task_name_in_an_actor():
+    @ray.remote
+    class Named:
+        def who(self):
+            c = ray.get_runtime_context()
+            return c.get_task_name(), c.get_task_function_name(), c.get_actor_id() is not None
+
+    a = Named.remote()
+    name, fn, in_actor = ray.get(a.who.remote())
+    assert name == "Named.who" and fn.endswith("Named.who") and in_actor
