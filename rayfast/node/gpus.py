@@ -14,8 +14,10 @@ class GpuIds:
 
     def take(self, shape):
         """The ids for a task of shape (sorted (resource, amount) pairs), or None if it asks for none."""
+        if not self.free:   # a node without GPUs: every dispatch asks, so answer first
+            return None
         amount = dict(shape).get("GPU", 0)
-        if not amount or not self.free:
+        if not amount:
             return None
         free = self.free
         if amount < 1:

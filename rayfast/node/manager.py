@@ -93,7 +93,12 @@ def _one_at_a_time(rec):
     """Whether rec is never queued on a busy worker: its function has max_calls (it could land on
     a worker that has to retire), or it uses GPUs (which are given to it at dispatch)."""
     opts = rec.spec[P.S_OPTIONS]
-    return (bool(opts) and "max_calls" in opts) or rec.gpu_ids is not None or "GPU" in dict(rec.shape)
+    if opts and "max_calls" in opts:
+        return True
+    for name, _ in rec.shape:
+        if name == "GPU":
+            return True
+    return False
 
 
 class NodeManager:
