@@ -466,3 +466,11 @@ def test_runtime_context_task_name_in_an_actor():
     a = Named.remote()
     name, fn, in_actor = ray.get(a.who.remote())
     assert name == "Named.who" and fn.endswith("Named.who") and in_actor
+
+
+def test_generator_function_with_num_returns_1_gives_its_value():
+    @ray.remote
+    def one():
+        yield 7
+
+    assert ray.get(one.options(num_returns=1).remote()) == 7

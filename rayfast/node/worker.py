@@ -250,6 +250,15 @@ class TaskExecutor:
                 out = run_generator(self.cw, spec, out, lambda e: self.error_data(spec, e))
             elif n > 1:
                 out = tuple(out)   # a generator yielding num_returns values (Ray allows it)
+            elif n == 1:   # num_returns=1 given: its one value (Ray's rule: the first, warning if more)
+                items = tuple(out)
+                if not items:
+                    raise ValueError(f"Task {spec[P.S_NAME]} is a generator with num_returns=1 that "
+                                     f"yielded nothing")
+                if len(items) > 1:
+                    print(f"Task {spec[P.S_NAME]} returned more than num_returns=1 objects: the first "
+                          f"is its value", file=sys.stderr, flush=True)
+                out = items[0]
         if n == 1:
             values = (out,)
         elif n == 0:
