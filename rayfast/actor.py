@@ -41,8 +41,8 @@ from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
 from rayfast.generator import ObjectRefGenerator
 from rayfast.exceptions import PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
 from rayfast.node.worker import TaskExecutor
-from rayfast.options import (ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, placement_extras, resource_shape,
-                             validate)
+from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
+from rayfast.scheduling import placement_extras
 from rayfast.remote_function import _task_extras, encode_call_args as _encode
 
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")

@@ -9,8 +9,8 @@ from rayfast import runtime_env
 from rayfast import serialization
 from rayfast.config import INLINE_THRESHOLD
 from rayfast._core.ids import ObjectRef, set_reported
-from rayfast.options import (TASK_OPTIONS, captured, max_retries, placement_extras, resource_shape, validate,
-                             warn_infeasible)
+from rayfast.options import TASK_OPTIONS, max_retries, resource_shape, validate, warn_infeasible
+from rayfast.scheduling import captured, placement_extras
 
 _PROMOTE_BYTES = 16 * 1024
 _SMALL = frozenset((int, float, str, bool, type(None), ObjectRef))

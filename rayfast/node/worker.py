@@ -203,7 +203,7 @@ class TaskExecutor:
             return self.pack_results(spec, self.run_with_retries(spec, fn, resolved))
         cw = self.cw
         with contextlib.ExitStack() as undo:
-            if capture is not None:   # its calls go into its placement group (options.captured)
+            if capture is not None:   # its calls go into its placement group (scheduling.captured)
                 undo.callback(setattr, cw, "capture_pg", cw.capture_pg)
                 cw.capture_pg = capture
             if env is not None:

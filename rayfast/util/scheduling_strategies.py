@@ -3,7 +3,7 @@
 "DEFAULT" and "SPREAD" are the string forms (on one node both place a task on
 that node). A PlacementGroupSchedulingStrategy runs the task inside a
 placement group's reservation; a NodeAffinitySchedulingStrategy pins it to a
-node (rayfast/options.py turns both into what the task asks of the node).
+node (rayfast/scheduling.py and rayfast/options.py turn both into what the task asks of the node).
 """
 from __future__ import annotations
 
