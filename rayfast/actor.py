@@ -303,7 +303,7 @@ class ActorClass:
         return self._class_id
 
     def _remote(self, args, kwargs, opts):
-        cw = core_worker.current()
+        cw = core_worker.current_or_init()   # as Ray: creating an actor starts a cluster if need be
         name = opts.get("name")
         if name is not None and not name:
             raise ValueError("Actor name must be a non-empty string")

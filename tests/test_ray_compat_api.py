@@ -114,7 +114,7 @@ def test_dynamic_generator_is_a_dynamic_object_ref_generator():
     assert len(gen) == 3 and [ray.get(r) for r in gen] == [0, 1, 2]
 
 
-def test_auto_init_on_first_remote_or_put():
+def test_auto_init_on_first_remote_put_or_actor():
     code = """
         import rayfast as ray
         @ray.remote
@@ -125,6 +125,12 @@ def test_auto_init_on_first_remote_or_put():
         assert ray.is_initialized()
         ray.shutdown()
         assert ray.get(ray.put(3)) == 3
+        ray.shutdown()
+        @ray.remote
+        class Counter:
+            def one(self):
+                return 1
+        assert ray.get(Counter.remote().one.remote()) == 1
         ray.shutdown()
         assert ray.wait([]) == ([], [])
         assert not ray.is_initialized()
