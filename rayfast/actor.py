@@ -41,7 +41,7 @@ from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
 from rayfast.generator import ObjectRefGenerator
 from rayfast.exceptions import PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
 from rayfast.node.worker import TaskExecutor
-from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, check_feasible, resource_shape, validate
+from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, resource_shape, validate, warn_infeasible
 from rayfast.scheduling import placement_extras
 from rayfast.remote_function import _task_extras, encode_call_args as _encode
 
@@ -318,7 +318,7 @@ class ActorClass:
         hold = resource_shape(opts, 0)
         placement = hold if explicit else (("CPU", 1.0),)
         if placement not in cw.feasible_shapes:
-            check_feasible(placement, cw.node_info["resources"], f"Actor {self.__name__}")
+            warn_infeasible(placement, cw.node_info["resources"], f"Actor {self.__name__}")
             cw.feasible_shapes.add(placement)
         max_concurrency = opts.get("max_concurrency")
         if max_concurrency is None:

@@ -109,16 +109,9 @@ def _own_shape(options, default_cpus):
     return tuple(sorted((k, v) for k, v in shape.items() if v > 0))
 
 
-def check_feasible(shape, total, what):
-    """ValueError if no node has what shape asks for (actors; tasks stay pending: warn_infeasible)."""
-    missing = _missing(shape, total)
-    if missing is not None:
-        raise ValueError(f"{what} asks for {missing}; it could never be scheduled.")
-
-
 def warn_infeasible(shape, total, what):
-    """Warn, as Ray does, when no node has what shape asks for: the task stays pending until one
-    joins (or it is cancelled); get(timeout=) and wait() see it as not ready."""
+    """Warn, as Ray does, when no node has what shape asks for: the task or actor stays pending
+    until one joins (or it is cancelled or killed); get(timeout=) and wait() see it as not ready."""
     missing = _missing(shape, total)
     if missing is not None:
         print(f"Warning: {what} asks for {missing}: it stays pending until a node with the resources "

@@ -188,3 +188,19 @@ def test_util_names_are_the_functions():
     assert ray.util.placement_group is placement_group and callable(ray.util.placement_group)
     assert ray.util.remove_placement_group is remove_placement_group
     assert ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy is PlacementGroupSchedulingStrategy
+
+
+def test_infeasible_actor_stays_pending_until_killed(capfd):
+    @ray.remote(num_gpus=1)
+    class NeedsGpu:
+        def f(self):
+            return 1
+
+    a = NeedsGpu.remote()
+    assert "1 GPU" in capfd.readouterr().err
+    with pytest.raises(GetTimeoutError):
+        ray.get(a.f.remote(), timeout=0.3)
+    ray.kill(a)
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(a.f.remote(), timeout=10)
+    assert ray.get(where.remote(), timeout=10) is None   # the node goes on scheduling

@@ -455,13 +455,19 @@ class NodeManager:
         actors = self.actors
         if actors is not None and actors.pending:
             actors.schedule()          # actors waiting for resources to be placed
-            starving = bool(actors.pending) or starving
+            starving = self._actors_waiting() or starving
         if self.queues:
             starving = self._schedule_tasks() or starving
         if not starving:
             self._starved_at = None
         elif self.leases:
             self._starving()
+
+    def _actors_waiting(self):
+        """Whether an actor waits for resources in use (not for more than the node has: it stays
+        pending, as in Ray, and must not keep leases from being granted)."""
+        actors = self.actors
+        return actors is not None and any(self._fits_total(a.placement) for a in actors.pending)
 
     def _fits_total(self, shape):
         total = self.total
@@ -503,7 +509,7 @@ class NodeManager:
         q = self.queues.get(shape)
         # (no lease for GPU tasks: the node gives them their GPUs at dispatch)
         if c.kind == "driver" and self.idle and self._fits(shape) and not (q and len(q)) \
-                and not (self.actors is not None and self.actors.pending) and "GPU" not in dict(shape):
+                and not self._actors_waiting() and "GPU" not in dict(shape):
             w = self.idle.pop()
             avail = self.avail
             for name, amount in shape:
