@@ -88,7 +88,6 @@ class ObjectRefGenerator:
 
     async def __anext__(self):
         refs = self._wait_refs()
-        ref = None
         if refs:
             futures = [asyncio.wrap_future(r.future()) for r in refs]
             done, _ = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
