@@ -9,6 +9,26 @@ from rayfast import protocol as P
 JOB_ID = "01000000"
 
 
+class JobID:
+    def __init__(self, hex_id):
+        self._hex = hex_id
+
+    def hex(self):
+        return self._hex
+
+    def binary(self):
+        return bytes.fromhex(self._hex)
+
+    def __eq__(self, other):
+        return isinstance(other, JobID) and other._hex == self._hex
+
+    def __hash__(self):
+        return hash(self._hex)
+
+    def __repr__(self):
+        return f"JobID({self._hex})"
+
+
 class RuntimeContext:
     def __init__(self, cw):
         self._cw = cw
@@ -43,7 +63,8 @@ class RuntimeContext:
 
     @property
     def job_id(self):
-        return JOB_ID
+        """The job's id as an object (Ray's deprecated property); get_job_id() gives the hex."""
+        return JobID(JOB_ID)
 
     def get_node_id(self):
         nid = self._cw.node_info.get("node_id")

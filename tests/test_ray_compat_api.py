@@ -258,6 +258,7 @@ def test_runtime_context_task_name_and_function_name():
     with pytest.raises(AssertionError):   # Ray: only in a worker
         ctx.get_assigned_resources()
     assert len(ctx.get_worker_id()) == 56
+    assert ctx.job_id.hex() == ctx.get_job_id()
     assert ctx.get_accelerator_ids()["GPU"] == []
 
 
