@@ -62,7 +62,7 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
     """Start a local cluster (or connect to one) and make this process its driver."""
     unknown = set(kwargs) - _INIT_KWARGS
     if unknown:
-        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        raise RuntimeError(f"Unknown keyword argument(s): {', '.join(sorted(unknown))}")   # as Ray
     from rayfast.session import default_object_store_memory, start_local_node
 
     with _lock:

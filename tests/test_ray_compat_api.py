@@ -218,6 +218,8 @@ def test_init_local_mode_and_bad_runtime_env_are_refused():
             ray.init(num_cpus=1, runtime_env="x")
         with pytest.raises(ValueError):
             ray.init(num_cpus=1, num_gpus=0.5)
+        with pytest.raises(RuntimeError, match="bogus"):
+            ray.init(num_cpus=1, bogus=1)
         assert not ray.is_initialized()
         print("ok")
     """
