@@ -31,8 +31,11 @@ from rayfast import serialization
 from rayfast._core.spin import Spinner
 from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
 
-LEASE_COOLDOWN = 0.1   # after losing a lease, wait this long before asking again
-DENIED_RETRY = 0.01    # after a denial (no idle worker, e.g. the pool still starting), ask again this soon
+# When to ask for a lease again. The node grants one only while no work waits for its
+# resources, so asking again soon after a denial or a lease handed back (called back for
+# waiting work, or by a burst) costs a message, not a fight over the worker.
+LEASE_RETRY = 0.01     # after a denial or giving a lease back
+LOST_COOLDOWN = 0.1    # after the leased worker died (or could not be reached)
 
 
 class Lease:
@@ -66,7 +69,7 @@ class DriverChannel:
         self.cw = cw
         self.lease = None
         self.requested = False
-        self.lost_at = 0.0
+        self.retry_at = 0.0       # no lease request before this (time.monotonic())
         self._handles = 0
         # One task in flight per lease: checking and taking the slot must be
         # atomic when several threads submit (a thread that finds the lock
@@ -86,7 +89,7 @@ class DriverChannel:
     def _try_submit(self, spec, pickled_fn):
         lease = self.lease
         if lease is None:
-            if not self.requested and time.monotonic() - self.lost_at > LEASE_COOLDOWN:
+            if not self.requested and time.monotonic() > self.retry_at:
                 self.requested = True
                 self.cw.conn.send((P.LEASE_REQUEST, spec[P.S_RESOURCES]))
             return False
@@ -127,13 +130,13 @@ class DriverChannel:
         except OSError:
             sock.close()
             self.cw.conn.send((P.LEASE_RETURN, worker_id))
-            self.lost_at = time.monotonic()
+            self.retry_at = time.monotonic() + LOST_COOLDOWN
             return
         self.lease = Lease(worker_id, pid, HotConnection(sock), shape)
 
     def on_denied(self):
         self.requested = False
-        self.lost_at = time.monotonic() - LEASE_COOLDOWN + DENIED_RETRY
+        self.retry_at = time.monotonic() + LEASE_RETRY
 
     def release_idle(self):
         """Give the lease back now if no task is in flight on it."""
@@ -191,7 +194,7 @@ class DriverChannel:
 
     def _give_back(self, lease):
         self.lease = None
-        self.lost_at = time.monotonic()
+        self.retry_at = time.monotonic() + LEASE_RETRY
         lease.conn.close()
         self.cw.conn.send((P.LEASE_RETURN, lease.worker_id))
         self.cw._must_flush = True
@@ -199,7 +202,7 @@ class DriverChannel:
     def _lost(self, lease):
         """The leased worker's channel closed: it died (or is shutting down)."""
         self.lease = None
-        self.lost_at = time.monotonic()
+        self.retry_at = time.monotonic() + LOST_COOLDOWN
         lease.conn.close()
         if lease.inflight is None:
             return
