@@ -99,7 +99,7 @@ def test_shutdown_with_tasks_in_flight():
 def test_init_bad_arguments():
     with pytest.raises((ValueError, TypeError)):
         rayfast.init(num_cpus=-1)
-    with pytest.raises(TypeError):
+    with pytest.raises(RuntimeError):   # Ray's error for an unknown init() keyword
         rayfast.init(no_such_option=1)
     with pytest.raises((ValueError, TypeError)):
         rayfast.init(resources={"CPU": 2})
