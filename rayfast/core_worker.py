@@ -36,7 +36,7 @@ from rayfast.exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFull
 
 
 BURST_GAP = 50e-6   # submissions closer than this are batched
-LATER_DELAY = 0.01  # how long a send_later() message may wait for company
+LATER_DELAY = 0.05  # how long a send_later() message may wait for company
 
 
 class CoreWorker:
