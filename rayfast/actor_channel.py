@@ -68,7 +68,7 @@ BATCH = 128              # calls per frame at most
 BURST_GAP = 50e-6        # calls closer than this are batched (as CoreWorker.send_batched)
 BATCH_WAIT = 0.0002      # a batch waits this long at most before it is written
 CONNECT_COOLDOWN = 0.05  # after a failed connect, wait this long before asking again
-REPORT_DELAY = 0.05      # DIRECT_DONE records wait this long at most for a frame to ride with
+REPORT_DELAY = 0.01      # DIRECT_DONE records wait this long at most for a frame to ride with
 ENABLED = os.environ.get("RAYFAST_DIRECT_ACTORS", "1") != "0"
 
 

@@ -36,7 +36,7 @@ from rayfast.exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFull
 
 
 BURST_GAP = 50e-6   # submissions closer than this are batched
-LATER_DELAY = 0.05  # how long a send_later() message may wait for company
+LATER_DELAY = 0.01  # how long a send_later() message may wait for company
 
 
 class CoreWorker:
@@ -351,11 +351,15 @@ class CoreWorker:
         self.send_batched((P.SUBMIT, spec))
 
     def send_later(self, msg):
-        """Queue a message that may wait for the next frame, or LATER_DELAY at most."""
+        """Queue a message that may wait for the next frame, or LATER_DELAY at most
+        (none at all while a get()/wait() waits for the node manager)."""
         with self._send_lock:
             self.conn._out.append(msg)
             self._later += 1
-        self._arm_timer(LATER_DELAY)
+        if self._wait_node or self._callbacks:
+            self._must_flush = True
+        else:
+            self._arm_timer(LATER_DELAY)
 
     # --- objects ----------------------------------------------------------
     def put(self, value, key=None):
@@ -436,15 +440,19 @@ class CoreWorker:
         if blocked:
             self._hand_back_queued()
             self.conn.send((P.BLOCKED,))
+        # Waiting for anything the node manager sends, the reports of direct calls (actor
+        # channels, the lease) go out at once: what we wait for may need their results.
         ac = self.actor_channels
+        self._wait_node = True
         if ac is not None:
-            # records of direct actor calls go out at once while we wait for the node manager
             self._wait_node = not ac.waits_only_on_channels(missing)
             self._hot = None if self._wait_node else ac.hot_conn(missing)
             if ac.dirty:
                 ac.flush()   # (only the calls: ref releases for the node manager can wait for the timer)
         if self.direct is not None and self._hot is None:
             self._hot = self.direct.hot_conn(missing)   # a task on our leased worker
+            if self._hot is not None:
+                self._wait_node = False
         if len(self.conn._out) > self._later or (self._wait_node and self._later):   # anything but records that can wait
             self.flush()
         try:

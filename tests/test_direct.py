@@ -92,6 +92,17 @@ def test_direct_results_feed_other_tasks(cluster):
     assert rayfast.get(refs) == [20 + i for i in range(50)]
 
 
+def test_a_leased_result_another_task_waits_for_is_reported_at_once(cluster, monkeypatch):
+    # The report of a leased task may wait for company (LATER_DELAY), but not while the driver
+    # waits for the node manager: the task there may need that result (here: for 30 s).
+    monkeypatch.setattr(core_worker, "LATER_DELAY", 30.0)
+    _lease()
+    for i in range(5):
+        a = sleep.remote(0.05)          # a lone call: on the lease
+        b = add.remote(a, 1)            # the lease is busy: through the node manager, waiting for a
+        assert rayfast.get(b, timeout=10) == 1.05
+
+
 def test_large_results_over_the_lease(cluster):
     _lease()
     r = big.remote(1_000_000)
