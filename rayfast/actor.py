@@ -24,6 +24,7 @@ reaches the node manager within a millisecond without another API call.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import inspect
 import os
@@ -576,6 +577,9 @@ def list_named_actors(all_namespaces=False):
 # --- the actor side of a worker -------------------------------------------------
 
 _executor = None
+# The call a thread of a threaded actor, or a coroutine of an async one, is running: several run
+# at once, so the process-wide current task (CoreWorker.current_spec) cannot say (runtime context).
+current_call = contextvars.ContextVar("rayfast_current_call", default=None)
 
 
 class ActorTaskExecutor(TaskExecutor):
@@ -651,6 +655,7 @@ class ActorTaskExecutor(TaskExecutor):
             cw._put_counter = 0
         start = time.time()
         cw.in_task = True
+        token = None if sequential else current_call.set(spec)
         try:
             out = self.actor_call(spec, resolved, pickled)
             results = self.pack_results(spec, out)
@@ -662,6 +667,8 @@ class ActorTaskExecutor(TaskExecutor):
             results = self.error_results(spec, e)
         finally:
             cw.in_task = False
+            if token is not None:
+                current_call.reset(token)
         end = time.time()
         self._reply(msg, (P.DONE, handle, results, start, end))
         if sequential and cw._inbox and end - start > CANCEL_CHECK_AFTER:
@@ -723,6 +730,7 @@ class ActorTaskExecutor(TaskExecutor):
     async def _run_async_inner(self, msg, sem):
         _, handle, spec, resolved, pickled = msg[:5]
         cw = self.cw
+        current_call.set(spec)   # (this coroutine's own context: asyncio runs each in a copy)
         start = time.time()
         try:
             async with sem:

@@ -49,8 +49,12 @@ class RuntimeContext:
             raise AssertionError(f"{what} is only available when the process is a worker, not the driver.")
 
     def _spec(self):
-        """The spec of the task running here (None in the driver, or for a call of a threaded or
-        async actor, which runs several at once)."""
+        """The spec of the task running here (None in the driver); in a threaded or async
+        actor, which runs several calls at once, the calling thread's or coroutine's."""
+        from rayfast.actor import current_call
+        spec = current_call.get()
+        if spec is not None:
+            return spec
         cw = self._cw
         spec = getattr(cw, "current_spec", None)
         if self._in_driver() or spec is None or spec[P.S_TASK_ID] != cw.current_task_id.binary():
@@ -78,7 +82,8 @@ class RuntimeContext:
         """The running task's id (hex); None in the driver."""
         if self._in_driver():
             return None
-        return self._cw.current_task_id.hex()
+        spec = self._spec()
+        return spec[P.S_TASK_ID].hex() if spec is not None else self._cw.current_task_id.hex()
 
     @property
     def task_id(self):

@@ -705,3 +705,27 @@ def test_actor_generator_items_arrive_while_it_runs(tmp_path):
 def test_async_actor_generator_method():
     g = Producer.remote().agen.remote(3)
     assert [ray.get(r) for r in g] == [0, 10, 20]
+
+
+def test_runtime_context_per_call_in_threaded_and_async_actors():
+    # several calls run at once there: each sees its own task id and name
+    @ray.remote(max_concurrency=3)
+    class Threaded:
+        def who(self):
+            time.sleep(0.05)
+            ctx = ray.get_runtime_context()
+            return ctx.get_task_name(), ctx.get_task_id()
+
+    @ray.remote
+    class Async:
+        async def who(self):
+            await asyncio.sleep(0.05)
+            ctx = ray.get_runtime_context()
+            return ctx.get_task_name(), ctx.get_task_id()
+
+    for cls, name in ((Threaded, "Threaded.who"), (Async, "Async.who")):
+        a = cls.remote()
+        refs = [a.who.remote() for _ in range(3)]
+        out = ray.get(refs, timeout=30)
+        assert [n for n, _ in out] == [name] * 3
+        assert [t for _, t in out] == [r.task_id().hex() for r in refs]
