@@ -40,6 +40,7 @@ from rayfast import runtime_env
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
 from rayfast.generator import ObjectRefGenerator
+from rayfast.id_types import BinaryID
 from rayfast.exceptions import PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, resource_shape, validate, warn_infeasible
@@ -53,28 +54,10 @@ PUSH_DELAY = 0.001           # how soon replies the socket could not take are pu
 CANCEL_CHECK_AFTER = 0.01   # after a call this long, read what came meanwhile before taking a queued call
 
 
-class ActorID:
+class ActorID(BinaryID):
     """An actor's 16-byte id (the id of its creation task)."""
 
-    __slots__ = ("_b",)
-
-    def __init__(self, b):
-        self._b = b
-
-    def binary(self):
-        return self._b
-
-    def hex(self):
-        return self._b.hex()
-
-    def __eq__(self, other):
-        return isinstance(other, ActorID) and other._b == self._b
-
-    def __hash__(self):
-        return hash(self._b)
-
-    def __repr__(self):
-        return f"ActorID({self.hex()})"
+    __slots__ = ()
 
 
 # --- call-site signature checks ---------------------------------------------

@@ -5,28 +5,13 @@ import hashlib
 import json
 
 from rayfast import protocol as P
+from rayfast.id_types import BinaryID
 
 JOB_ID = "01000000"
 
 
-class JobID:
-    def __init__(self, hex_id):
-        self._hex = hex_id
-
-    def hex(self):
-        return self._hex
-
-    def binary(self):
-        return bytes.fromhex(self._hex)
-
-    def __eq__(self, other):
-        return isinstance(other, JobID) and other._hex == self._hex
-
-    def __hash__(self):
-        return hash(self._hex)
-
-    def __repr__(self):
-        return f"JobID({self._hex})"
+class JobID(BinaryID):
+    __slots__ = ()
 
 
 class RuntimeContext:
@@ -68,7 +53,7 @@ class RuntimeContext:
     @property
     def job_id(self):
         """The job's id as an object (Ray's deprecated property); get_job_id() gives the hex."""
-        return JobID(JOB_ID)
+        return JobID.from_hex(JOB_ID)
 
     def get_node_id(self):
         nid = self._cw.node_info.get("node_id")

@@ -29,7 +29,7 @@ def captured(shape, extras, capture_pg, what):
         return shape, extras
     from rayfast.util.placement_group import PlacementGroup, PlacementGroupID, group_shape
     pg_hex, bundles = capture_pg
-    shape = group_shape(shape, PlacementGroup(PlacementGroupID(pg_hex), bundles), -1, what)
+    shape = group_shape(shape, PlacementGroup(PlacementGroupID.from_hex(pg_hex), bundles), -1, what)
     return shape, dict(extras or {}, placement_group=pg_hex, capture_pg=capture_pg)
 
 

@@ -9,27 +9,12 @@ from __future__ import annotations
 import os
 
 from rayfast import core_worker
+from rayfast.id_types import BinaryID
 from rayfast.node.placement_groups import STRATEGIES
 
 
-class PlacementGroupID:
-    def __init__(self, hex_id):
-        self._hex = hex_id
-
-    def hex(self):
-        return self._hex
-
-    def binary(self):
-        return bytes.fromhex(self._hex)
-
-    def __eq__(self, other):
-        return isinstance(other, PlacementGroupID) and other._hex == self._hex
-
-    def __hash__(self):
-        return hash(self._hex)
-
-    def __repr__(self):
-        return f"PlacementGroupID({self._hex})"
+class PlacementGroupID(BinaryID):
+    __slots__ = ()
 
 
 class PlacementGroup:
@@ -110,7 +95,7 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_targ
     cw = core_worker.current_or_init()
     pg_hex = os.urandom(18).hex()
     cw.request("pg_create", pg_hex, specs, strategy, name)
-    return PlacementGroup(PlacementGroupID(pg_hex), specs)
+    return PlacementGroup(PlacementGroupID.from_hex(pg_hex), specs)
 
 
 def remove_placement_group(placement_group):
@@ -148,7 +133,7 @@ def get_current_placement_group():
 
 
 def _from_row(row):
-    return PlacementGroup(PlacementGroupID(row["placement_group_id"]),
+    return PlacementGroup(PlacementGroupID.from_hex(row["placement_group_id"]),
                           [row["bundles"][i] for i in sorted(row["bundles"])])
 
 
