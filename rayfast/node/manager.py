@@ -101,6 +101,14 @@ def _one_at_a_time(rec):
     return False
 
 
+
+def _fits_in(shape, have):
+    """Whether resources `have` (name -> amount) cover shape ((name, amount), ...)."""
+    for name, amount in shape:
+        if have.get(name, 0) < amount - 1e-9:
+            return False
+    return True
+
 class NodeManager:
     def __init__(self, socket_path, node_id, resources, store, gcs=None, session_dir=None):
         self.socket_path = socket_path
@@ -443,11 +451,11 @@ class NodeManager:
 
     # --- scheduling -------------------------------------------------------
     def _fits(self, shape):
-        avail = self.avail
-        for name, amount in shape:
-            if avail.get(name, 0) < amount - 1e-9:
-                return False
-        return True
+        return _fits_in(shape, self.avail)
+
+    def _fits_total(self, shape):
+        """Whether the node could ever run shape (else it stays pending, as in Ray)."""
+        return _fits_in(shape, self.total)
 
     def _schedule(self):
         # placement groups first; one that waits for resources in use starves like a task
@@ -469,12 +477,6 @@ class NodeManager:
         actors = self.actors
         return actors is not None and any(self._fits_total(a.placement) for a in actors.pending)
 
-    def _fits_total(self, shape):
-        total = self.total
-        for name, amount in shape:
-            if total.get(name, 0) < amount - 1e-9:
-                return False
-        return True
 
     def _schedule_tasks(self):
         """Dispatch what resources and workers allow; True if runnable tasks still wait."""
