@@ -34,7 +34,8 @@ import time
 import cloudpickle
 
 from rayfast import core_worker
-from rayfast.actor_channel import cancelled_results, channels_of
+from rayfast.actor_channel import channels_of
+from rayfast.direct import cancelled_results
 from rayfast import protocol as P
 from rayfast import runtime_env
 from rayfast import serialization
@@ -623,8 +624,7 @@ class ActorTaskExecutor(TaskExecutor):
         if group is None:
             err = ValueError(f"The concurrency group {name!r} does not exist on this actor; its groups are "
                              f"{sorted(self.groups)} (concurrency_groups= when the actor is created).")
-            now = time.time()
-            self._reply(msg, (P.DONE, msg[1], self.error_results(msg[2], err), now, now))
+            self._reply_now(msg, self.error_results(msg[2], err))
             return False
         return group
 
@@ -702,7 +702,7 @@ class ActorTaskExecutor(TaskExecutor):
                 else:
                     self._calls[tid] = (asyncio.current_task(), msg)
             if cancelled:
-                self._reply_cancelled(msg)
+                self._reply_now(msg, cancelled_results(msg[2]))
             else:
                 await self._run_async_inner(msg, sem)
         finally:
@@ -748,7 +748,7 @@ class ActorTaskExecutor(TaskExecutor):
         for m in inbox:
             if m[0] == P.TASK and m[2][P.S_TASK_ID] == tid:
                 inbox.remove(m)
-                self._reply_cancelled(m)
+                self._reply_now(m, cancelled_results(m[2]))
                 return
         with self._running_lock:
             call, msg = self._calls.get(tid, (None, None))
@@ -757,11 +757,12 @@ class ActorTaskExecutor(TaskExecutor):
         if isinstance(call, asyncio.Task):
             self.loop.call_soon_threadsafe(call.cancel)
         elif call is not None and call.cancel():   # still queued in the thread pool
-            self._reply_cancelled(msg)
+            self._reply_now(msg, cancelled_results(msg[2]))
 
-    def _reply_cancelled(self, msg):
+    def _reply_now(self, msg, results):
+        """Answer a call that does not run (cancelled, or failed before it could)."""
         now = time.time()
-        self._reply(msg, (P.DONE, msg[1], cancelled_results(msg[2]), now, now))
+        self._reply(msg, (P.DONE, msg[1], results, now, now))
 
     def actor_call(self, spec, resolved, pickled):
         if spec[P.S_KIND] == P.TASK_ACTOR_CREATE:

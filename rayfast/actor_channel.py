@@ -52,7 +52,6 @@ the channel is granted again.
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 import threading
 import time
@@ -60,8 +59,7 @@ from collections import deque
 
 from rayfast import protocol as P
 from rayfast._core.ids import ObjectRef
-from rayfast.exceptions import TaskCancelledError
-from rayfast.direct import HotConnection
+from rayfast.direct import HotConnection, cancelled_results
 
 NONE, REQUESTED, OFF, OPEN, CLOSING = range(5)
 BATCH = 128              # calls per frame at most
@@ -443,12 +441,6 @@ class ActorChannels:
 
 def _returns(spec):
     return P.return_ids(spec[P.S_TASK_ID], spec[P.S_NUM_RETURNS])
-
-
-def cancelled_results(spec):
-    """The results of a call cancelled before it ran: TaskCancelledError for each return."""
-    data = pickle.dumps(TaskCancelledError(spec[P.S_TASK_ID].hex()), 5)
-    return tuple((oid, P.ERROR, data, ()) for oid in _returns(spec))
 
 
 def _hold(spec, keep):

@@ -52,10 +52,16 @@ class Lease:
         self.cancelled = False    # cancel() was called on the task in flight
 
 
-def _error_results(spec, exc):
+def error_results(spec, exc):
+    """The results of a task that failed with exc without running to its end: exc for each return."""
     data, _ = serialization.dumps(exc)
     return tuple((oid, P.ERROR, data, ())
                  for oid in P.return_ids(spec[P.S_TASK_ID], max(spec[P.S_NUM_RETURNS], 1)))
+
+
+def cancelled_results(spec):
+    """The results of a task cancelled before it ran: TaskCancelledError for each return."""
+    return error_results(spec, TaskCancelledError(spec[P.S_TASK_ID].hex()))
 
 
 def worker_socket_path(session_dir, worker_id):
@@ -177,7 +183,7 @@ class DriverChannel:
             results = m[2]
             if lease.cancelled:
                 lease.cancelled = False
-                results = _error_results(spec, TaskCancelledError(spec[P.S_TASK_ID].hex()))
+                results = cancelled_results(spec)
             self._record(spec, results, m[3], m[4], lease)
         if lease.revoked and lease.inflight is None:
             self._give_back(lease)
@@ -210,7 +216,7 @@ class DriverChannel:
         lease.inflight = None
         retries = spec[P.S_MAX_RETRIES]
         if lease.cancelled:   # killed by cancel(force=True) while it ran
-            self._record(spec, _error_results(spec, TaskCancelledWorkerCrashedError(spec[P.S_TASK_ID].hex())),
+            self._record(spec, error_results(spec, TaskCancelledWorkerCrashedError(spec[P.S_TASK_ID].hex())),
                          time.time(), time.time(), lease)
         elif retries != 0:
             spec = spec[:P.S_MAX_RETRIES] + (retries - 1 if retries > 0 else retries,) + spec[P.S_MAX_RETRIES + 1:]
@@ -219,7 +225,7 @@ class DriverChannel:
             err = WorkerCrashedError(
                 f"The worker running {spec[P.S_NAME]} (pid {lease.pid}) died unexpectedly and no "
                 f"retries were left (max_retries={spec[P.S_MAX_RETRIES]}).")
-            self._record(spec, _error_results(spec, err), time.time(), time.time(), lease)
+            self._record(spec, error_results(spec, err), time.time(), time.time(), lease)
         self.cw._must_flush = True
 
     def cancel(self, oid, force):
