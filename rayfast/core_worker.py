@@ -37,6 +37,7 @@ from rayfast.exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFull
 
 BURST_GAP = 50e-6   # submissions closer than this are batched
 LATER_DELAY = 0.01  # how long a send_later() message may wait for company
+LOOK_LIMIT = 1.0    # how long a get/wait whose deadline passed waits at most for the node manager's answer (_look_once)
 
 
 class CoreWorker:
@@ -457,35 +458,68 @@ class CoreWorker:
             self.flush()
         try:
             with self._cond:
-                if len(missing) == 1:
-                    key = missing[0]
-                    while key not in results:
-                        if not self._pump(deadline):
-                            return False
+                if self._wait_ready(keys, missing, num_ready, deadline):
                     return True
-                if num_ready == len(keys):
-                    # get(): walk the keys once (values arrive about in order),
-                    # not a rescan of all missing ones per batch received
-                    i, n = 0, len(missing)
-                    while True:
-                        while i < n and missing[i] in results:
-                            i += 1
-                        if i == n:
-                            return True
-                        if not self._pump(deadline):
-                            return False
-                while True:
-                    missing = [k for k in missing if k not in results]   # shrinks as values come
-                    if len(keys) - len(missing) >= num_ready:
-                        return True
-                    if not self._pump(deadline):
-                        return False
+            return self._look_once(keys, num_ready)
         finally:
             self._wait_node = False
             self._hot = None
             if blocked:
                 self._blocked = False
                 self.send((P.UNBLOCKED,))
+
+    def _wait_ready(self, keys, missing, num_ready, deadline):
+        """wait_objects' wait, with self._cond held: True once num_ready of keys have values."""
+        results = self._results
+        if len(missing) == 1:
+            key = missing[0]
+            while key not in results:
+                if not self._pump(deadline):
+                    return False
+            return True
+        if num_ready == len(keys):
+            # get(): walk the keys once (values arrive about in order),
+            # not a rescan of all missing ones per batch received
+            i, n = 0, len(missing)
+            while True:
+                while i < n and missing[i] in results:
+                    i += 1
+                if i == n:
+                    return True
+                if not self._pump(deadline):
+                    return False
+        while True:
+            missing = [k for k in missing if k not in results]   # shrinks as values come
+            if len(keys) - len(missing) >= num_ready:
+                return True
+            if not self._pump(deadline):
+                return False
+
+    def _look_once(self, keys, num_ready):
+        """The deadline passed: one round trip to the node manager and a look at every channel
+        before saying "not ready". Values are only sent to us once we subscribe, so without it
+        get(timeout=0) or wait(timeout=0) on a task that finished long ago would never see it
+        (Ray's owner has its results: a polling loop of wait(timeout=0) must end)."""
+        if self._closed:
+            return False
+        with self._cond:
+            self._req_counter += 1
+            req_id = self._req_counter
+            answered = []
+            self._reply_hooks[req_id] = answered.append
+        self._hot = None
+        self._wait_node = True   # (read everything: the node manager's answer and every channel)
+        self.send((P.REQUEST, req_id, "ping", ()))
+        results = self._results
+        limit = time.monotonic() + LOOK_LIMIT
+        with self._cond:
+            # The node manager answers in order: once the ping's reply is in, so is every value
+            # it had for our subscriptions.
+            while not answered and sum(1 for k in keys if k in results) < num_ready:
+                if not self._pump(limit):
+                    break
+            self._reply_hooks.pop(req_id, None)
+            return sum(1 for k in keys if k in results) >= num_ready
 
     def _keep_function(self, m):
         """A task handed back unstarted may carry the function's first copy for this

@@ -128,6 +128,28 @@ def test_get_timeout_zero_on_ready():
     assert rayfast.get(r, timeout=0) == 3
 
 
+def test_timeout_zero_sees_tasks_that_finished():
+    # Values come to a process once it asks for them: a zero timeout must still ask and
+    # look, as Ray's get/wait(timeout=0) see a task that finished long ago.
+    refs = [identity.remote(i) for i in range(20)]
+    time.sleep(0.5)
+    assert rayfast.get(refs[0], timeout=0) == 0
+    ready, not_ready = rayfast.wait(refs, num_returns=len(refs), timeout=0)
+    assert ready == refs and not_ready == []
+    assert rayfast.get(refs, timeout=0) == list(range(20))
+
+
+def test_wait_timeout_zero_polling_loop_ends():
+    pending = [identity.remote(i) for i in range(50)]
+    deadline = time.time() + 30
+    seen = []
+    while pending:
+        assert time.time() < deadline, "a wait(timeout=0) loop never saw the tasks finish"
+        ready, pending = rayfast.wait(pending, num_returns=len(pending), timeout=0)
+        seen += rayfast.get(ready)
+    assert sorted(seen) == list(range(50))
+
+
 def test_get_bad_timeout():
     with pytest.raises(ValueError):
         rayfast.get([rayfast.put(1)], timeout="soon")
