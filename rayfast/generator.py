@@ -18,6 +18,7 @@ import asyncio
 from rayfast import protocol as P
 from rayfast._core.ids import ObjectRef
 from rayfast.exceptions import RayError
+from rayfast.remote_function import RemoteFunction
 
 _DONE = object()
 
@@ -101,7 +102,7 @@ class ObjectRefGenerator:
     # --- state ----------------------------------------------------------------
     def completed(self):
         """A ref that becomes ready (value None) when the generator task has finished."""
-        return _finished().remote(self._task)
+        return generator_finished.remote(self._task)
 
     def is_finished(self):
         """True once the task has finished and every item has been taken."""
@@ -136,19 +137,12 @@ class DynamicObjectRefGenerator:
         return f"DynamicObjectRefGenerator({self._refs!r})"
 
 
-_finished_fn = None
+def _generator_finished(_refs):
+    return None
 
 
-def _finished():
-    global _finished_fn
-    if _finished_fn is None:
-        import rayfast
-
-        @rayfast.remote(max_retries=0, num_cpus=0)
-        def generator_finished(_refs):
-            return None
-        _finished_fn = generator_finished
-    return _finished_fn
+# Module-level, so that workers import it by name (rayfast.generator) rather than unpickle a copy.
+generator_finished = RemoteFunction(_generator_finished, {"max_retries": 0, "num_cpus": 0})
 
 
 def run_generator(cw, spec, gen, error_data):

@@ -11,6 +11,7 @@ import os
 from rayfast import core_worker
 from rayfast.id_types import BinaryID
 from rayfast.node.placement_groups import STRATEGIES
+from rayfast.remote_function import RemoteFunction
 
 
 class PlacementGroupID(BinaryID):
@@ -30,7 +31,7 @@ class PlacementGroup:
 
     def ready(self):
         """A ref that becomes ready, with this group as its value, once the group is placed."""
-        return _ready_fn().options(num_cpus=0, resources={f"bundle_group_{self.id.hex()}": 0.001}).remote(self)
+        return placement_group_ready.options(num_cpus=0, resources={f"bundle_group_{self.id.hex()}": 0.001}).remote(self)
 
     def wait(self, timeout_seconds=30):
         """True once the group is placed, False if timeout_seconds pass first."""
@@ -53,19 +54,12 @@ class PlacementGroup:
         return f"PlacementGroup({self.id.hex()}, bundles={self.bundle_specs})"
 
 
-_ready = None
+def _placement_group_ready(pg):
+    return pg
 
 
-def _ready_fn():
-    global _ready
-    if _ready is None:
-        import rayfast
-
-        @rayfast.remote(max_retries=0)
-        def placement_group_ready(pg):
-            return pg
-        _ready = placement_group_ready
-    return _ready
+# Module-level, so that workers import it by name rather than unpickle a copy.
+placement_group_ready = RemoteFunction(_placement_group_ready, {"max_retries": 0})
 
 
 def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_target_node_id=None,
