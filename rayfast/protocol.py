@@ -143,7 +143,10 @@ class Connection:
                 r, _, _ = select.select((sock,), (), (), max(timeout, 0))
                 if not r:
                     return []
-            chunk = sock.recv(RECV_SIZE)
+            try:
+                chunk = sock.recv(RECV_SIZE)
+            except ConnectionError:   # (a peer killed with unread bytes resets the socket)
+                chunk = b""
             if not chunk:
                 raise ConnectionClosed("node manager connection closed")
             self._rbuf += chunk
