@@ -24,8 +24,6 @@ import time
 import traceback
 from collections import deque
 
-import numpy as np
-
 from rayfast import protocol as P
 from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count, set_ref_hooks
@@ -705,16 +703,10 @@ def _awaitable_of(ref):
 set_ref_hooks(_future_of, _awaitable_of)
 
 
-_ndarray = np.ndarray
-
-
 def decode_value(store, key, kind, data):
     """The value of an object from what the node manager sent; raises it if it is an error."""
     if kind == P.INLINE:
-        v = serialization.loads_inline(data)
-        if type(v) is _ndarray:
-            v.flags.writeable = False   # as from the store, and as in Ray: get() gives read-only arrays
-        return v
+        return serialization.loads_readonly(data)   # as from the store, and as in Ray: arrays read-only
     if kind == P.STORE:
         try:
             view = store.get(key, 10.0)

@@ -53,12 +53,9 @@ def encode_args(args, kwargs):
     else:
         arg_refs = ()
     # The C pickler alone when it can: cloudpickle's Python-level hooks cost ~10x more.
-    plain = serialization.all_plain(args)
-    if plain and kwargs:
-        k = serialization.all_plain(kwargs.values())
-        plain = k and max(plain, k)
-    if plain:
-        return serialization.dumps_plain((args, kwargs), plain), arg_refs, ()
+    payload = serialization.dumps_args(args, kwargs)
+    if payload is not None:
+        return payload, arg_refs, ()
     try:
         payload, borrowed = serialization.dumps((args, kwargs))
     except Exception as e:

@@ -1,0 +1,75 @@
+"""The inline encodings: compact forms for small arrays and call arguments, pickle for the rest."""
+import numpy as np
+import pytest
+
+from rayfast import serialization as S
+from rayfast._core.ids import ObjectRef
+
+ARRAYS = [np.arange(30, dtype=np.uint8), np.arange(7, dtype=">i4"), np.zeros(0), np.array([True, False]),
+          np.arange(4, dtype=np.complex64), np.float16([1, 2]), np.arange(10)[::2], np.arange(5.)[::-1],
+          np.array([], dtype=np.int8), np.arange(3, dtype="<u8")]
+OTHERS = [np.arange(12.).reshape(3, 4).T, np.array(5), np.array(["a", "bc"]),
+          np.array(["2020-01-01"], dtype="datetime64[D]"), np.array([None, 1], dtype=object)]
+
+
+def _same(x, a):
+    assert type(x) is np.ndarray and x.dtype.str == a.dtype.str and x.shape == a.shape
+    assert np.array_equal(x, a)
+
+
+@pytest.mark.parametrize("a", ARRAYS + OTHERS, ids=lambda a: f"{a.dtype.str}{a.shape}")
+def test_array_value_roundtrip(a):
+    data, parts, contained = S.serialize(a, 100_000)
+    assert parts is None and contained == ()
+    assert (data[0] == 1) == any(a is b for b in ARRAYS)   # the compact form for 1-D numeric arrays
+    w = S.loads_inline(data)
+    _same(w, a)
+    assert w.flags.writeable
+    w[...] = w   # really writable, not only flagged so
+    r = S.loads_readonly(data)
+    _same(r, a)
+    assert not r.flags.writeable
+
+
+@pytest.mark.parametrize("a", ARRAYS + OTHERS, ids=lambda a: f"{a.dtype.str}{a.shape}")
+def test_array_arguments_roundtrip(a):
+    args, kwargs = [a, 1, None, "s"], {"k": a, "n": 2.5}
+    payload = S.dumps_args(args, kwargs) or S.dumps((args, kwargs))[0]   # (object arrays: cloudpickle)
+    args, kwargs = S.loads_inline(payload)
+    for x in (args[0], kwargs["k"]):
+        _same(x, a)
+        assert x.flags.writeable   # as numpy's own pickle gives
+    assert args[1:] == [1, None, "s"] and kwargs["n"] == 2.5
+
+
+def test_arguments_without_arrays_and_with_other_values():
+    args, kwargs = S.loads_inline(S.dumps_args([1, b"x", None, True], {}))
+    assert args == [1, b"x", None, True] and kwargs == {}
+    assert S.dumps_args([object()], {}) is None            # needs cloudpickle: dumps() takes it
+    assert S.dumps_args([1], {"k": [1, 2]}) is None
+    assert S.dumps_args([np.zeros(3, dtype=object)], {}) is None
+
+
+def test_dumps_args_leaves_its_inputs_alone():
+    a = np.arange(3)
+    args, kwargs = [a], {"k": a}
+    S.dumps_args(args, kwargs)
+    assert args[0] is a and kwargs["k"] is a
+
+
+def test_readonly_view_keeps_its_bytes():
+    data = S.serialize(np.arange(1000, dtype=np.int64), 100_000)[0]
+    r = S.loads_readonly(data)
+    del data
+    assert r.sum() == 999 * 1000 // 2
+
+
+def test_pickled_values_still_load():
+    for v in (5, 2.5, "s", b"b", None, (1, np.arange(3)), [np.ones((2, 2))], {"a": 1}):
+        data, _, _ = S.serialize(v, 100_000)
+        assert data[0] == 0x80
+        out = S.loads_inline(data)
+        assert type(out) is type(v)
+    ref = ObjectRef(b"r" * 20)
+    data, contained = S.dumps([ref])
+    assert contained == (ref.binary(),) and S.loads_inline(data)[0].binary() == ref.binary()
