@@ -264,7 +264,12 @@ def serialize(value, inline_threshold):
     Exactly one of the first two is set: small values are inline bytes; large
     ones are (header, pickle, buffers, total_size) ready for write_parts.
     """
-    if type(value) is np.ndarray and value.nbytes < inline_threshold:
+    t = type(value)
+    if t in _PRIMITIVES:   # (what tasks return most: no more calls than needed)
+        data = _dumps(value, 5)
+        if len(data) < inline_threshold:
+            return data, None, ()
+    elif t is np.ndarray and value.nbytes < inline_threshold:
         data = _dump_array(value)
         if data is not None and len(data) < inline_threshold:
             return data, None, ()

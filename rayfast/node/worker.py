@@ -52,40 +52,41 @@ class TaskExecutor:
         return self.functions[fid]
 
     def resolve_args(self, spec, resolved):
-        """The (args, kwargs) of a task with its top-level refs replaced by their values."""
+        """The (args, kwargs) of a task with its top-level refs replaced by their values
+        (resolved: a sequence of (oid, kind, data, ...))."""
         args, kwargs = serialization.loads_inline(spec[P.S_PAYLOAD])
         arg_refs = spec[P.S_ARG_REFS]
         if arg_refs:
-            values = {oid: (kind, data) for oid, kind, data in resolved}
+            values = {r[0]: r for r in resolved}
             store = self.cw.store
             for pos, oid in arg_refs:
-                kind, data = values[oid]
-                v = decode_value(store, oid, kind, data)
+                r = values[oid]
+                v = decode_value(store, oid, r[1], r[2])
                 if type(pos) is int:
                     args[pos] = v
                 else:
                     kwargs[pos] = v
         return args, kwargs
 
-    def local_args(self, spec, resolved):
-        """resolved with LOCAL arguments filled in from recent results; None if one is gone."""
+    def local_args(self, resolved):
+        """resolved with LOCAL arguments filled in from recent results (their result tuples);
+        None if one is gone."""
         recent = self.recent
         out = []
-        for oid, kind, data in resolved:
-            if kind == P.LOCAL:
-                r = recent.get(oid)
+        for r in resolved:
+            if r[1] == P.LOCAL:
+                r = recent.get(r[0])
                 if r is None:
                     return None
-                kind, data = r
-            out.append((oid, kind, data))
-        return tuple(out)
+            out.append(r)
+        return out
 
     def keep_recent(self, results):
         recent = self.recent
         order = self.recent_order
         order.append(results)
         for r in results:
-            recent[r[0]] = (r[1], r[2])
+            recent[r[0]] = r
         if len(order) > P.PIPELINE_DEPTH:
             for r in order.popleft():
                 recent.pop(r[0], None)
@@ -95,18 +96,17 @@ class TaskExecutor:
         reply = msg[5] if len(msg) > 5 else None   # a leasing driver's channel
         cw = self.cw
         if reply is None and resolved and spec[P.S_KIND] == P.TASK_NORMAL:
-            local = self.local_args(spec, resolved)
-            if local is None:
+            resolved = self.local_args(resolved)
+            if resolved is None:
                 # queued behind a task that did not run here (handed back): the node re-files it
                 cw._keep_function(msg)
                 cw.send((P.RETURN, (handle,)))
                 return
-            resolved = local
-            for oid, kind, data in resolved:
-                if kind == P.ERROR:   # an argument failed: so does this task, as the node would fail it
+            for r in resolved:
+                if r[1] == P.ERROR:   # an argument failed: so does this task, as the node would fail it
                     tid = spec[P.S_TASK_ID]
-                    results = tuple((r, P.ERROR, data, ())
-                                    for r in P.return_ids(tid, max(spec[P.S_NUM_RETURNS], 1)))
+                    results = tuple((oid, P.ERROR, r[2], ())
+                                    for oid in P.return_ids(tid, max(spec[P.S_NUM_RETURNS], 1)))
                     self.keep_recent(results)
                     self.send_done(handle, results, time.time(), time.time(), None)
                     return
@@ -273,10 +273,8 @@ class TaskExecutor:
                     f"Task {spec[P.S_NAME]} returned {got} values, but num_returns={n}: return a tuple "
                     f"or list of exactly {n} values.")
             values = out
-        tid = spec[P.S_TASK_ID]
         results = []
-        for i, v in enumerate(values, 1):
-            oid = P.return_id(tid, i)
+        for oid, v in zip(P.return_ids(spec[P.S_TASK_ID], n), values):
             inline, parts, contained = serialization.serialize(v, INLINE_THRESHOLD)
             if inline is not None:
                 results.append((oid, P.INLINE, inline, contained))
