@@ -69,6 +69,8 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
     a directory of this session's own below it (only that is removed at the end).
     log_to_driver=False: the node's and its workers' output goes to <session_dir>/logs/, not
     to the driver's stdout/stderr (Ray's init(log_to_driver=False))."""
+    if temp_dir:
+        os.makedirs(temp_dir, exist_ok=True)   # (as Ray's _temp_dir: made if missing, kept after)
     session_dir = tempfile.mkdtemp(prefix="rayfast-", dir=temp_dir)
     if spill_dir is None:
         spill_dir = os.path.join(session_dir, "spill")

@@ -56,6 +56,15 @@ def test_reinit_after_shutdown():
         assert_no_leftovers(ctx["session_dir"])
 
 
+def test_temp_dir_is_made_if_missing(tmp_path):
+    temp = tmp_path / "not" / "yet"
+    ctx = rayfast.init(num_cpus=1, _temp_dir=str(temp))
+    assert ctx["session_dir"].startswith(str(temp))
+    assert rayfast.get(square.remote(3)) == 9
+    rayfast.shutdown()
+    assert_no_leftovers(ctx["session_dir"])
+
+
 def test_shutdown_is_idempotent_and_safe_uninitialized():
     rayfast.shutdown()
     rayfast.init(num_cpus=1)
