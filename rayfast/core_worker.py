@@ -730,7 +730,7 @@ _pid = None
 def current():
     """The process's CoreWorker; RaySystemError if rayfast is not initialized here."""
     cw = _current
-    if cw is None or _pid != os.getpid():
+    if cw is None:
         raise RaySystemError("rayfast is not initialized: call rayfast.init() first")
     return cw
 
@@ -742,7 +742,7 @@ auto_init = None
 def current_or_init():
     """current(), first starting a local cluster if this process has none, as Ray does."""
     cw = _current
-    if cw is None or _pid != os.getpid():
+    if cw is None:
         if auto_init is not None:
             auto_init()
         return current()
@@ -753,3 +753,12 @@ def set_current(cw):
     global _current, _pid
     _current = cw
     _pid = os.getpid() if cw is not None else None
+
+
+def _forget_in_child():
+    """A forked child (multiprocessing, os.fork) does not own its parent's connection: it has no
+    CoreWorker. (Done at the fork, not by comparing pids per call: getpid() is a syscall.)"""
+    set_current(None)
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

@@ -9,7 +9,7 @@ Two encodings:
 
       ARRAY:   1 | len(dtype.str) | dtype.str | the bytes of a 1-D array of plain numbers
       ARGS:    2 | pickle of (args, kwargs, spots): a call's arguments with each such
-               array swapped for a bytearray of its bytes; spots: ((position, dtype.str), ...)
+               array swapped for a bytearray of its bytes; spots: ((position, ARRAY header), ...)
 * store — the layout written into the shared-memory store for large values:
 
       uint32 nbuf | uint32 kind | uint64 pickle_len | nbuf * (uint64 off, uint64 len)
@@ -112,18 +112,21 @@ def _is_plain(value):
 def _plain_items(items, spots=None):
     """Whether every value of (position, value) items is a primitive or a small plain ndarray: 0
     if not, else PLAIN_ARRAYS if some are arrays, PLAIN if none. With spots, 1-D numeric arrays
-    are listed there as (position, array) instead (dumps_args)."""
+    are listed there as (position, array, ARRAY header) instead (dumps_args)."""
     out = PLAIN
     for pos, v in items:
         t = type(v)
         if t in _PRIMITIVES:
             continue
-        if t is np.ndarray and _small_array(v):
-            if spots is not None and v.ndim == 1 and _array_head(v.dtype) is not None:
-                spots.append((pos, v))
-            else:
+        if t is np.ndarray:
+            if spots is not None and v.ndim == 1 and v.nbytes < _SMALL_ARRAY:
+                head = _array_head(v.dtype)
+                if head is not None:
+                    spots.append((pos, v, head))
+                    continue
+            if _small_array(v):
                 out = PLAIN_ARRAYS
-            continue
+                continue
         return 0
     return out
 
@@ -156,13 +159,16 @@ def _dump_array(a):
     return None if head is None else head + a.tobytes()
 
 
+def _array_dtype(head):
+    dtype = _array_dtypes[head] = np.dtype(head[2:].decode())
+    return dtype
+
+
 def _load_array(data, writable):
     """An array from its ARRAY form: a read-only view of data, or a writable copy."""
     n = data[1] + 2
     head = bytes(data[:n])
-    dtype = _array_dtypes.get(head)
-    if dtype is None:
-        dtype = _array_dtypes[head] = np.dtype(head[2:].decode())
+    dtype = _array_dtypes.get(head) or _array_dtype(head)
     if writable:
         return np.frombuffer(bytearray(memoryview(data)[n:]), dtype)
     return np.frombuffer(data, dtype, offset=n)
@@ -183,15 +189,16 @@ def dumps_args(args, kwargs):
         return dumps_plain((args, kwargs), plain)
     args = list(args)
     kwargs = dict(kwargs) if kwargs else kwargs
-    for i, (pos, a) in enumerate(spots):
+    for i, (pos, a, head) in enumerate(spots):
         (args if type(pos) is int else kwargs)[pos] = bytearray(a)
-        spots[i] = (pos, a.dtype.str)
+        spots[i] = (pos, head)
     return b"\x02" + _dumps((args, kwargs, tuple(spots)), 5)
 
 
 def _load_args(data):
     args, kwargs, spots = _loads(memoryview(data)[1:])
-    for pos, dtype in spots:
+    for pos, head in spots:
+        dtype = _array_dtypes.get(head) or _array_dtype(head)
         if type(pos) is int:
             args[pos] = np.frombuffer(args[pos], dtype)
         else:
