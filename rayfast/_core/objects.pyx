@@ -88,6 +88,23 @@ cdef class ObjectTable:
             elif client not in e.subscribers:
                 e.subscribers.append(client)
 
+    def add_task(self, returns, client, producer, arg_refs, borrowed):
+        """A task was submitted (one call per task, as it is on the hot path): add_returns, and
+        its hold on its arguments: the top-level refs (arg_refs: (position, oid) pairs) and those
+        nested in them (borrowed). Returns the top-level argument ids (a list), or () if none."""
+        cdef bytes oid
+        cdef ObjectEntry e
+        cdef object deps = ()
+        self.add_returns(returns, client, producer)
+        if arg_refs:
+            deps = [pair[1] for pair in arg_refs]
+            for oid in deps:
+                e = self._entry(oid)
+                e.task_refs += 1
+        if borrowed:
+            self.add_task_refs(borrowed)
+        return deps
+
     def add_task_refs(self, oids):
         cdef bytes oid
         cdef ObjectEntry e
@@ -115,6 +132,37 @@ cdef class ObjectTable:
                     e.waiters = [handle]
                 else:
                     e.waiters.append(handle)
+
+    def pending_producers(self, deps):
+        """The producers (handles) of those of deps that are not ready, in order; None if one of
+        them has none (nothing here makes it). What pipelining a waiting task asks (manager.py)."""
+        cdef bytes oid
+        cdef ObjectEntry e
+        cdef list out = []
+        for oid in deps:
+            e = self.entries[oid]
+            if e.state != READY:
+                if e.producer is None:
+                    return None
+                out.append(e.producer)
+        return out
+
+    def resolve(self, deps, local_kind, error_kind):
+        """What a task is sent about its arguments: a tuple of (oid, kind, data), with local_kind and
+        no data for one not ready yet (made by a task queued before it on the same worker); or the
+        entry of the first argument whose value is an error (kind error_kind)."""
+        cdef bytes oid
+        cdef ObjectEntry e
+        cdef list out = []
+        for oid in deps:
+            e = self.entries[oid]
+            if e.state != READY:
+                out.append((oid, local_kind, None))
+            elif e.kind == error_kind:
+                return e
+            else:
+                out.append((oid, e.kind, e.data))
+        return tuple(out)
 
     def release_task_ref(self, bytes oid):
         self.release_task_refs((oid,))

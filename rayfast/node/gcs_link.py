@@ -17,13 +17,13 @@ import socket
 import hiredis
 
 from rayfast.gcs.client import parse_address, shard_for
-from rayfast.protocol import RECV_SIZE
+from rayfast.protocol import RECV_SIZE, S_TASK_ID
 from rayfast.gcs.tables import Gcs
 
 logger = logging.getLogger(__name__)
 MAX_EVENT_BATCHES = 20_000   # timeline event batches (JSON arrays) kept per shard
 # One timeline event as JSON (floats' repr is valid JSON for the finite times here).
-_EVENT = '{"name":%s,"task_id":"%s","worker":%d,"pid":%d,"start":%r,"end":%r,"node":"%s"}'
+_EVENT = '{"name":%s,"task_id":"%s","worker":%d,"pid":%d,"start":%r,"end":%r,"node":"%NODE"}'
 
 
 class _AsyncShard:
@@ -50,7 +50,7 @@ class NodeGcs:
         self.shards = [_AsyncShard(a) for a in self.addresses]
         self.by_fd = {s.sock.fileno(): s for s in self.shards}
         self.dirty = set()
-        self._tasks = []                # (task id, spec) not yet packed
+        self._tasks = []                # task specs not yet packed (the id is spec[0])
         self._json_names = {}           # function name -> its JSON string, for events
 
     # --- writes (buffered) -------------------------------------------------
@@ -63,21 +63,22 @@ class NodeGcs:
     def export_function_async(self, function_id, pickled):
         self.write(function_id, "SET", b"fn:" + function_id, pickled, "NX")
 
-    def put_task_async(self, task_id, spec):
+    def put_task_async(self, spec):
         # Batched into one MSET per shard per flush: the shard's per-command cost dominates SETs.
-        self._tasks.append((task_id, spec))
+        self._tasks.append(spec)
 
     def add_events_async(self, node_id, events):
         # One JSON array per batch: one list element per write (get_events flattens). Written
         # by hand: json.dumps of a dict per event cost the node manager more than the task did.
-        node = node_id.hex()
+        event = _EVENT.replace("%NODE", node_id.hex())
         names = self._json_names
         parts = []
+        append = parts.append
         for name, tid, wid, pid, start, end in events:
             jname = names.get(name)
             if jname is None:
                 jname = names[name] = json.dumps(name)
-            parts.append(_EVENT % (jname, tid.hex(), wid, pid, start, end, node))
+            append(event % (jname, tid.hex(), wid, pid, start, end))
         self.write(node_id, "RPUSH", "events", "[" + ",".join(parts) + "]")
         # A long-running cluster keeps only its newest event batches.
         self.write(node_id, "LTRIM", "events", -MAX_EVENT_BATCHES, -1)
@@ -94,8 +95,9 @@ class NodeGcs:
         dumps = pickle.dumps
         batches = [["MSET"] for _ in self.shards]
         n = len(batches)
-        for task_id, spec in tasks:
-            args = batches[shard_for(task_id, n)]
+        for spec in tasks:
+            task_id = spec[S_TASK_ID]
+            args = batches[shard_for(task_id, n) if n > 1 else 0]
             args.append(b"task:" + task_id)
             args.append(dumps(spec, 5))
         for sh, args in zip(self.shards, batches):

@@ -42,6 +42,9 @@ _HDR = struct.Struct("<I")
 PIPELINE_DEPTH = P.PIPELINE_DEPTH   # tasks queued on one worker at most
 PIPELINE_MAX_RUN = 0.001    # only functions whose mean run time is below this are queued
 LEASE_STARVE = 0.002        # queued work waits this long before leased workers are called back
+GC_IDLE_MIN = 1_000          # an idle loop collects cycles once this many objects were made since
+GC_BUSY_MAX = 200_000        # a loop that is never idle collects once this many were
+GC_FULL_EVERY = 10           # every this many collections go over the long-lived objects too
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 
@@ -198,12 +201,14 @@ class NodeManager:
     # --- the loop ---------------------------------------------------------
     def run(self):
         # The loop keeps tens of thousands of objects alive (tasks, object entries) and
-        # allocates tens per task: with the default thresholds the cyclic collector went
-        # over them again every few hundred tasks (~8 us of CPU per task on LCS at block 30,
-        # measured with gc.callbacks). Start-up state is frozen out of its reach and young
-        # objects are collected 20,000 at a time (0.41 -> 0.20 s of collection over 50,000 tasks).
+        # allocates tens per task, most of which live as long as their task: the cyclic
+        # collector, run by allocation counts, went over them while they were all still alive
+        # (~5 us of CPU per task on LCS at block 30, measured with gc.callbacks, at a threshold
+        # of 20,000). So start-up state is frozen out of its reach and collections run when the
+        # loop is idle, by which time most of what a burst made is gone (_collect_garbage).
         gc.freeze()
-        gc.set_threshold(20_000, 20, 100)
+        gc.disable()
+        gc.set_threshold(20_000, 20, 100)   # what workers forked from now on (actors, replacements) run with
         ep = self.ep
         clients = self.clients
         lfd = self.listener.fileno() if self.listener else -1
@@ -231,6 +236,17 @@ class NodeManager:
                 self._flush_gcs(not events)
             if not events:
                 self.pool.reap()
+                self._collect_garbage(GC_IDLE_MIN)
+            elif gc.get_count()[0] > GC_BUSY_MAX:
+                self._collect_garbage(0)
+
+    @staticmethod
+    def _collect_garbage(least):
+        """Collect reference cycles if more than `least` objects were made since the last time;
+        every GC_FULL_EVERY-th time all generations (cycles of long-lived objects: clients, workers)."""
+        young, _, collections = gc.get_count()
+        if young > least:
+            gc.collect(2 if collections >= GC_FULL_EVERY else 1)
 
     def _accept(self):
         while True:
@@ -372,18 +388,9 @@ class NodeManager:
         self.tasks[handle] = rec
         self.task_by_id[task_id] = handle
         objects = self.objects
-        objects.add_returns(returns, c, handle)
-        arg_refs = spec[P.S_ARG_REFS]
-        if arg_refs:
-            deps = [oid for _, oid in arg_refs]
-            objects.add_task_refs(deps)
-            rec.deps = deps
-        else:
-            deps = ()
-        if spec[P.S_BORROWED]:
-            objects.add_task_refs(spec[P.S_BORROWED])
+        rec.deps = deps = objects.add_task(returns, c, handle, spec[P.S_ARG_REFS], spec[P.S_BORROWED])
         if self.gcs is not None:
-            self.gcs.put_task_async(task_id, spec)
+            self.gcs.put_task_async(spec)
         if spec[P.S_KIND] != P.TASK_NORMAL:
             self.actors.submit(rec)
             return
@@ -572,7 +579,7 @@ class NodeManager:
         stats.finish_row(row, start, end)
         self.events.append((name, spec[P.S_TASK_ID], worker_id, pid, start, end))
         if self.gcs is not None:
-            self.gcs.put_task_async(spec[P.S_TASK_ID], spec)
+            self.gcs.put_task_async(spec)
 
     def _pipeline_target(self, shape, q):
         """A busy worker to queue one more task on, or None.
@@ -602,17 +609,12 @@ class NodeManager:
 
         An argument not ready yet is made by a task queued before rec on its worker
         (_pipeline_dependents): LOCAL, the worker has it."""
-        objects = self.objects.entries
-        resolved = []
-        for oid in rec.deps:
-            e = objects[oid]
-            if e.state != READY:
-                resolved.append((oid, P.LOCAL, None))
-                continue
-            if e.kind == P.ERROR:
-                return None, e
-            resolved.append((oid, e.kind, e.data))
-        return tuple(resolved), None
+        if not rec.deps:
+            return (), None
+        resolved = self.objects.resolve(rec.deps, P.LOCAL, P.ERROR)
+        if type(resolved) is not tuple:
+            return None, resolved
+        return resolved, None
 
     def _dispatch(self, rec, w, pipelined=False):
         resolved, failed = self._resolve(rec)
@@ -670,28 +672,25 @@ class NodeManager:
 
     def _pipeline_on_producer(self, rec):
         """rec, just submitted, waits: if what it waits for is being made on one worker, queue it there."""
-        entries = self.objects.entries
-        for oid in rec.deps:
-            e = entries[oid]
-            if e.state != READY:
-                p = self.tasks.get(e.producer) if e.producer is not None else None
-                w = p.worker if p is not None else None
-                if w is not None and w.pipeline and not w.blocked and len(w.pipeline) < PIPELINE_DEPTH \
-                        and FunctionStats.is_short(p.stats, PIPELINE_MAX_RUN):
-                    self._pipeline_behind(rec, w)
-                return
+        producers = self.objects.pending_producers(rec.deps)
+        if producers:
+            p = self.tasks.get(producers[0])
+            w = p.worker if p is not None else None
+            if w is not None and w.pipeline and not w.blocked and len(w.pipeline) < PIPELINE_DEPTH \
+                    and FunctionStats.is_short(p.stats, PIPELINE_MAX_RUN):
+                self._pipeline_behind(rec, w)
 
     def _pipeline_behind(self, rec, w):
         """Dispatch rec, waiting in the dependency table, to w if every argument it lacks is
         made by a task queued on w (and it is brief, of w's shape, not cancelled)."""
-        entries = self.objects.entries
+        producers = self.objects.pending_producers(rec.deps)
+        if producers is None:
+            return
         tasks = self.tasks
-        for oid in rec.deps:   # first: most candidates also wait for a task elsewhere
-            e = entries[oid]
-            if e.state != READY:
-                p = tasks.get(e.producer) if e.producer is not None else None
-                if p is None or p.worker is not w or p.done:
-                    return
+        for h in producers:   # first: most candidates also wait for a task elsewhere
+            p = tasks.get(h)
+            if p is None or p.worker is not w or p.done:
+                return
         if rec.cancelled or rec.shape != w.shape or w.retiring or rec.handle not in self.deps \
                 or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) or _one_at_a_time(rec):
             return

@@ -8,6 +8,7 @@ dies, so a crashed node manager never leaves workers behind.
 """
 import collections
 import ctypes
+import gc
 import os
 import signal
 import socket
@@ -68,6 +69,7 @@ class WorkerPool:
         if pid == 0:  # child
             try:
                 set_pdeathsig()
+                gc.enable()   # the node manager's loop collects cycles itself (NodeManager.run); user code needs it
                 parent.close()
                 for fd in close_fds():
                     try:
