@@ -51,3 +51,28 @@ def test_resolve_and_pending_producers():
     assert failed is t.get(_oid(2)) and failed.data == b"err"
     with pytest.raises(KeyError):
         t.resolve([_oid(30)], LOCAL, ERROR)
+
+
+class _Task:
+    def __init__(self, worker, done=False):
+        self.worker = worker
+        self.done = done
+
+
+def test_made_on():
+    t = ObjectTable(_Store(), store_kind=STORE)
+    c = _Client(1)
+    for i, producer in ((1, 11), (2, 12), (3, 13)):
+        t.add_returns([_oid(i)], c, producer)
+    t.add_task([_oid(4)], c, 14, ((0, _oid(5)),), ())   # _oid(5): nothing makes it
+    w, other = object(), object()
+    tasks = {11: _Task(w), 12: _Task(w), 13: _Task(other)}
+    assert t.made_on([_oid(1), _oid(2)], tasks, w)
+    assert not t.made_on([_oid(1), _oid(3)], tasks, w)
+    assert not t.made_on([_oid(1), _oid(5)], tasks, w)
+    tasks[12].done = True
+    assert not t.made_on([_oid(2)], tasks, w)
+    t.set_ready(t.get(_oid(3)), INLINE, b"v", ())
+    assert t.made_on([_oid(1), _oid(3)], tasks, w)            # ready: made already
+    del tasks[11]
+    assert not t.made_on([_oid(1)], tasks, w)

@@ -147,6 +147,22 @@ cdef class ObjectTable:
                 out.append(e.producer)
         return out
 
+    def made_on(self, deps, dict tasks, worker):
+        """Whether every one of deps that is not ready is made by a task of tasks (handle -> task
+        record, with `worker` and `done` attributes) queued on worker and not done: whether a task
+        waiting for deps can be queued on worker behind those (pipelining, manager.py)."""
+        cdef bytes oid
+        cdef ObjectEntry e
+        for oid in deps:
+            e = self.entries[oid]
+            if e.state != READY:
+                if e.producer is None:
+                    return False
+                p = tasks.get(e.producer)
+                if p is None or p.worker is not worker or p.done:
+                    return False
+        return True
+
     def resolve(self, deps, local_kind, error_kind):
         """What a task is sent about its arguments: a tuple of (oid, kind, data), with local_kind and
         no data for one not ready yet (made by a task queued before it on the same worker); or the

@@ -42,6 +42,7 @@ _HDR = struct.Struct("<I")
 PIPELINE_DEPTH = P.PIPELINE_DEPTH   # tasks queued on one worker at most
 PIPELINE_MAX_RUN = 0.001    # only functions whose mean run time is below this are queued
 LEASE_STARVE = 0.002        # queued work waits this long before leased workers are called back
+IDLE_WAIT = 1.0              # seconds the loop waits for events when it has nothing pending
 GC_IDLE_MIN = 1_000          # an idle loop collects cycles once this many objects were made since
 GC_BUSY_MAX = 200_000        # a loop that is never idle collects once this many were
 GC_FULL_EVERY = 10           # every this many collections go over the long-lived objects too
@@ -213,7 +214,7 @@ class NodeManager:
         clients = self.clients
         lfd = self.listener.fileno() if self.listener else -1
         while self._running:
-            timeout = 0 if self._dirty else (0.002 if self._gcs_pending() or self._starved_at else 1.0)
+            timeout = 0 if self._dirty else (0.002 if self._gcs_pending() or self._starved_at else IDLE_WAIT)
             try:
                 events = ep.poll(timeout)
             except InterruptedError:
@@ -236,7 +237,8 @@ class NodeManager:
                 self._flush_gcs(not events)
             if not events:
                 self.pool.reap()
-                self._collect_garbage(GC_IDLE_MIN)
+                if timeout == IDLE_WAIT:   # nothing to do for that long: most of what work made is gone
+                    self._collect_garbage(GC_IDLE_MIN)
             elif gc.get_count()[0] > GC_BUSY_MAX:
                 self._collect_garbage(0)
 
@@ -683,14 +685,8 @@ class NodeManager:
     def _pipeline_behind(self, rec, w):
         """Dispatch rec, waiting in the dependency table, to w if every argument it lacks is
         made by a task queued on w (and it is brief, of w's shape, not cancelled)."""
-        producers = self.objects.pending_producers(rec.deps)
-        if producers is None:
+        if not self.objects.made_on(rec.deps, self.tasks, w):   # first: most candidates also wait for a task elsewhere
             return
-        tasks = self.tasks
-        for h in producers:   # first: most candidates also wait for a task elsewhere
-            p = tasks.get(h)
-            if p is None or p.worker is not w or p.done:
-                return
         if rec.cancelled or rec.shape != w.shape or w.retiring or rec.handle not in self.deps \
                 or not FunctionStats.is_short(rec.stats, PIPELINE_MAX_RUN) or _one_at_a_time(rec):
             return
