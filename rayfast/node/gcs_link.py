@@ -22,8 +22,23 @@ from rayfast.gcs.tables import Gcs
 
 logger = logging.getLogger(__name__)
 MAX_EVENT_BATCHES = 20_000   # timeline event batches (JSON arrays) kept per shard
+_TASK_PAIR = b"$%d\r\ntask:%b\r\n$%d\r\n%b\r\n"   # a task's key and spec in an MSET (RESP)
 # One timeline event as JSON (floats' repr is valid JSON for the finite times here).
 _EVENT = '{"name":%s,"task_id":"%s","worker":%d,"pid":%d,"start":%r,"end":%r,"node":"%NODE"}'
+
+
+def _command(args):
+    """A command (str, bytes or int arguments) as RESP, the bytes hiredis.pack_command makes.
+    Written by hand: pack_command took ~0.75 us per argument and ~1.4 ms per MB of a long one
+    (a flush's timeline events), 3 and 50 times this."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = b"%d" % a
+        out.append(b"$%d\r\n%b\r\n" % (len(a), a))
+    return b"".join(out)
 
 
 class _AsyncShard:
@@ -56,7 +71,7 @@ class NodeGcs:
     # --- writes (buffered) -------------------------------------------------
     def write(self, key, *args):
         sh = self.shards[self._shard(key)]
-        sh.out += hiredis.pack_command(args)
+        sh.out += _command(args)
         sh.pending += 1
         self.dirty.add(sh)
 
@@ -93,16 +108,17 @@ class NodeGcs:
             return
         self._tasks = []
         dumps = pickle.dumps
-        batches = [["MSET"] for _ in self.shards]
-        n = len(batches)
+        n = len(self.shards)
+        pairs = [[] for _ in self.shards]   # per shard: each task's key and value, as RESP
         for spec in tasks:
             task_id = spec[S_TASK_ID]
-            args = batches[shard_for(task_id, n) if n > 1 else 0]
-            args.append(b"task:" + task_id)
-            args.append(dumps(spec, 5))
-        for sh, args in zip(self.shards, batches):
-            if len(args) > 1:
-                sh.out += hiredis.pack_command(tuple(args))
+            value = dumps(spec, 5)
+            pairs[shard_for(task_id, n) if n > 1 else 0].append(
+                _TASK_PAIR % (len(task_id) + 5, task_id, len(value), value))
+        for sh, p in zip(self.shards, pairs):
+            if p:
+                sh.out += b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(p))
+                sh.out += b"".join(p)
                 sh.pending += 1
                 self.dirty.add(sh)
 

@@ -1,0 +1,46 @@
+"""rayfast.node.gcs_link: what the node manager writes to the GCS without waiting."""
+import os
+import pickle
+
+import hiredis
+
+from rayfast.gcs.client import shard_for
+from rayfast.node.gcs_link import NodeGcs
+
+
+class _Shard:
+    def __init__(self):
+        self.out = bytearray()
+        self.pending = 0
+
+
+def _spec(i):
+    return (os.urandom(16), 0, b"fid", "f", os.urandom(i), (), (), 1, (("CPU", 1.0),), 3, None, None, None)
+
+
+def test_lineage_is_one_mset_per_shard_of_pickled_specs():
+    g = NodeGcs.__new__(NodeGcs)   # its buffers only: no shard connections
+    g.shards, g.dirty, g._tasks = [_Shard(), _Shard()], set(), []
+    specs = [_spec(i) for i in range(60)]
+    for spec in specs:
+        g.put_task_async(spec)
+    g.pack_tasks()
+    for i, sh in enumerate(g.shards):
+        args = ["MSET"]
+        for spec in specs:
+            if shard_for(spec[0], 2) == i:
+                args += [b"task:" + spec[0], pickle.dumps(spec, 5)]
+        assert len(args) > 1 and sh.pending == 1
+        assert bytes(sh.out) == hiredis.pack_command(tuple(args))
+        reader = hiredis.Reader()
+        reader.feed(bytes(sh.out))
+        cmd = reader.gets()
+        assert [pickle.loads(v) for v in cmd[2::2]] == [s for s in specs if shard_for(s[0], 2) == i]
+    assert g.dirty == set(g.shards) and not g._tasks
+
+
+def test_commands_as_hiredis_packs_them():
+    from rayfast.node.gcs_link import _command
+    for args in [("SET", b"fn:\x00\xff", b"\r\n" * 3, "NX"), ("LTRIM", "events", -20000, -1),
+                 ("RPUSH", "events", '[{"name":"f\\u00e9"}]' + "é" * 10), ("PING",)]:
+        assert _command(args) == hiredis.pack_command(args)
