@@ -661,7 +661,11 @@ class ActorTaskExecutor(TaskExecutor):
         if len(msg) > 5:   # the call came over a direct channel (rayfast/actor_channel.py): answer there
             cw = self.cw
             conn = msg[5]
-            contained = tuple(c for r in done[2] for c in r[3]) if done[2] else ()
+            results = done[2]
+            if len(results) == 1:   # (the common case, without a generator per call)
+                contained = results[0][3]
+            else:
+                contained = tuple(c for r in results for c in r[3])
             if contained or msg[2][P.S_BORROWED]:
                 # Refs in the results are pinned, and refs we kept from the arguments
                 # announced, at the node before the caller can drop its own.

@@ -298,11 +298,12 @@ class ActorChannels:
         """DIRECT_DONE records ride with the next frame to the node manager (or the flush timer's)."""
         cw = self.cw
         with cw._send_lock:
+            armed = cw._later   # messages that can wait are queued already: the timer is armed for them
             cw.conn._out.extend(records)
             cw._later += len(records)
         if cw._wait_node or cw._callbacks:
             cw._must_flush = True   # someone may be waiting for these at the node manager
-        else:
+        elif not armed:
             cw._arm_timer(REPORT_DELAY)
 
     def _record(self, ch, spec, results, start, end):
@@ -411,6 +412,8 @@ class ActorChannels:
     def waits_only_on_channels(self, keys):
         """Whether every key is the result of a call in flight on a channel."""
         pending = self.pending
+        if len(keys) == 1:   # (a get of one call: no generator)
+            return keys[0][:16] in pending
         return all(k[:16] in pending for k in keys)
 
     def hot_conn(self, keys):

@@ -35,6 +35,7 @@ from rayfast.exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFull
 
 BURST_GAP = 50e-6   # submissions closer than this are batched
 LATER_DELAY = 0.01  # how long a send_later() message may wait for company
+BLOCK_AFTER = 0.005  # a get waiting only on direct channels reports BLOCKED after this long
 LOOK_LIMIT = 1.0    # how long a get/wait whose deadline passed waits at most for the node manager's answer (_look_once)
 
 
@@ -353,16 +354,18 @@ class CoreWorker:
         """Queue a message that may wait for the next frame, or LATER_DELAY at most
         (none at all while a get()/wait() waits for the node manager)."""
         with self._send_lock:
+            armed = self._later   # messages that can wait are queued already: the timer is armed for them
             self.conn._out.append(msg)
             self._later += 1
         if self._wait_node or self._callbacks:
             self._must_flush = True
-        else:
-            self._arm_timer(LATER_DELAY)
+        if not armed:
+            self._arm_timer(LATER_DELAY)   # (a reader flushes after its next batch, if one comes)
 
     # --- objects ----------------------------------------------------------
     def put(self, value, key=None):
         """A ref to value, stored under a new put id (or under key: a generator task's items)."""
+        item = key   # (a generator's item)
         if key is None:
             if isinstance(value, ObjectRef):
                 raise TypeError("Calling put() on an ObjectRef is not allowed; put the value itself "
@@ -377,7 +380,13 @@ class CoreWorker:
         else:
             self.write_to_store(key, parts)
             self._results[key] = (P.STORE, parts[3])
-            self.send((P.PUT, key, P.STORE, parts[3], contained))
+            if item is None:
+                # No one asks the node manager for it before a message of ours that follows
+                # (a task submitted, a result or a ref handed on) or the flush timer's: it may
+                # wait for company (a worker's pull/push loop: one node-manager wakeup less per put).
+                self.send_later((P.PUT, key, P.STORE, parts[3], contained))
+            else:   # its consumer waits for it now
+                self.send((P.PUT, key, P.STORE, parts[3], contained))
         return ref
 
     def write_to_store(self, key, parts, replace=False):
@@ -436,9 +445,6 @@ class CoreWorker:
             self._subscribed.update(new)
             self.conn.send((P.GET, tuple(new)))
         blocked = self.in_task and self.mode == "worker" and not self._blocked
-        if blocked:
-            self._hand_back_queued()
-            self.conn.send((P.BLOCKED,))
         # Waiting for anything the node manager sends, the reports of direct calls (actor
         # channels, the lease) go out at once: what we wait for may need their results.
         ac = self.actor_channels
@@ -452,27 +458,48 @@ class CoreWorker:
             self._hot = self.direct.hot_conn(missing)   # a task on our leased worker
             if self._hot is not None:
                 self._wait_node = False
+        # A task waiting only for answers on its own channels (actor calls, the leased task),
+        # mostly there within a millisecond or two, tells the node manager it is blocked (its
+        # CPU lent, its queued tasks handed back) only after BLOCK_AFTER: two messages and
+        # two node-manager wakeups less per get.
+        block_at = time.monotonic() + BLOCK_AFTER if blocked and not self._wait_node else None
+        if blocked and block_at is None:
+            self._block()
         if len(self.conn._out) > self._later or (self._wait_node and self._later):   # anything but records that can wait
             self.flush()
+
+        def pump():
+            nonlocal block_at
+            if block_at is not None:
+                if time.monotonic() < block_at and (deadline is None or block_at < deadline):
+                    self._pump(block_at)
+                    return True
+                block_at = None
+                self._cond.release()
+                try:
+                    self._block()
+                finally:
+                    self._cond.acquire()
+            return self._pump(deadline)
         try:
             with self._cond:
-                if self._wait_ready(keys, missing, num_ready, deadline):
+                if self._wait_ready(keys, missing, num_ready, pump):
                     return True
             return self._look_once(keys, num_ready)
         finally:
             self._wait_node = False
             self._hot = None
-            if blocked:
+            if blocked and block_at is None:
                 self._blocked = False
                 self.send((P.UNBLOCKED,))
 
-    def _wait_ready(self, keys, missing, num_ready, deadline):
+    def _wait_ready(self, keys, missing, num_ready, pump):
         """wait_objects' wait, with self._cond held: True once num_ready of keys have values."""
         results = self._results
         if len(missing) == 1:
             key = missing[0]
             while key not in results:
-                if not self._pump(deadline):
+                if not pump():
                     return False
             return True
         if num_ready == len(keys):
@@ -484,13 +511,13 @@ class CoreWorker:
                     i += 1
                 if i == n:
                     return True
-                if not self._pump(deadline):
+                if not pump():
                     return False
         while True:
             missing = [k for k in missing if k not in results]   # shrinks as values come
             if len(keys) - len(missing) >= num_ready:
                 return True
-            if not self._pump(deadline):
+            if not pump():
                 return False
 
     def _look_once(self, keys, num_ready):
@@ -518,6 +545,11 @@ class CoreWorker:
                     break
             self._reply_hooks.pop(req_id, None)
             return sum(1 for k in keys if k in results) >= num_ready
+
+    def _block(self):
+        """Tell the node manager that this task waits in get(): its CPU is lent, its queue handed back."""
+        self._hand_back_queued()
+        self.send((P.BLOCKED,))
 
     def _keep_function(self, m):
         """A task handed back unstarted may carry the function's first copy for this
