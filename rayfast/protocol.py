@@ -82,6 +82,7 @@ TASK_ACTOR_METHOD = 2
 
 _INDEX = [i.to_bytes(4, "little") for i in range(64)]
 _INDEX_FROM_1 = _INDEX[1:]
+_INDEX_1 = _INDEX[1]
 
 
 def return_id(task_id, i):
@@ -91,7 +92,10 @@ def return_id(task_id, i):
 
 
 def return_ids(task_id, n):
-    if n < 64:   # (every task has these built at submission: keep it cheap)
+    # (every task has these built at submission and when it is done: keep it cheap)
+    if n == 1:
+        return [task_id + _INDEX_1]   # (without a comprehension: a third of the time)
+    if n < 64:
         return [task_id + x for x in _INDEX_FROM_1[:n]]
     return [return_id(task_id, i) for i in range(1, n + 1)]
 
