@@ -44,3 +44,44 @@ def test_commands_as_hiredis_packs_them():
     for args in [("SET", b"fn:\x00\xff", b"\r\n" * 3, "NX"), ("LTRIM", "events", -20000, -1),
                  ("RPUSH", "events", '[{"name":"f\\u00e9"}]' + "é" * 10), ("PING",)]:
         assert _command(args) == hiredis.pack_command(args)
+
+
+def test_pack_tasks_packs_at_most_limit():
+    g = NodeGcs.__new__(NodeGcs)
+    g.shards, g.dirty, g._tasks = [_Shard()], set(), []
+    specs = [_spec(i) for i in range(10)]
+    for spec in specs:
+        g.put_task_async(spec)
+    g.pack_tasks(4)
+    assert g._tasks == specs[4:] and g.shards[0].pending == 1
+    g.pack_tasks()
+    assert g._tasks == [] and g.shards[0].pending == 2
+
+
+def test_lineage_and_events_reach_the_gcs(cluster):
+    """What the node holds back while busy is written once it is idle."""
+    import time
+
+    import rayfast as ray
+    from rayfast import core_worker
+    from rayfast.gcs.tables import Gcs
+
+    @ray.remote
+    def noop(i):
+        return i
+
+    refs = [noop.remote(i) for i in range(3000)]
+    assert ray.get(refs) == list(range(3000))
+    gcs = Gcs(core_worker.current().node_info["gcs_addresses"], background_flush=False)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            spec = gcs.get_task(refs[-1].task_id().binary())
+            events = {e["task_id"] for e in gcs.get_events()}
+            if spec is not None and refs[-1].task_id().hex() in events:
+                break
+            time.sleep(0.05)
+        assert pickle.loads(spec)[3].endswith("noop")
+        assert {r.task_id().hex() for r in refs} <= events
+    finally:
+        gcs.close()

@@ -102,11 +102,15 @@ class NodeGcs:
         self.gcs.register_node(node_id, info)
 
     # --- the loop's side -------------------------------------------------
-    def pack_tasks(self):
+    def pack_tasks(self, limit=None):
+        """Pack the queued specs (the first `limit` of them) into one MSET per shard."""
         tasks = self._tasks
         if not tasks:
             return
-        self._tasks = []
+        if limit is not None and len(tasks) > limit:
+            tasks, self._tasks = tasks[:limit], tasks[limit:]
+        else:
+            self._tasks = []
         dumps = pickle.dumps
         n = len(self.shards)
         pairs = [[] for _ in self.shards]   # per shard: each task's key and value, as RESP
@@ -122,9 +126,10 @@ class NodeGcs:
                 sh.pending += 1
                 self.dirty.add(sh)
 
-    def send_some(self):
-        """Write what the sockets take now; returns the shards that still have output."""
-        self.pack_tasks()
+    def send_some(self, limit=None):
+        """Pack up to `limit` queued specs and write what the sockets take now; returns the
+        shards that still have output."""
+        self.pack_tasks(limit)
         blocked = []
         for sh in self.dirty:
             try:
