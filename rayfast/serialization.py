@@ -7,7 +7,8 @@ Two encodings:
   skip pickle's per-call work for what tasks pass by the thousand; their
   first byte tells them apart (a protocol 5 pickle starts with 0x80):
 
-      ARRAY:   1 | len(dtype.str) | dtype.str | the bytes of a 1-D array of plain numbers
+      ARRAY:   1 | 16 | dtype.str padded with NULs to 16 bytes in all | the bytes of a 1-D
+               array of plain numbers (the padding keeps them aligned in a bytes object)
       ARGS:    2 | pickle of (args, kwargs, spots): a call's arguments with each such
                array swapped for a bytearray of its bytes; spots: ((position, ARRAY header), ...)
 * store — the layout written into the shared-memory store for large values:
@@ -141,12 +142,15 @@ _array_heads = {}    # dtype -> the ARRAY header; numeric dtypes only, so a few 
 _array_dtypes = {}   # ARRAY header -> dtype
 
 
+_ARRAY_HEAD = 16     # bytes: a view of the data then starts as aligned as a bytes object's (16)
+
+
 def _array_head(dtype):
     """The ARRAY header of a 1-D array of dtype; None unless its items are plain numbers."""
     head = _array_heads.get(dtype)
     if head is None and dtype.kind in "biufc":
-        s = dtype.str.encode()
-        head = _array_heads[dtype] = bytes((_ARRAY, len(s))) + s
+        s = dtype.str.encode()   # e.g. b"<i4"; b"<c32" at the longest
+        head = _array_heads[dtype] = bytes((_ARRAY, _ARRAY_HEAD)) + s.ljust(_ARRAY_HEAD - 2, b"\0")
     return head
 
 
@@ -163,18 +167,22 @@ def _array_dtype(head):
     """The dtype an ARRAY header names. (Not `get(head) or ...`: a dtype without fields is falsy.)"""
     dtype = _array_dtypes.get(head)
     if dtype is None:
-        dtype = _array_dtypes[head] = np.dtype(head[2:].decode())
+        dtype = _array_dtypes[head] = np.dtype(head[2:].rstrip(b"\0").decode())
     return dtype
 
 
 def _load_array(data, writable):
     """An array from its ARRAY form: a read-only view of data, or a writable copy."""
-    n = data[1] + 2
+    n = data[1]
     dtype = _array_dtype(bytes(data[:n]))
     if writable:
         return np.frombuffer(bytearray(memoryview(data)[n:]), dtype)
     # (np.ndarray over bytes at an offset costs half of np.frombuffer's)
-    return np.ndarray(((len(data) - n) // dtype.itemsize,), dtype, data, n)
+    a = np.ndarray(((len(data) - n) // dtype.itemsize,), dtype, data, n)
+    if not a.flags.aligned:   # (data a slice at an odd place: numpy is slow on, and some code refuses, such views)
+        a = a.copy()
+        a.flags.writeable = False
+    return a
 
 
 def dumps_args(args, kwargs):

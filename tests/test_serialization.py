@@ -29,6 +29,13 @@ def test_array_value_roundtrip(a):
     r = S.loads_readonly(data)
     _same(r, a)
     assert not r.flags.writeable
+    assert r.flags.aligned and w.flags.aligned   # numpy is slow on unaligned arrays, and some code refuses them
+
+
+def test_readonly_array_from_an_odd_place_is_aligned():
+    data = S.serialize(np.arange(10, dtype=np.float64), 100_000)[0]
+    r = S.loads_readonly(memoryview(b"x" + data)[1:])
+    assert r.flags.aligned and not r.flags.writeable and np.array_equal(r, np.arange(10.))
 
 
 @pytest.mark.parametrize("a", ARRAYS + OTHERS, ids=lambda a: f"{a.dtype.str}{a.shape}")
@@ -38,7 +45,7 @@ def test_array_arguments_roundtrip(a):
     args, kwargs = S.loads_inline(payload)
     for x in (args[0], kwargs["k"]):
         _same(x, a)
-        assert x.flags.writeable   # as numpy's own pickle gives
+        assert x.flags.writeable and x.flags.aligned   # as numpy's own pickle gives
     assert args[1:] == [1, None, "s"] and kwargs["n"] == 2.5
 
 
