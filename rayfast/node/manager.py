@@ -44,7 +44,7 @@ PIPELINE_MAX_RUN = 0.001    # only functions whose mean run time is below this a
 LEASE_STARVE = 0.002        # queued work waits this long before leased workers are called back
 IDLE_WAIT = 1.0              # seconds the loop waits for events when it has nothing pending
 GCS_BATCH = 50_000           # task specs or timeline events held for the GCS while the loop is busy at most
-GCS_CHUNK = 5_000            # of which a loop turn packs and sends this many
+GCS_CHUNK = 2_000            # of which a loop turn packs and sends this many
 GC_IDLE_MIN = 1_000          # an idle loop collects cycles once this many objects were made since
 GC_BUSY_MAX = 200_000        # a loop that is never idle collects once this many were
 GC_FULL_EVERY = 10           # every this many collections go over the long-lived objects too
@@ -1067,7 +1067,7 @@ class NodeManager:
         gcs = self.gcs
         if not idle and len(self.events) < GCS_BATCH and len(gcs._tasks) < GCS_BATCH:
             return
-        if self.events:   # (a turn packs GCS_CHUNK at most: the loop pauses ~10 ms, not ~100)
+        if self.events:   # (a turn packs GCS_CHUNK at most: the loop pauses a few ms, not ~100)
             self._events_to_gcs(GCS_CHUNK)
         if gcs.dirty or gcs._tasks:
             for sh in gcs.send_some(GCS_CHUNK):
