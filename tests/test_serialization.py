@@ -72,7 +72,7 @@ def test_readonly_view_keeps_its_bytes():
 
 
 def test_pickled_values_still_load():
-    for v in (5, 2.5, "s", b"b", None, (1, np.arange(3)), [np.ones((2, 2))], {"a": 1}):
+    for v in ("s", b"b", None, 2**70, (1, np.arange(3)), [np.ones((2, 2))], {"a": 1}):
         data, _, _ = S.serialize(v, 100_000)
         assert data[0] == 0x80
         out = S.loads_inline(data)
@@ -80,3 +80,21 @@ def test_pickled_values_still_load():
     ref = ObjectRef(b"r" * 20)
     data, contained = S.dumps([ref])
     assert contained == (ref.binary(),) and S.loads_inline(data)[0].binary() == ref.binary()
+
+
+def test_numbers_roundtrip_exactly():
+    import math
+    import struct
+    odd_nan = struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\x7f")[0]
+    for v in (0, 1, -1, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 10**30, True, False,
+              0.0, -0.0, 1.5, float("inf"), float("-inf"), odd_nan, 5e-324, 1e308):
+        data, parts, contained = S.serialize(v, 100_000)
+        assert parts is None and contained == ()
+        if type(v) is int and -2**63 <= v < 2**63:
+            assert data[0] == 3 and len(data) == 9   # the INT form
+        for out in (S.loads_inline(data), S.loads_readonly(data)):
+            assert type(out) is type(v)
+            if type(v) is float:
+                assert struct.pack("<d", out) == struct.pack("<d", v)   # bit for bit: -0.0, NaN payloads
+            else:
+                assert out == v and not math.isnan(out)
