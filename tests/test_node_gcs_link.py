@@ -1,4 +1,5 @@
 """rayfast.node.gcs_link: what the node manager writes to the GCS without waiting."""
+import collections
 import os
 import pickle
 
@@ -10,7 +11,7 @@ from rayfast.node.gcs_link import NodeGcs
 
 class _Shard:
     def __init__(self):
-        self.out = bytearray()
+        self.out = collections.deque()
         self.pending = 0
 
 
@@ -31,9 +32,9 @@ def test_lineage_is_one_mset_per_shard_of_pickled_specs():
             if shard_for(spec[0], 2) == i:
                 args += [b"task:" + spec[0], pickle.dumps(spec, 5)]
         assert len(args) > 1 and sh.pending == 1
-        assert bytes(sh.out) == hiredis.pack_command(tuple(args))
+        assert b"".join(sh.out) == hiredis.pack_command(tuple(args))
         reader = hiredis.Reader()
-        reader.feed(bytes(sh.out))
+        reader.feed(b"".join(sh.out))
         cmd = reader.gets()
         assert [pickle.loads(v) for v in cmd[2::2]] == [s for s in specs if shard_for(s[0], 2) == i]
     assert g.dirty == set(g.shards) and not g._tasks
@@ -85,3 +86,33 @@ def test_lineage_and_events_reach_the_gcs(cluster):
         assert {r.task_id().hex() for r in refs} <= events
     finally:
         gcs.close()
+
+
+def test_shard_output_survives_partial_sends():
+    import socket
+
+    from rayfast.node.gcs_link import _AsyncShard
+
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.setblocking(False)
+    sh = _AsyncShard.__new__(_AsyncShard)
+    sh.sock, sh.sent = a, 0
+    sh.out = collections.deque()
+    chunks = [os.urandom(n) for n in (10, 70_000, 3, 50_000)] * 300
+    sh.out.extend(chunks)
+    want = b"".join(chunks)
+    got = bytearray()
+    b.setblocking(False)
+    while sh.out:
+        sh.send()
+        while True:
+            try:
+                got += b.recv(1 << 20)
+            except BlockingIOError:
+                break
+    while len(got) < len(want):
+        got += b.recv(1 << 20)
+    assert bytes(got) == want and sh.sent == len(want)
+    a.close()
+    b.close()

@@ -9,6 +9,8 @@ replies are read and counted (errors logged) when they come back. The
 synchronous `Gcs` tables client is kept for the rare calls that need an
 answer.
 """
+import collections
+import itertools
 import json
 import logging
 import pickle
@@ -22,6 +24,7 @@ from rayfast.gcs.tables import Gcs
 
 logger = logging.getLogger(__name__)
 MAX_EVENT_BATCHES = 20_000   # timeline event batches (JSON arrays) kept per shard
+_IOV_MAX = 512               # buffers per sendmsg (the kernel takes 1024)
 _TASK_PAIR = b"$%d\r\ntask:%b\r\n$%d\r\n%b\r\n"   # a task's key and spec in an MSET (RESP)
 # One timeline event as JSON (floats' repr is valid JSON for the finite times here).
 _EVENT = '{"name":%s,"task_id":"%s","worker":%d,"pid":%d,"start":%r,"end":%r,"node":"%NODE"}'
@@ -49,12 +52,39 @@ class _AsyncShard:
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.connect(addr)
         self.sock.setblocking(False)
-        self.out = bytearray()
+        # Commands not yet sent, as a queue of buffers: appending to one bytearray that the
+        # shard drains from the front moved megabytes per append while the shard lagged.
+        self.out = collections.deque()
         self.reader = hiredis.Reader()
         self.pending = 0
         self.errors = 0
         self.sent = 0
         self.want_write = False
+
+    def send(self):
+        """Write what the socket takes now (OSError if the connection is gone)."""
+        out = self.out
+        try:
+            n = self.sock.sendmsg(list(itertools.islice(out, _IOV_MAX)))
+        except (BlockingIOError, InterruptedError):
+            return
+        self.sent += n
+        while n:
+            first = out[0]
+            if len(first) <= n:
+                n -= len(first)
+                out.popleft()
+            else:
+                out[0] = memoryview(first)[n:]
+                n = 0
+
+    def send_all(self):
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(b"".join(self.out))
+        except OSError:
+            pass
+        self.out.clear()
 
 
 class NodeGcs:
@@ -71,7 +101,7 @@ class NodeGcs:
     # --- writes (buffered) -------------------------------------------------
     def write(self, key, *args):
         sh = self.shards[self._shard(key)]
-        sh.out += _command(args)
+        sh.out.append(_command(args))
         sh.pending += 1
         self.dirty.add(sh)
 
@@ -121,8 +151,7 @@ class NodeGcs:
                 _TASK_PAIR % (len(task_id) + 5, task_id, len(value), value))
         for sh, p in zip(self.shards, pairs):
             if p:
-                sh.out += b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(p))
-                sh.out += b"".join(p)
+                sh.out.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(p)) + b"".join(p))
                 sh.pending += 1
                 self.dirty.add(sh)
 
@@ -133,16 +162,12 @@ class NodeGcs:
         blocked = []
         for sh in self.dirty:
             try:
-                n = sh.sock.send(sh.out)
-            except (BlockingIOError, InterruptedError):
-                n = 0
+                sh.send()
             except OSError as e:
                 logger.error("GCS shard connection lost (%s); %d writes dropped", e, sh.pending)
                 sh.errors += sh.pending
                 sh.out.clear()
                 continue
-            del sh.out[:n]
-            sh.sent += n
             if sh.out:
                 blocked.append(sh)
         self.dirty = set(blocked)
@@ -183,12 +208,7 @@ class NodeGcs:
         self.pack_tasks()
         for sh in self.shards:
             if sh.out:
-                sh.sock.setblocking(True)
-                try:
-                    sh.sock.sendall(sh.out)
-                except OSError:
-                    pass
-                sh.out.clear()
+                sh.send_all()
 
     def statistics(self):
         return {"async_pending": sum(s.pending for s in self.shards),
