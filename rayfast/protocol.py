@@ -58,7 +58,7 @@ LOCAL = 3          # in TASK's resolved only: data None; a result of a task queu
                    # the same worker, which keeps the results of its last PIPELINE_DEPTH tasks
                    # (a worker that no longer has it hands the task back: RETURN)
 
-PIPELINE_DEPTH = 8 # tasks queued on one worker at most (rayfast/node/manager.py)
+PIPELINE_DEPTH = 16 # tasks queued on one worker at most (rayfast/node/manager.py)
 
 # Task spec: a tuple, indexed by these constants (tuples pickle fastest).
 S_TASK_ID = 0      # bytes(16)
