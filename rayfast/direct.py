@@ -59,9 +59,14 @@ def error_results(spec, exc):
                  for oid in P.return_ids(spec[P.S_TASK_ID], max(spec[P.S_NUM_RETURNS], 1)))
 
 
+def cancelled_error(spec):
+    """The error of a task cancelled before it ran (what get() raises for it)."""
+    return TaskCancelledError(spec[P.S_TASK_ID].hex())
+
+
 def cancelled_results(spec):
     """The results of a task cancelled before it ran: TaskCancelledError for each return."""
-    return error_results(spec, TaskCancelledError(spec[P.S_TASK_ID].hex()))
+    return error_results(spec, cancelled_error(spec))
 
 
 def worker_socket_path(session_dir, worker_id):

@@ -23,8 +23,9 @@ import time
 from collections import deque
 
 from rayfast import protocol as P
-from rayfast.exceptions import ActorAlreadyExistsError, RayActorError, TaskCancelledError
-from rayfast.direct import worker_socket_path
+from rayfast import serialization
+from rayfast.exceptions import ActorAlreadyExistsError, RayActorError
+from rayfast.direct import cancelled_error, worker_socket_path
 from rayfast.node.worker_pool import ACTOR
 
 PENDING, CREATING, ALIVE, RESTARTING, DEAD = "PENDING", "CREATING", "ALIVE", "RESTARTING", "DEAD"
@@ -176,7 +177,7 @@ class ActorManager:
             q.remove(rec)
             if not q:
                 del a.queues[rec.owner.id]
-            self._fail(rec, pickle.dumps(TaskCancelledError(rec.spec[P.S_TASK_ID].hex()), 5))
+            self._fail(rec, serialization.dumps(cancelled_error(rec.spec))[0])
             if q and a.state == ALIVE:
                 self._pump(a, rec.owner.id, q)
         elif rec.handle in a.inflight and a.worker is not None and a.worker.client is not None:

@@ -25,16 +25,15 @@ import struct
 import time
 
 from rayfast import protocol as P
-from rayfast import serialization
 from rayfast._core.deps import DependencyTable
 from rayfast._core.objects import READY, ObjectTable
 from rayfast._core.queue import TaskQueue
 from rayfast.config import MAX_WORKERS_PER_CPU
-from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedError, WorkerCrashedError
+from rayfast.exceptions import TaskCancelledWorkerCrashedError, WorkerCrashedError
 from rayfast.node.actors import DEFERRED
 from rayfast.node.gpus import GpuIds
 from rayfast.node.placement_groups import PlacementGroups
-from rayfast.direct import worker_socket_path
+from rayfast.direct import cancelled_results, error_results, worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
 from rayfast.node.stats import FunctionStats
 
@@ -727,7 +726,7 @@ class NodeManager:
         else:
             self.events.append((spec[P.S_NAME], spec[P.S_TASK_ID], 0, os.getpid(), start, end))
         if rec.cancelled:
-            results = self._error_results(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
+            results = cancelled_results(rec.spec)
         self._finish(rec, results)
 
     def _leave_worker(self, rec, w):
@@ -784,12 +783,8 @@ class NodeManager:
         if rec.spec[P.S_BORROWED]:
             objects.release_task_refs(rec.spec[P.S_BORROWED])
 
-    def _error_results(self, rec, exc):
-        data, _ = serialization.dumps(exc)
-        return tuple((oid, P.ERROR, data, ()) for oid in rec.returns)
-
     def fail_task(self, rec, exc):
-        self._finish(rec, self._error_results(rec, exc))
+        self._finish(rec, error_results(rec.spec, exc))
 
     # --- cancellation -----------------------------------------------------
     def _cancel(self, oid, force, recursive):
@@ -821,7 +816,7 @@ class NodeManager:
             q = self.queues.get(rec.shape)
             if q is not None:
                 q.remove(handle)
-            self.fail_task(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
+            self._finish(rec, cancelled_results(rec.spec))
         elif force:
             rec.retries_left = 0
             self.pool.kill(w)
@@ -935,7 +930,7 @@ class NodeManager:
                 continue
             rec.worker = None
             if rec.cancelled:
-                self.fail_task(rec, TaskCancelledError(rec.spec[P.S_TASK_ID].hex()))
+                self._finish(rec, cancelled_results(rec.spec))
                 continue
             if rec.deps and self.deps.add_task(rec.handle, rec.deps) != 0:
                 continue   # it was queued behind the task making an argument, which did not finish there
