@@ -133,7 +133,7 @@ class TaskExecutor:
         finally:
             cw.in_task = False
         # Drop the task's values now: refs in them are released with this flush, not the next task's.
-        out = args = kwargs = None
+        args = kwargs = None
         end = time.time()
         hold = False
         if reply is None and spec[P.S_KIND] == P.TASK_NORMAL:
