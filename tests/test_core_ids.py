@@ -224,3 +224,15 @@ def test_ref_create_drop_is_fast():
     n = 200_000
     per = min(timeit.repeat(lambda: ObjectRef(b), number=n, repeat=3)) / n
     assert per < 1e-6, f"ObjectRef create+drop took {per * 1e9:.0f} ns"
+
+
+def test_object_ref_constructors_as_ray():
+    # Ray's ObjectRef API: nil/is_nil, from_binary/from_hex/from_random, size (of our ids)
+    from rayfast._core.ids import ObjectRef
+    nil = ObjectRef.nil()
+    assert nil.is_nil() and type(nil) is ObjectRef
+    r = ObjectRef.from_random()
+    assert not r.is_nil() and type(r) is ObjectRef
+    assert ObjectRef.from_binary(r.binary()) == r
+    assert type(ObjectRef.from_hex(r.hex())) is ObjectRef
+    assert ObjectRef.size() == len(r.binary())

@@ -483,3 +483,11 @@ def test_generator_function_with_num_returns_1_gives_its_value():
         yield 7
 
     assert ray.get(one.options(num_returns=1).remote()) == 7
+
+
+def test_object_ref_as_future_in_asyncio():
+    import asyncio
+
+    async def main():
+        return await ident.remote(7).as_future()
+    assert asyncio.run(main()) == 7

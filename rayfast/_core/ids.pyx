@@ -121,9 +121,32 @@ cdef class ObjectID:
         self._h64 = rf_hash64(self._id, 20)
         self._hash = _py_hash(self._h64)
 
+    @classmethod
+    def from_hex(cls, str s):
+        return cls(bytes.fromhex(s))
+
+    @classmethod
+    def from_binary(cls, bytes binary not None):
+        return cls(binary)
+
+    @classmethod
+    def nil(cls):
+        """The all-zero id (Ray's ObjectRef.nil()): no object has it."""
+        return cls(b"\0" * 20)
+
+    @classmethod
+    def from_random(cls):
+        return cls(os.urandom(20))
+
     @staticmethod
-    def from_hex(str s):
-        return ObjectID(bytes.fromhex(s))
+    def size():
+        """Bytes in an id."""
+        return 20
+
+    def is_nil(self):
+        cdef uint8_t zero[20]
+        memset(zero, 0, 20)
+        return memcmp(self._id, zero, 20) == 0
 
     def binary(self):
         return PyBytes_FromStringAndSize(<char *>self._id, 20)
@@ -184,6 +207,11 @@ cdef class ObjectRef(ObjectID):
         if _future_fn is None:
             raise RuntimeError("ObjectRef.future(): no runtime hooks set (is rayfast initialised?)")
         return _future_fn(self)
+
+    def as_future(self):
+        """An asyncio future for the object's value, on the running event loop (as Ray's)."""
+        import asyncio
+        return asyncio.wrap_future(self.future())
 
     def __await__(self):
         if _await_fn is None:
