@@ -578,6 +578,7 @@ class ActorTaskExecutor(TaskExecutor):
         self.max_task_retries = 0
         self.restarts = 0
         self.namespace = None
+        self.name = None        # its name= option ("" if it has none), for get_actor_name()
         self.placement_group = None   # the placement group it was created in (hex)
         self.pool = None        # ThreadPoolExecutor of the default group (max_concurrency > 1, or groups)
         self.loop = None        # asyncio loop in its own thread (async actors)
@@ -790,6 +791,7 @@ class ActorTaskExecutor(TaskExecutor):
         self.max_task_retries = extras.get("max_task_retries", 0)
         self.restarts = extras.get("restarts", 0)
         self.namespace = extras.get("namespace")
+        self.name = extras.get("name") or ""
         if self.namespace is not None:
             self.cw.namespace = self.namespace
         env = extras.get("runtime_env")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 from rayfast import protocol as P
 from rayfast.id_types import BinaryID
@@ -91,6 +92,21 @@ class RuntimeContext:
     @property
     def actor_id(self):
         return self.get_actor_id()
+
+    def get_actor_name(self):
+        """This actor's name ("" if it has none); None outside an actor (as Ray's)."""
+        ex = self._executor()
+        if ex is None or ex.actor_id is None:
+            return None
+        return ex.name
+
+    def get_node_labels(self):
+        """The node's labels: Ray's default one, its node id (rayfast has no custom labels)."""
+        return {"ray.io/node_id": self.get_node_id()}
+
+    def get_session_name(self):
+        """The session's name: its directory's."""
+        return os.path.basename(self._cw.node_info["session_dir"].rstrip("/"))
 
     # --- names ----------------------------------------------------------------
     def get_task_name(self):

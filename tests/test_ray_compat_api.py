@@ -491,3 +491,25 @@ def test_object_ref_as_future_in_asyncio():
     async def main():
         return await ident.remote(7).as_future()
     assert asyncio.run(main()) == 7
+
+
+@ray.remote
+class _Named:
+    def context(self):
+        c = ray.get_runtime_context()
+        return c.get_actor_name(), c.gcs_address, c.get_session_name()
+
+
+@ray.remote
+def _context_in_task():
+    c = ray.get_runtime_context()
+    return c.get_actor_name(), c.gcs_address
+
+
+def test_runtime_context_actor_name_gcs_address_session():
+    here = ray.get_runtime_context()
+    assert here.get_actor_name() is None and here.gcs_address
+    name, gcs, session = ray.get(_Named.options(name="ctx_named").remote().context.remote())
+    assert (name, gcs, session) == ("ctx_named", here.gcs_address, here.get_session_name())
+    assert ray.get(_Named.remote().context.remote())[0] == ""    # an actor without a name
+    assert ray.get(_context_in_task.remote()) == (None, here.gcs_address)

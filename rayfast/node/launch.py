@@ -67,7 +67,7 @@ def run_node(args):
         else:
             addresses = args.gcs_address.split(",")
         nm = NodeManager(os.path.join(session_dir, "node.sock"), node_id, resources, store,
-                         None, session_dir)
+                         addresses, session_dir)
         nm.start_workers(max(args.num_cpus, 1))
         from rayfast.node.gcs_link import NodeGcs
         gcs = NodeGcs(addresses)

@@ -115,14 +115,15 @@ def _fits_in(shape, have):
     return True
 
 class NodeManager:
-    def __init__(self, socket_path, node_id, resources, store, gcs=None, session_dir=None):
+    def __init__(self, socket_path, node_id, resources, store, gcs_addresses=(), session_dir=None):
         self.socket_path = socket_path
         self.node_id = node_id
         self.total = dict(resources)
         self.avail = dict(resources)
         self.num_cpus = int(resources.get("CPU", 1))
         self.store = store
-        self.gcs = gcs
+        self.gcs = None                    # the GCS link (attach_gcs), after the first workers start
+        self.gcs_addresses = list(gcs_addresses)   # (known before: those workers get them too)
         self.session_dir = session_dir
         self.objects = ObjectTable(store, on_free=self._on_object_freed, store_kind=P.STORE)
         self.deps = DependencyTable()
@@ -165,7 +166,7 @@ class NodeManager:
         return {"node_id": self.node_id, "resources": dict(self.total), "store_name": self.store.name,
                 "store_capacity": self.store.capacity, "socket": self.socket_path,
                 "session_dir": self.session_dir,
-                "gcs_addresses": self.gcs.addresses if self.gcs is not None else []}
+                "gcs_addresses": self.gcs_addresses}
 
     def start_workers(self, n):
         self.pool = WorkerPool(self.store.name, self.node_info())
