@@ -63,6 +63,9 @@ def encode_args(args, kwargs):
     return payload, arg_refs, borrowed
 
 
+_NO_ARGS = serialization.dumps_args([], {})
+
+
 def encode_call_args(cw, args, kwargs, keep=None):
     """encode_args, but large arguments go to the object store first and travel as refs.
 
@@ -70,6 +73,8 @@ def encode_call_args(cw, args, kwargs, keep=None):
     and into the GCS lineage; as a ref it is written once into shared memory
     and read by the actor as a zero-copy view.
     """
+    if not args and not kwargs:
+        return _NO_ARGS, (), ()   # (calls without arguments are common: encoded once)
     big = False
     for v in args:
         if type(v) not in _SMALL and (getattr(v, "nbytes", 0) or 0) >= _PROMOTE_BYTES:
