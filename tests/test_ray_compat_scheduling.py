@@ -183,6 +183,31 @@ def test_actor_in_a_placement_group():
     remove_placement_group(pg)
 
 
+def test_pending_actor_ends_when_its_last_handle_is_dropped(capfd):
+    import gc
+    import time
+
+    @ray.remote(resources={"no_such_resource": 1})
+    class PendingGpu:
+        def f(self):
+            return 1
+
+    a = PendingGpu.options(name="pending_gpu_actor").remote()
+    assert "pending_gpu_actor" in ray.util.list_named_actors()
+    b = PendingGpu.options(name="pending_still_held").remote()
+    del a
+    gc.collect()
+    deadline = time.time() + 10
+    while "pending_gpu_actor" in ray.util.list_named_actors():
+        assert time.time() < deadline, "a pending actor with no handles left stays (as in Ray, it ends)"
+        time.sleep(0.05)
+    with pytest.raises(ValueError):
+        ray.get_actor("pending_gpu_actor")
+    assert "pending_still_held" in ray.util.list_named_actors()   # its handle lives: it stays
+    ray.kill(b)
+    capfd.readouterr()
+
+
 def test_util_names_are_the_functions():
     # the test module imported rayfast.util.placement_group (the submodule): the name is still the function
     assert ray.util.placement_group is placement_group and callable(ray.util.placement_group)

@@ -21,6 +21,7 @@ cdef class ObjectTable:
     cdef readonly long long inline_bytes
     cdef object store
     cdef object on_free
+    cdef object on_orphan
     cdef object store_kind
 
     cdef ObjectEntry _entry(self, bytes oid)

@@ -38,14 +38,23 @@ cdef class ObjectEntry:
 
 cdef class ObjectTable:
     """store: the node's ObjectStore (released when a store object is freed);
-    on_free(oid) is called for every object freed; store_kind is the kind
-    (protocol.STORE) whose data is a size and whose value is in the store."""
+    on_free(oid) is called for every object freed; on_orphan(oid) for an object
+    not made yet that nothing refers to any more (its task still runs: Ray
+    keeps running such tasks; the node ends an actor never placed whose last
+    handle is gone); store_kind is the kind (protocol.STORE) whose data is a
+    size and whose value is in the store."""
 
-    def __init__(self, store, on_free=None, store_kind=1):
+    def __init__(self, store, on_free=None, store_kind=1, on_orphan=None):
         self.entries = {}
         self.store = store
         self.on_free = on_free
+        self.on_orphan = on_orphan
         self.store_kind = store_kind
+
+    def referenced(self, bytes oid):
+        """Whether a process, a pending task or a stored object refers to oid."""
+        cdef ObjectEntry e = self.entries.get(oid)
+        return e is not None and _referenced(e)
 
     def __len__(self):
         return len(self.entries)
@@ -252,6 +261,8 @@ cdef class ObjectTable:
             if e.producer is None:
                 # a ref to something never produced here (or already failed): forget it
                 del self.entries[e.oid]
+            elif self.on_orphan is not None:
+                self.on_orphan(e.oid)
             return 0
         return self._free(e)
 

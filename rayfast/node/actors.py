@@ -112,6 +112,7 @@ class ActorManager:
         self.names = {}             # (namespace, name) -> actor id
         self.waiting = set()        # task handles whose arguments are not ready yet
         self.pending = []           # Actors waiting for resources to be placed
+        self.orphaned = []          # liveness objects of actors not made yet that lost every handle
         self.job_namespace = "default"
         self.created_total = 0
         self.restarted_total = 0
@@ -284,6 +285,8 @@ class ActorManager:
 
     def schedule(self):
         """Place actors waiting for resources (called from the node manager's scheduling pass)."""
+        if self.orphaned:
+            self._end_orphans()
         if not self.pending:
             return
         fits = self.nm._fits
@@ -531,6 +534,18 @@ class ActorManager:
             return
         a.out_of_scope = True
         self._maybe_end(a)
+
+    def _end_orphans(self):
+        """An actor not placed yet whose every handle is gone ends, as in Ray: nothing could call it,
+        and one that waits for resources the node lacks would wait, holding its name, for ever.
+        (Found by the object table, handled here: not from inside its bookkeeping.)"""
+        oids, self.orphaned = self.orphaned, []
+        referenced = self.nm.objects.referenced
+        for oid in oids:
+            a = self.by_live.get(oid)
+            if a is not None and a.state == PENDING and not a.detached and not referenced(oid):
+                a.out_of_scope = True
+                self._end(a)
 
     def _maybe_end(self, a):
         if a.out_of_scope and a.state == ALIVE and not a.inflight and not a.queues:

@@ -125,7 +125,8 @@ class NodeManager:
         self.gcs = None                    # the GCS link (attach_gcs), after the first workers start
         self.gcs_addresses = list(gcs_addresses)   # (known before: those workers get them too)
         self.session_dir = session_dir
-        self.objects = ObjectTable(store, on_free=self._on_object_freed, store_kind=P.STORE)
+        self.objects = ObjectTable(store, on_free=self._on_object_freed, store_kind=P.STORE,
+                                   on_orphan=self._on_object_orphaned)
         self.deps = DependencyTable()
         self.queues = {}                   # shape -> TaskQueue of handles
         self.tasks = {}                    # handle -> TaskRecord
@@ -472,7 +473,7 @@ class NodeManager:
         # placement groups first; one that waits for resources in use starves like a task
         starving = bool(self.pgs.pending) and self.pgs.schedule()
         actors = self.actors
-        if actors is not None and actors.pending:
+        if actors is not None and (actors.pending or actors.orphaned):
             actors.schedule()          # actors waiting for resources to be placed
             starving = self._actors_waiting() or starving
         if self.queues:
@@ -966,6 +967,11 @@ class NodeManager:
         actors = self.actors
         if actors is not None and actors.by_live:
             actors.object_freed(oid)   # an actor's liveness object: its last handle is gone
+
+    def _on_object_orphaned(self, oid):
+        actors = self.actors
+        if actors is not None and oid in actors.by_live:
+            actors.orphaned.append(oid)   # an actor not made yet lost its last handle (_schedule)
 
     # --- requests ---------------------------------------------------------
     def _request(self, c, req_id, what, args):
