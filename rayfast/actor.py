@@ -416,7 +416,7 @@ class ActorHandle:
         # Let the release reach the node manager now, not at this process's next message.
         try:
             cw = core_worker._current
-            if cw is not None and core_worker._pid == os.getpid() and not cw._closed:
+            if cw is not None and not cw._closed:
                 cw._arm_timer()
         except Exception:
             pass

@@ -53,7 +53,7 @@ class RayContext(dict):
 
 def is_initialized():
     cw = _state["cw"]
-    return cw is not None and core_worker._pid == os.getpid()
+    return cw is not None and core_worker._current is cw   # (a forked child has none: core_worker)
 
 
 def init(address=None, *, num_cpus=None, resources=None, object_store_memory=None,
@@ -152,7 +152,7 @@ def shutdown(_exiting_interpreter=False):
         cw = _state["cw"]
         node = _state["node"]
         _state.update(cw=None, node=None)
-        if cw is None or core_worker._pid != os.getpid():
+        if cw is None or core_worker._current is not cw:   # (a forked child's is its parent's)
             return
         core_worker.set_current(None)
         try:

@@ -527,24 +527,15 @@ class CoreWorker:
         (Ray's owner has its results: a polling loop of wait(timeout=0) must end)."""
         if self._closed:
             return False
-        with self._cond:
-            self._req_counter += 1
-            req_id = self._req_counter
-            answered = []
-            self._reply_hooks[req_id] = answered.append
         self._hot = None
         self._wait_node = True   # (read everything: the node manager's answer and every channel)
-        self.send((P.REQUEST, req_id, "ping", ()))
+        try:
+            # It answers in order: once the ping's reply is in, so is every value it had for us.
+            self.request("ping", timeout=LOOK_LIMIT)
+        except GetTimeoutError:
+            pass
         results = self._results
-        limit = time.monotonic() + LOOK_LIMIT
-        with self._cond:
-            # The node manager answers in order: once the ping's reply is in, so is every value
-            # it had for our subscriptions.
-            while not answered and sum(1 for k in keys if k in results) < num_ready:
-                if not self._pump(limit):
-                    break
-            self._reply_hooks.pop(req_id, None)
-            return sum(1 for k in keys if k in results) >= num_ready
+        return sum(1 for k in keys if k in results) >= num_ready
 
     def _block(self):
         """Tell the node manager that this task waits in get(): its CPU is lent, its queue handed back."""
@@ -756,7 +747,6 @@ def format_exception(exc):
 
 
 _current = None
-_pid = None
 
 
 def current():
@@ -782,9 +772,8 @@ def current_or_init():
 
 
 def set_current(cw):
-    global _current, _pid
+    global _current
     _current = cw
-    _pid = os.getpid() if cw is not None else None
 
 
 def _forget_in_child():
