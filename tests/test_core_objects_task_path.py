@@ -1,4 +1,4 @@
-"""rayfast._core.objects: the per-task calls of the node manager's hot path (add_task, resolve, pending_producers)."""
+"""rayfast._core.objects: the per-task calls of the node manager's hot path (add_task, resolve, first_producer, made_on)."""
 import pytest
 
 from rayfast._core.objects import READY, ObjectTable
@@ -34,17 +34,17 @@ def test_add_task_holds_returns_arguments_and_borrowed():
     assert t.get(_oid(2)) is None and t.get(_oid(4)) is None   # never produced, no longer referenced
 
 
-def test_resolve_and_pending_producers():
+def test_resolve_and_first_producer():
     t = ObjectTable(_Store(), store_kind=STORE)
     c = _Client(1)
     t.add_returns([_oid(1)], c, 11)
     t.add_returns([_oid(2)], c, 12)
     t.add_task([_oid(9)], c, 13, ((0, _oid(1)), (1, _oid(2)), (2, _oid(3))), ())
-    assert t.pending_producers([_oid(1), _oid(2)]) == [11, 12]
-    assert t.pending_producers([_oid(1), _oid(3)]) is None      # nothing makes _oid(3)
+    assert t.first_producer([_oid(1), _oid(2)]) == 11
+    assert t.first_producer([_oid(3), _oid(1)]) is None      # nothing makes _oid(3)
     t.set_ready(t.get(_oid(1)), INLINE, b"v", ())
     assert t.get(_oid(1)).state == READY
-    assert t.pending_producers([_oid(1), _oid(2)]) == [12]
+    assert t.first_producer([_oid(1), _oid(2)]) == 12
     assert t.resolve([_oid(1), _oid(2)], LOCAL, ERROR) == ((_oid(1), INLINE, b"v"), (_oid(2), LOCAL, None))
     t.set_ready(t.get(_oid(2)), ERROR, b"err", ())
     failed = t.resolve([_oid(1), _oid(2)], LOCAL, ERROR)

@@ -142,19 +142,17 @@ cdef class ObjectTable:
                 else:
                     e.waiters.append(handle)
 
-    def pending_producers(self, deps):
-        """The producers (handles) of those of deps that are not ready, in order; None if one of
-        them has none (nothing here makes it). What pipelining a waiting task asks (manager.py)."""
+    def first_producer(self, deps):
+        """The producer (handle) of the first of deps not ready yet; None if all are ready or
+        nothing here makes it. Where pipelining looks for a worker to queue a waiting task on
+        (manager.py; made_on then checks the others)."""
         cdef bytes oid
         cdef ObjectEntry e
-        cdef list out = []
         for oid in deps:
             e = self.entries[oid]
             if e.state != READY:
-                if e.producer is None:
-                    return None
-                out.append(e.producer)
-        return out
+                return e.producer
+        return None
 
     def made_on(self, deps, dict tasks, worker):
         """Whether every one of deps that is not ready is made by a task of tasks (handle -> task

@@ -106,13 +106,13 @@ def _one_at_a_time(rec):
     return False
 
 
-
 def _fits_in(shape, have):
     """Whether resources `have` (name -> amount) cover shape ((name, amount), ...)."""
     for name, amount in shape:
         if have.get(name, 0) < amount - 1e-9:
             return False
     return True
+
 
 class NodeManager:
     def __init__(self, socket_path, node_id, resources, store, gcs_addresses=(), session_dir=None):
@@ -489,7 +489,6 @@ class NodeManager:
         actors = self.actors
         return actors is not None and any(self._fits_total(a.placement) for a in actors.pending)
 
-
     def _schedule_tasks(self):
         """Dispatch what resources and workers allow; True if runnable tasks still wait."""
         waiting = False
@@ -677,9 +676,9 @@ class NodeManager:
 
     def _pipeline_on_producer(self, rec):
         """rec, just submitted, waits: if what it waits for is being made on one worker, queue it there."""
-        producers = self.objects.pending_producers(rec.deps)
-        if producers:
-            p = self.tasks.get(producers[0])
+        producer = self.objects.first_producer(rec.deps)
+        if producer is not None:
+            p = self.tasks.get(producer)
             w = p.worker if p is not None else None
             if w is not None and w.pipeline and not w.blocked and len(w.pipeline) < PIPELINE_DEPTH \
                     and FunctionStats.is_short(p.stats, PIPELINE_MAX_RUN):
