@@ -66,7 +66,6 @@ BATCH = 128              # calls per frame at most
 BURST_GAP = 50e-6        # calls closer than this are batched (as CoreWorker.send_batched)
 BATCH_WAIT = 0.0002      # a batch waits this long at most before it is written
 CONNECT_COOLDOWN = 0.05  # after a failed connect, wait this long before asking again
-REPORT_DELAY = 0.01      # DIRECT_DONE records wait this long at most for a frame to ride with
 ENABLED = os.environ.get("RAYFAST_DIRECT_ACTORS", "1") != "0"
 
 
@@ -269,7 +268,6 @@ class ActorChannels:
                 self._lost(ch)
                 return
             cw = self.cw
-            deliver = cw.deliver
             pending = self.pending
             inflight = ch.inflight
             records = []
@@ -281,36 +279,16 @@ class ActorChannels:
                 if ent is None:
                     continue
                 pending.pop(m[1], None)
-                results = m[2]
-                if len(results) == 1:   # the common case, without a generator per call
-                    oid, kind, data, contained = results[0]
-                    published = ((oid, kind, data, contained, deliver(oid, kind, data)),)
-                else:
-                    published = tuple((oid, kind, data, contained, deliver(oid, kind, data))
-                                      for oid, kind, data, contained in results)
-                records.append((P.DIRECT_DONE, ent[0], published, m[3], m[4], wid, pid))
+                records.append(cw.done_record(ent[0], m[2], m[3], m[4], wid, pid))
             if records:
-                self._report(records)
+                cw.send_later(*records)
             if ch.waiting and ch.state == OPEN:
                 self._drain(ch)
 
-    def _report(self, records):
-        """DIRECT_DONE records ride with the next frame to the node manager (or the flush timer's)."""
-        cw = self.cw
-        with cw._send_lock:
-            armed = cw._later   # messages that can wait are queued already: the timer is armed for them
-            cw.conn._out.extend(records)
-            cw._later += len(records)
-        if cw._wait_node or cw._callbacks:
-            cw._must_flush = True   # someone may be waiting for these at the node manager
-        elif not armed:
-            cw._arm_timer(REPORT_DELAY)
-
     def _record(self, ch, spec, results, start, end):
+        """A call's DIRECT_DONE rides with the next frame to the node manager (or the flush timer's)."""
         cw = self.cw
-        published = tuple((oid, kind, data, contained, cw.deliver(oid, kind, data))
-                          for oid, kind, data, contained in results)
-        self._report([(P.DIRECT_DONE, spec, published, start, end, ch.worker_id or 0, ch.pid or 0)])
+        cw.send_later(cw.done_record(spec, results, start, end, ch.worker_id or 0, ch.pid or 0))
 
     def _arrived(self, aid, oid, kind, data):
         """A value a queued call waits for has arrived (a callback: the reader's lock may be held)."""

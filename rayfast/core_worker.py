@@ -350,17 +350,29 @@ class CoreWorker:
             return
         self.send_batched((P.SUBMIT, spec))
 
-    def send_later(self, msg):
-        """Queue a message that may wait for the next frame, or LATER_DELAY at most
+    def send_later(self, *msgs):
+        """Queue messages that may wait for the next frame, or LATER_DELAY at most
         (none at all while a get()/wait() waits for the node manager)."""
         with self._send_lock:
             armed = self._later   # messages that can wait are queued already: the timer is armed for them
-            self.conn._out.append(msg)
-            self._later += 1
+            self.conn._out.extend(msgs)
+            self._later += len(msgs)
         if self._wait_node or self._callbacks:
             self._must_flush = True
         if not armed:
             self._arm_timer(LATER_DELAY)   # (a reader flushes after its next batch, if one comes)
+
+    def done_record(self, spec, results, start, end, worker_id, pid):
+        """The DIRECT_DONE that tells the node manager of a call run over a direct channel (an
+        actor's, a lease's), each result delivered here first; with each, whether we hold it."""
+        deliver = self.deliver
+        if len(results) == 1:   # the common case, without a generator per call
+            oid, kind, data, contained = results[0]
+            published = ((oid, kind, data, contained, deliver(oid, kind, data)),)
+        else:
+            published = tuple((oid, kind, data, contained, deliver(oid, kind, data))
+                              for oid, kind, data, contained in results)
+        return (P.DIRECT_DONE, spec, published, start, end, worker_id, pid)
 
     # --- objects ----------------------------------------------------------
     def put(self, value, key=None):

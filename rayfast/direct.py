@@ -196,12 +196,8 @@ class DriverChannel:
     def _record(self, spec, results, start, end, lease):
         """Keep the results we still hold refs to, and tell the node manager what ran."""
         cw = self.cw
-        published = []
-        for oid, kind, data, contained in results:
-            held = cw.deliver(oid, kind, data)
-            published.append((oid, kind, data, contained, held))
         # Not urgent: it rides with the next frame, or the flush timer's.
-        cw.send_later((P.DIRECT_DONE, spec, tuple(published), start, end, lease.worker_id, lease.pid))
+        cw.send_later(cw.done_record(spec, results, start, end, lease.worker_id, lease.pid))
 
     def _give_back(self, lease):
         self.lease = None
