@@ -19,7 +19,7 @@ C_SOURCES = {
     "queue": ["csrc/queue.c"],
     "deps": ["csrc/deps.c", "csrc/idtable.c", "csrc/hash.c"],
     "lineage": ["csrc/lineage.c", "csrc/idtable.c", "csrc/hash.c"],
-    "store": ["csrc/store.c", "csrc/hash.c"],
+    "store": ["csrc/store.c", "csrc/memcopy.c", "csrc/hash.c"],
     "spin": ["csrc/spin.c"],
 }
 

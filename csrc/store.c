@@ -17,9 +17,6 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__x86_64__)
-#include <emmintrin.h>
-#endif
 
 #define STORE_MAGIC 0x7261796673746f72ull /* "rayfstor" */
 #define STORE_VERSION 2u
@@ -1702,61 +1699,3 @@ int rf_store_debug_offset(rf_store *s, const uint8_t *oid, uint64_t *off_out, ui
 }
 
 void rf_store_debug_lock_forever(rf_store *s) { store_lock(s); }
-
-/* ------------------------------------------------------------- memcpy */
-
-/* Objects of a megabyte or more are written with streaming (non-temporal)
- * stores: a plain memcpy first reads every destination line into the cache
- * (read-for-ownership) and then evicts the writer's own working set to make
- * room for bytes that another process reads later. Streaming skips both: an
- * 8 MB copy into a store block not in cache took 0.35-0.4 ms instead of
- * 0.5-0.7 ms on the project's machine, and the writer's next computation ran
- * faster. Below that, memcpy (whose data stays in cache for a reader soon). */
-#define STREAM_MIN (1u << 20)
-void rf_store_write(void *dst, const void *src, uint64_t n) {
-#if defined(__x86_64__)
-    if (n >= STREAM_MIN) {
-        uint8_t *d = dst;
-        const uint8_t *s = src;
-        size_t head = (size_t)(-(uintptr_t)d & 63); /* up to the next cache line */
-        memcpy(d, s, head);
-        d += head, s += head, n -= head;
-        for (; n >= 64; d += 64, s += 64, n -= 64) {
-            __m128i a = _mm_loadu_si128((const __m128i *)s), b = _mm_loadu_si128((const __m128i *)(s + 16));
-            __m128i c = _mm_loadu_si128((const __m128i *)(s + 32)), e = _mm_loadu_si128((const __m128i *)(s + 48));
-            _mm_stream_si128((__m128i *)d, a);
-            _mm_stream_si128((__m128i *)(d + 16), b);
-            _mm_stream_si128((__m128i *)(d + 32), c);
-            _mm_stream_si128((__m128i *)(d + 48), e);
-        }
-        _mm_sfence(); /* streaming stores are weakly ordered: all visible before the seal */
-        memcpy(d, s, n);
-        return;
-    }
-#endif
-    memcpy(dst, src, n);
-}
-
-double rf_memcpy_bandwidth(uint64_t nbytes) {
-    if (nbytes < 4096) nbytes = 4096;
-    uint8_t *a = malloc(nbytes), *b = malloc(nbytes);
-    if (!a || !b) {
-        free(a);
-        free(b);
-        return 0.0;
-    }
-    memset(a, 1, nbytes);
-    memset(b, 2, nbytes);
-    double best = 0;
-    for (int i = 0; i < 5; i++) {
-        int64_t t0 = now_ns();
-        memcpy(b, a, nbytes);
-        int64_t t1 = now_ns();
-        __asm__ volatile("" : : "r"(b) : "memory");
-        double gbs = (double)nbytes / (double)(t1 - t0 > 0 ? t1 - t0 : 1);
-        if (gbs > best) best = gbs;
-    }
-    free(a);
-    free(b);
-    return best;
-}

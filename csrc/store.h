@@ -142,12 +142,6 @@ int rf_store_debug_offset(rf_store *s, const uint8_t *oid, uint64_t *off_out, ui
 /* Take the store lock and never release it (tests: kill a process holding it). */
 void rf_store_debug_lock_forever(rf_store *s);
 
-/* Copy n bytes into an object being written (see store.c for how large ones go). */
-void rf_store_write(void *dst, const void *src, uint64_t n);
-
-/* GB/s (1e9 bytes/s) of a plain memcpy of nbytes, best of a few runs. */
-double rf_memcpy_bandwidth(uint64_t nbytes);
-
 #ifdef __cplusplus
 }
 #endif

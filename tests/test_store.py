@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import rayfast
 from conftest import run_driver, wait_for
-from rayfast._core.store import ObjectExistsError, ObjectStore, memcpy_bandwidth
+from rayfast._core.store import ObjectExistsError, ObjectStore, copy_statistics, memcpy_bandwidth, write_into
 from rayfast.exceptions import GetTimeoutError, ObjectStoreFullError
 
 MiB = 1 << 20
@@ -617,6 +617,26 @@ def test_create_attach_errors(stores):
 
 def test_memcpy_bandwidth():
     assert memcpy_bandwidth(1 << 24) > 0.1
+
+
+@pytest.mark.parametrize("n", [5, (1 << 20) + 3, (4 << 20) - 1, (9 << 20) + 13])
+def test_write_into_large_and_odd_sizes(n):
+    # Large copies are chunked and shared with a helper thread: every byte lands, none beyond.
+    src = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
+    dst = np.zeros(n + 200, dtype=np.uint8)
+    before = copy_statistics()
+    write_into(dst, 100, src)
+    assert np.array_equal(dst[100:100 + n], src)
+    assert not dst[:100].any() and not dst[100 + n:].any()
+    after = copy_statistics()
+    shared = after["copies"] - before["copies"]
+    assert shared in (0, 1) and (shared == 0 or n >= 4 << 20)
+    assert after["helper_chunks"] <= after["chunks"]
+
+
+def test_write_into_rejects_overflow():
+    with pytest.raises(ValueError, match="do not fit"):
+        write_into(bytearray(10), 5, b"123456")
 
 
 def test_get_latency(stores):

@@ -70,7 +70,15 @@ cdef extern from "store.h" nogil:
     int rf_store_stats_get(rf_store *s, rf_store_stats *out)
     int rf_store_check(rf_store *s)
     int rf_store_debug_offset(rf_store *s, const uint8_t *oid, uint64_t *off_out, uint64_t *alloc_out)
-    void rf_store_write(void *dst, const void *src, uint64_t n)
+
+cdef extern from "memcopy.h" nogil:
+    ctypedef struct rf_copy_stats:
+        uint64_t copies
+        uint64_t chunks
+        uint64_t helper_chunks
+
+    void rf_copy(void *dst, const void *src, uint64_t n)
+    void rf_copy_stats_get(rf_copy_stats *out)
     double rf_memcpy_bandwidth(uint64_t nbytes)
 
 

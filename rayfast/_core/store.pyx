@@ -291,7 +291,7 @@ cdef class ObjectStore:
             with nogil:
                 r = rf_store_create_object(s, o, n, 0, &idx, &ptr)
                 if r == 0:
-                    rf_store_write(ptr, buf.buf, n)
+                    rf_copy(ptr, buf.buf, n)
                     r = rf_store_seal(s, o)
             if r < 0:
                 self._raise(r, oid, n)
@@ -485,7 +485,7 @@ cdef class ObjectStore:
 def write_into(dest, Py_ssize_t offset, src):
     """Copy the bytes of buffer `src` into the writable buffer `dest` (an object being
     written) at `offset`, with the GIL released: no intermediate bytes, large copies
-    streamed past the cache (rf_store_write)."""
+    streamed past the cache and shared with a helper thread (rf_copy)."""
     cdef Py_buffer d, b
     PyObject_GetBuffer(dest, &d, PyBUF_WRITABLE)
     try:
@@ -494,7 +494,7 @@ def write_into(dest, Py_ssize_t offset, src):
             if offset < 0 or b.len > d.len - offset:
                 raise ValueError(f"write_into: {b.len} bytes at offset {offset} do not fit in {d.len}")
             with nogil:
-                rf_store_write(<char *>d.buf + offset, b.buf, <uint64_t>b.len)
+                rf_copy(<char *>d.buf + offset, b.buf, <uint64_t>b.len)
         finally:
             PyBuffer_Release(&b)
     finally:
@@ -508,3 +508,11 @@ def memcpy_bandwidth(nbytes=1 << 28):
     with nogil:
         r = rf_memcpy_bandwidth(n)
     return r
+
+
+def copy_statistics():
+    """This process's large copies into the store: how many were shared with the
+    helper thread, in how many chunks, and how many of those the helper copied."""
+    cdef rf_copy_stats st
+    rf_copy_stats_get(&st)
+    return {"copies": st.copies, "chunks": st.chunks, "helper_chunks": st.helper_chunks}

@@ -719,6 +719,5 @@ int main(void) {
     test_spill_kill_storm();
     test_full_store_reclaims_dead_processes();
     test_attach_errors();
-    printf("memcpy bandwidth: %.1f GB/s\n", rf_memcpy_bandwidth(64 << 20));
     return check_done("test_store");
 }
