@@ -1532,7 +1532,7 @@ int rf_store_release_process(rf_store *s, int32_t pid, uint64_t *pins_out, uint6
     return 0;
 }
 
-int rf_store_list(rf_store *s, uint8_t *buf, uint64_t max, uint64_t *total) {
+int rf_store_list(rf_store *s, int32_t written_by, uint8_t *buf, uint64_t max, uint64_t *total) {
     if (!s) return RF_STORE_EINVAL;
     LOCK_OR_RETURN(s);
     uint64_t n = 0, t = 0;
@@ -1542,6 +1542,7 @@ int rf_store_list(rf_store *s, uint8_t *buf, uint64_t max, uint64_t *total) {
         entry_t *e = &s->entries[v - 1];
         if (e->state != RF_OBJ_SEALED && e->state != RF_OBJ_SPILLED && e->state != RF_OBJ_RESTORING) continue;
         if (e->flags & EF_DELETE_PENDING) continue;
+        if (written_by && (e->writer_pid != written_by || e->refcount <= 0)) continue;
         if (n < max && buf) memcpy(buf + n++ * RF_OID_SIZE, e->oid, RF_OID_SIZE);
         t++;
     }

@@ -125,15 +125,18 @@ int rf_store_size_of(rf_store *s, const uint8_t *oid, uint64_t *size_out);
 int rf_store_incref(rf_store *s, const uint8_t *oid);
 int rf_store_release(rf_store *s, const uint8_t *oid);
 int rf_store_delete(rf_store *s, const uint8_t *oid);
-/* Copy up to max ids (20 bytes each) of sealed objects into buf; returns the count
- * written and sets *total to the number of sealed objects. */
 /* Give back everything process pid held: its pins (the objects they kept alive
  * are freed if nothing else holds them), the objects it created and never sealed,
  * and a restore or spill it was in the middle of. Only for a process that has
  * exited: the memory under its views would be reused. Counts what it gave back
  * in *pins_out and *objects_out (each may be NULL). */
 int rf_store_release_process(rf_store *s, int32_t pid, uint64_t *pins_out, uint64_t *objects_out);
-int rf_store_list(rf_store *s, uint8_t *buf, uint64_t max, uint64_t *total);
+/* Copy up to max ids (20 bytes each) of sealed objects into buf; returns the count
+ * written and sets *total to the number of such objects. written_by != 0: only the
+ * objects process written_by wrote that still hold the reference they were created
+ * with (the node's, until the node releases it): after that process died, those the
+ * node never heard of are garbage. */
+int rf_store_list(rf_store *s, int32_t written_by, uint8_t *buf, uint64_t max, uint64_t *total);
 int rf_store_stats_get(rf_store *s, rf_store_stats *out);
 /* Walk the block chain and the table and check every invariant; 0 if consistent. */
 int rf_store_check(rf_store *s);

@@ -66,7 +66,7 @@ cdef extern from "store.h" nogil:
     int rf_store_release(rf_store *s, const uint8_t *oid)
     int rf_store_delete(rf_store *s, const uint8_t *oid)
     int rf_store_release_process(rf_store *s, int32_t pid, uint64_t *pins_out, uint64_t *objects_out)
-    int rf_store_list(rf_store *s, uint8_t *buf, uint64_t max, uint64_t *total)
+    int rf_store_list(rf_store *s, int32_t written_by, uint8_t *buf, uint64_t max, uint64_t *total)
     int rf_store_stats_get(rf_store *s, rf_store_stats *out)
     int rf_store_check(rf_store *s)
     int rf_store_debug_offset(rf_store *s, const uint8_t *oid, uint64_t *off_out, uint64_t *alloc_out)

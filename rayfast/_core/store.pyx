@@ -376,25 +376,27 @@ cdef class ObjectStore:
         cdef rf_store *s = self._s()
         cdef uint64_t pins = 0, objects = 0
         cdef int r
-        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2 ** 31:
-            raise ValueError(f"pid must be a positive process id, got {pid!r}")
-        cdef int32_t p = pid
+        cdef int32_t p = _pid_arg(pid, "pid")
         with nogil:
             r = rf_store_release_process(s, p, &pins, &objects)
         if r < 0:
             self._raise(r, None)
         return pins, objects
 
-    def list_objects(self):
-        """Ids of the sealed objects (in memory or spilled)."""
+    def list_objects(self, written_by=None):
+        """Ids of the sealed objects (in memory or spilled); written_by=pid: only those
+        that process wrote whose creation reference nobody has released yet."""
         cdef rf_store *s = self._s()
         cdef uint64_t total = 0
         cdef int n
+        cdef int32_t pid = 0
         cdef bytearray buf
-        n = rf_store_list(s, NULL, 0, &total)
+        if written_by is not None:
+            pid = _pid_arg(written_by, "written_by")
+        n = rf_store_list(s, pid, NULL, 0, &total)
         while True:
             buf = bytearray((total + 16) * RF_OID_SIZE)
-            n = rf_store_list(s, <uint8_t *><char *>buf, total + 16, &total)
+            n = rf_store_list(s, pid, <uint8_t *><char *>buf, total + 16, &total)
             if n < 0:
                 self._raise(n, None)
             if <uint64_t>n >= total:
@@ -480,6 +482,12 @@ cdef class ObjectStore:
 
     def __reduce__(self):
         return (ObjectStore.attach, (self._name,))
+
+
+cdef int32_t _pid_arg(object pid, str name) except 0:
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2 ** 31:
+        raise ValueError(f"{name} must be a positive process id, got {pid!r}")
+    return pid
 
 
 def write_into(dest, Py_ssize_t offset, src):

@@ -836,11 +836,11 @@ class NodeManager:
             pass
         c.sock.close()
         self._dirty.discard(c)
-        if c.pid is not None:
-            self._release_store_holds(c)
         w = c.worker
         if w is not None:
-            self._worker_died(w)
+            self._worker_died(w)   # first: a result of a task failed now is garbage below
+        if c.pid is not None:
+            self._release_store_holds(c)
         if self.actors is not None:
             self.actors.client_gone(c)
         for wid, lease in list(self.leases.items()):
@@ -877,7 +877,20 @@ class NodeManager:
                     self.ep.register(fd, _EPOLLIN)
                     return
                 os.close(fd)
+        self._process_gone(pid)
+
+    def _process_gone(self, pid):
+        """Give back the store pins and unsealed objects of an exited process, and delete
+        what it stored and never told us of: a put is announced with the process's next
+        frame (or its flush timer's), a result with its DONE; dying in between leaves the
+        object sealed with nobody to ask for it. A result the task's retry will store
+        again stays (the retry replaces it); one of a task that failed instead goes."""
         self.store.release_process(pid)
+        objects = self.objects
+        for oid in self.store.list_objects(written_by=pid):
+            e = objects.get(oid)
+            if e is None or (e.state == READY and e.kind != P.STORE):
+                self.store.delete(oid)
 
     def _worker_died(self, w):
         if not w.started:
@@ -1049,7 +1062,7 @@ class NodeManager:
         if pid is not None:                # a disconnected driver's process has exited
             self.ep.unregister(fd)
             os.close(fd)
-            self.store.release_process(pid)
+            self._process_gone(pid)
             return
         sh = self.gcs.by_fd.get(fd) if self.gcs is not None else None
         if sh is None:

@@ -243,8 +243,24 @@ static void test_many_objects(void) {
     }
     uint64_t total = 0;
     uint8_t *buf = malloc((size_t)N * RF_OID_SIZE);
-    CHECK_EQ(rf_store_list(s, buf, N, &total), N / 2);
+    CHECK_EQ(rf_store_list(s, 0, buf, N, &total), N / 2);
     CHECK_EQ(total, N / 2);
+    /* written_by: this process wrote them all and holds their creation references */
+    CHECK_EQ(rf_store_list(s, (int32_t)getpid(), NULL, 0, &total), 0);
+    CHECK_EQ(total, N / 2);
+    CHECK_EQ(rf_store_list(s, (int32_t)getpid() + 1, NULL, 0, &total), 0);
+    CHECK_EQ(total, 0);
+    /* one released while a reader still pins it: still sealed, no longer the writer's to give back */
+    make_oid(oid, 1ull * 2654435761u, 1);
+    const uint8_t *p;
+    uint64_t sz;
+    REQUIRE(rf_store_get(s, oid, 0, &idx, &p, &sz, NULL) == 0);
+    CHECK_EQ(rf_store_release(s, oid), 0);
+    CHECK_EQ(rf_store_list(s, 0, NULL, 0, &total), 0);
+    CHECK_EQ(total, N / 2);
+    CHECK_EQ(rf_store_list(s, (int32_t)getpid(), NULL, 0, &total), 0);
+    CHECK_EQ(total, N / 2 - 1);
+    CHECK_EQ(rf_store_unpin(s, idx), 0);
     free(buf);
     drop_store(s);
 }
