@@ -114,24 +114,34 @@ class WorkerCrashedError(RayError):
 
 
 class RayActorError(RayError):
-    """The actor died, was killed, or failed in its constructor."""
+    """A call could not finish because of its actor: Ray raises the subclasses ActorDiedError
+    (dead: died, killed, exited, or failed in its constructor) and ActorUnavailableError."""
 
-    def __init__(self, message="The actor died unexpectedly before finishing this task.", cause=None):
-        self.cause = cause
+    def __init__(self, message="The actor died unexpectedly before finishing this task.", cause=None,
+                 actor_id=None):
+        self.cause = cause                           # the constructor's error, if that is why
+        self.actor_id = actor_id                     # hex, as Ray's
+        self.error_msg = message
+        self.actor_init_failed = cause is not None
         super().__init__(message)
 
 
-ActorDiedError = RayActorError
+class ActorDiedError(RayActorError):
+    """The actor is dead: every pending and later call fails with this."""
 
 
 class ActorUnavailableError(RayActorError):
-    pass
+    """The actor cannot be reached for now (it is restarting); the call may or may not have run."""
 
 
 class TaskCancelledError(RayError):
     def __init__(self, task_id=None):
         self.task_id = task_id
         super().__init__(f"Task {task_id} was cancelled" if task_id else "This task was cancelled")
+
+    def __reduce__(self):
+        # the default (cls, args) would pass the message back in as the task id
+        return (type(self), (self.task_id,), self.__dict__)
 
 
 class TaskCancelledWorkerCrashedError(TaskCancelledError, WorkerCrashedError):
@@ -153,6 +163,10 @@ class ObjectLostError(RayError):
     def __init__(self, object_ref_hex="", message=None):
         self.object_ref_hex = object_ref_hex
         super().__init__(message or f"Object {object_ref_hex} is lost and cannot be reconstructed.")
+
+    def __reduce__(self):
+        # the default (cls, args) would pass the message back in as the object id
+        return (type(self), (self.object_ref_hex, self.args[0] if self.args else None), self.__dict__)
 
 
 class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
