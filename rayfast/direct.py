@@ -36,6 +36,13 @@ from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedErr
 # waiting work, or by a burst) costs a message, not a fight over the worker.
 LEASE_RETRY = 0.01     # after a denial or giving a lease back
 LOST_COOLDOWN = 0.1    # after the leased worker died (or could not be reached)
+# cancel() of a running task interrupts its worker (SIGINT) and, while the task still runs there,
+# again every CANCEL_RETRY s, CANCEL_RETRIES times at most: a SIGINT that reaches the worker
+# before it has started the task (sent with the task, or just after) is ignored there, and the
+# task would run to its end. Ray's submitter retries a cancellation that found nothing running
+# the same way. (A task that catches KeyboardInterrupt and goes on is left alone after that.)
+CANCEL_RETRY = 0.1
+CANCEL_RETRIES = 5
 
 
 class Lease:
@@ -67,6 +74,13 @@ def cancelled_error(spec):
 def cancelled_results(spec):
     """The results of a task cancelled before it ran: TaskCancelledError for each return."""
     return error_results(spec, cancelled_error(spec))
+
+
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def worker_socket_path(session_dir, worker_id):
@@ -235,11 +249,22 @@ class DriverChannel:
         if lease is None or lease.inflight is None or oid[:16] != lease.inflight[1][P.S_TASK_ID]:
             return False
         lease.cancelled = True
-        try:
-            os.kill(lease.pid, signal.SIGKILL if force else signal.SIGINT)
-        except ProcessLookupError:
-            pass
+        _kill(lease.pid, signal.SIGKILL if force else signal.SIGINT)
+        if not force:
+            self._interrupt_later(lease, lease.inflight[0], CANCEL_RETRIES)
         return True
+
+    def _interrupt_later(self, lease, handle, left):
+        """SIGINT the leased worker again while the cancelled task still runs there (CANCEL_RETRY)."""
+        def again():
+            inflight = lease.inflight
+            if self.lease is lease and inflight is not None and inflight[0] == handle:
+                _kill(lease.pid, signal.SIGINT)
+                if left > 1:
+                    self._interrupt_later(lease, handle, left - 1)
+        timer = threading.Timer(CANCEL_RETRY, again)
+        timer.daemon = True
+        timer.start()
 
     def connections(self):
         return [self.lease.conn] if self.lease is not None else []
