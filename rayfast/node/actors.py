@@ -24,7 +24,7 @@ from collections import deque
 
 from rayfast import protocol as P
 from rayfast import serialization
-from rayfast.exceptions import ActorAlreadyExistsError, RayActorError
+from rayfast.exceptions import ActorAlreadyExistsError, ActorDiedError, ActorUnavailableError
 from rayfast.direct import cancelled_error, worker_socket_path
 from rayfast.node.worker_pool import ACTOR
 
@@ -32,7 +32,7 @@ PENDING, CREATING, ALIVE, RESTARTING, DEAD = "PENDING", "CREATING", "ALIVE", "RE
 DEFERRED = object()   # a request answered later (the node manager sends nothing now)
 
 
-def _actor_died_error(message, cause_blob):
+def _actor_died_error(message, cause_blob, actor_id=None, unavailable=False):
     """Rebuilt in the caller's process (the node manager never unpickles user exceptions)."""
     cause = None
     if cause_blob is not None:
@@ -46,22 +46,32 @@ def _actor_died_error(message, cause_blob):
             message = f"{message}\n{cause}"
             if hasattr(cause, "as_instanceof_cause"):  # a RayTaskError that is also the user's class
                 cause = cause.as_instanceof_cause()
-    return RayActorError(message, cause=cause)
+    cls = ActorUnavailableError if unavailable else ActorDiedError
+    return cls(message, cause=cause, actor_id=actor_id.hex() if actor_id is not None else None)
 
 
 class _ErrorReducer:
-    __slots__ = ("message", "blob")
+    __slots__ = ("args",)
 
-    def __init__(self, message, blob=None):
-        self.message = message
-        self.blob = blob
+    def __init__(self, *args):
+        self.args = args
 
     def __reduce__(self):
-        return (_actor_died_error, (self.message, self.blob))
+        return (_actor_died_error, self.args)
 
 
-def _error_data(message, cause_blob=None):
-    return pickle.dumps(_ErrorReducer(message, cause_blob), 5)
+def _error_data(aid, message, cause_blob=None, unavailable=False):
+    """The pickled error of calls to actor aid: ActorDiedError, or ActorUnavailableError (Ray's
+    name for "it is restarting: this call may or may not have run")."""
+    return pickle.dumps(_ErrorReducer(message, cause_blob, aid, unavailable), 5)
+
+
+def _lost_on_restart(a):
+    """The error of a call the actor's process died running, with no retries left, while the actor
+    restarts: Ray's ActorUnavailableError (the call may or may not have run)."""
+    return _error_data(a.aid, f"The actor {a.class_name} is unavailable: it died while running this call, "
+                              f"which had no retries left (max_task_retries), and is being restarted. The "
+                              f"call may or may not have run.", unavailable=True)
 
 
 class Actor:
@@ -141,8 +151,9 @@ class ActorManager:
         nm = self.nm
         a = self.actors.get(rec.spec[P.S_ACTOR_ID])
         if a is None:
-            self._fail(rec, _error_data(
-                f"The actor {rec.spec[P.S_ACTOR_ID].hex()} is dead or unknown: cannot run {rec.spec[P.S_NAME]}."))
+            aid = rec.spec[P.S_ACTOR_ID]
+            self._fail(rec, _error_data(aid, f"The actor {aid.hex()} is dead or unknown: cannot run "
+                                             f"{rec.spec[P.S_NAME]}."))
             return
         if a.state == DEAD:
             self._fail(rec, a.dead_data)
@@ -196,8 +207,7 @@ class ActorManager:
             a.inflight[rec.handle] = rec
             return True
         if rec.retries_left == 0:
-            self._fail(rec, _error_data(f"The actor {a.class_name} died while running this call, which had no "
-                                        f"retries left (max_task_retries); the actor was restarted."))
+            self._fail(rec, _lost_on_restart(a))
             return True
         if rec.retries_left > 0:
             rec.retries_left -= 1
@@ -366,7 +376,7 @@ class ActorManager:
         self._creation_failed(a, results[0][2], rec)
 
     def _creation_failed(self, a, err_blob, rec):
-        data = _error_data(f"The actor {a.class_name} died because of an error raised in its creation task.",
+        data = _error_data(a.aid, f"The actor {a.class_name} died because of an error raised in its creation task.",
                            err_blob)
         if not rec.done:
             self.nm._finish(rec, tuple((oid, P.ERROR, err_blob, ()) for oid in rec.returns))
@@ -485,8 +495,7 @@ class ActorManager:
                 a.restarts_left -= 1
             a.num_restarts += 1
             retry = []
-            lost = _error_data(f"The actor {a.class_name} died while running this call, which had no retries "
-                               f"left (max_task_retries); the actor is being restarted.")
+            lost = _lost_on_restart(a)
             for rec in a.inflight.values():
                 if rec.retries_left != 0:
                     if rec.retries_left > 0:
@@ -505,7 +514,7 @@ class ActorManager:
             return
         why = "was killed" if a.no_restart else "died unexpectedly"
         self._die(a, _error_data(
-            f"The actor {a.class_name} (pid {w.pid}) {why}"
+            a.aid, f"The actor {a.class_name} (pid {w.pid}) {why}"
             + ("" if a.no_restart else f" and has no restarts left (max_restarts={a.max_restarts})")
             + "."), kill=False)
 
@@ -514,11 +523,11 @@ class ActorManager:
         if a is None or a.state == DEAD:
             return
         if from_self:
-            self._die(a, _error_data(f"The actor {a.class_name} exited (exit_actor())."), kill=False)
+            self._die(a, _error_data(a.aid, f"The actor {a.class_name} exited (exit_actor())."), kill=False)
             return
         if no_restart or a.worker is None:
             a.no_restart = True
-            self._die(a, _error_data(f"The actor {a.class_name} was killed by rayfast.kill()."), kill=True)
+            self._die(a, _error_data(a.aid, f"The actor {a.class_name} was killed by rayfast.kill()."), kill=True)
         else:
             self.nm.pool.kill(a.worker, signal.SIGKILL)
 
@@ -552,15 +561,22 @@ class ActorManager:
             self._end(a)
 
     def _end(self, a):
-        self._die(a, _error_data(f"The actor {a.class_name} ended: every handle to it went out of scope."),
+        self._die(a, _error_data(a.aid, f"The actor {a.class_name} ended: every handle to it went out of scope."),
                   kill=True, graceful=True)
 
     def client_gone(self, c):
+        orphans = []
         for a in self.actors.values():
             q = a.queues.get(c.id)
             if q is not None and not q:
                 del a.queues[c.id]
             a.last_call.pop(c.id, None)
+            if a.create.owner is c and not a.detached and a.state != DEAD:
+                orphans.append(a)
+        # Ray: a non-detached actor fate-shares with its owner, the process that created it.
+        for a in orphans:
+            self._die(a, _error_data(a.aid, f"The actor {a.class_name} died because its owner has died (the process "
+                                     f"that created it, pid {c.pid}); detached actors outlive their creator."))
 
     # --- messages and requests -------------------------------------------------------------
     def handle(self, c, m):

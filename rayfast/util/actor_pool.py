@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import rayfast
+from rayfast.exceptions import ActorDiedError
 
 
 class ActorPool:
@@ -86,10 +87,10 @@ class ActorPool:
         self._next_return_index += 1
         key = tuple(future) if isinstance(future, list) else future
         _, actor = self._future_to_actor.pop(key)
-        self._return_actor(actor)
         if timed_out:
+            self._return_actor(actor)
             raise TimeoutError(f"Timed out waiting for result. The task {future} has been ignored.")
-        return rayfast.get(future)
+        return self._get_result(future, actor)
 
     def get_next_unordered(self, timeout=None, ignore_if_timedout=False):
         """Any next result, whichever finishes first (TimeoutError if none within timeout)."""
@@ -103,14 +104,26 @@ class ActorPool:
             raise TimeoutError("Timed out waiting for result. No task has been ignored.")
         key = firsts[ready[0]]
         index, actor = self._future_to_actor.pop(key)
-        self._return_actor(actor)
         future = self._index_to_future.pop(index)
         self._next_return_index = max(self._next_return_index, index + 1)
-        return rayfast.get(future)
+        return self._get_result(future, actor)
 
-    def _return_actor(self, actor):
-        self._idle_actors.append(actor)
-        if self._pending_submits:
+    def _get_result(self, future, actor):
+        # As Ray's: an actor whose call failed because it died leaves the pool, so later
+        # submissions go to the live ones instead of failing on it too.
+        alive = True
+        try:
+            return rayfast.get(future)
+        except ActorDiedError:
+            alive = False
+            raise
+        finally:
+            self._return_actor(actor, alive)
+
+    def _return_actor(self, actor, alive=True):
+        if alive:
+            self._idle_actors.append(actor)
+        if self._pending_submits and self._idle_actors:
             self.submit(*self._pending_submits.pop(0))
 
     # --- membership -------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Actors as Ray's documentation describes them (Ray Core user guide: actors, fault tolerance,
+ActorPool, Queue), written as a Ray user would: `import rayfast as ray`."""
+import os
+import signal
+import time
+
+import pytest
+
+import rayfast as ray
+from rayfast.util import ActorPool
+
+
+@ray.remote
+class Pinger:
+    def ping(self):
+        return "hello"
+
+    def pid(self):
+        return os.getpid()
+
+    def double(self, v):
+        if v == "die":
+            os._exit(1)
+        return 2 * v
+
+
+# --- fault tolerance: actors ----------------------------------------------------
+
+def test_actor_fate_shares_with_its_owner_detached_does_not(cluster):
+    # The docs' "actor creator failure" example: the owner is the process that called .remote().
+    @ray.remote
+    class Parent:
+        def generate_actors(self):
+            self.child = Pinger.remote()
+            self.detached_actor = Pinger.options(name="docs_detached", lifetime="detached").remote()
+            return self.child, self.detached_actor
+
+        def pid(self):
+            return os.getpid()
+
+    parent = Parent.remote()
+    child, detached = ray.get(parent.generate_actors.remote())
+    assert ray.get([child.ping.remote(), detached.ping.remote()]) == ["hello", "hello"]
+    os.kill(ray.get(parent.pid.remote()), signal.SIGKILL)
+    with pytest.raises(ray.exceptions.ActorDiedError, match="owner"):
+        # (the owner's death reaches the node a moment after the kill)
+        for _ in range(100):
+            ray.get(child.ping.remote())
+            time.sleep(0.05)
+    assert ray.get(detached.ping.remote()) == "hello"
+    ray.kill(detached)
+
+
+def test_actor_made_by_a_task_lives_on_after_the_task(cluster):
+    @ray.remote
+    def make():
+        return Pinger.remote()
+
+    assert ray.get(ray.get(make.remote()).ping.remote()) == "hello"
+
+
+def test_call_in_flight_during_restart_is_unavailable_then_actor_recovers(cluster):
+    @ray.remote(max_restarts=1)
+    class Crashy:
+        def die(self):
+            os._exit(1)
+
+        def ping(self):
+            return "hello"
+
+    a = Crashy.remote()
+    with pytest.raises(ray.exceptions.ActorUnavailableError) as info:
+        ray.get(a.die.remote())
+    assert isinstance(info.value, ray.exceptions.RayActorError)
+    assert not isinstance(info.value, ray.exceptions.ActorDiedError)
+    assert ray.get(a.ping.remote()) == "hello"
+    with pytest.raises(ray.exceptions.ActorDiedError) as info:   # no restarts left
+        ray.get(a.die.remote())
+    assert info.value.actor_id == a._actor_id.hex()
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(a.ping.remote())
+
+
+def test_actor_died_error_attributes(cluster):
+    @ray.remote
+    class Bad:
+        def __init__(self):
+            raise ValueError("boom")
+
+        def f(self):
+            return 1
+
+    b = Bad.remote()
+    with pytest.raises(ray.exceptions.ActorDiedError) as info:
+        ray.get(b.f.remote())
+    e = info.value
+    assert e.actor_init_failed and isinstance(e.cause, ValueError)
+    assert e.actor_id == b._actor_id.hex() and "creation task" in e.error_msg
+    k = Pinger.remote()
+    ray.kill(k)
+    with pytest.raises(ray.exceptions.ActorDiedError) as info:
+        ray.get(k.ping.remote())
+    assert not info.value.actor_init_failed
+
+
+# --- ray.util.ActorPool -----------------------------------------------------------
+
+def test_actor_pool_drops_an_actor_that_died(cluster):
+    a1, a2 = Pinger.remote(), Pinger.remote()
+    pool = ActorPool([a1, a2])
+    pool.submit(lambda a, v: a.double.remote(v), "die")
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        pool.get_next()
+    assert len(pool._idle_actors) == 1 and pool.has_free()
+    # the survivor takes all later work
+    assert list(pool.map(lambda a, v: a.double.remote(v), [1, 2, 3])) == [2, 4, 6]
+    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), [1, 2])) == [2, 4]
