@@ -3,6 +3,7 @@ import math
 import sys
 
 from rayfast.config import DEFAULT_MAX_RETRIES
+from rayfast.exceptions import _TypeOrValueError
 from rayfast.scheduling import placement
 
 TASK_OPTIONS = {
@@ -29,9 +30,8 @@ def validate(options, allowed, what):
                          f"Valid ones are: {', '.join(sorted(allowed))}.")
     for key in ("num_cpus", "num_gpus", "memory"):
         v = options.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
-                              or math.isnan(v)):
-            raise ValueError(f"{key} must be a non-negative number, got {v!r}")
+        if v is not None:
+            _check_quantity(key, v)
     gpus = options.get("num_gpus")
     if gpus is not None and gpus > 1 and gpus != int(gpus):
         raise ValueError(f"num_gpus above 1 must be a whole number, got {gpus!r}")
@@ -44,15 +44,20 @@ def validate(options, allowed, what):
                 raise TypeError(f"resource names must be strings, got {k!r}")
             if k in ("CPU", "GPU"):
                 raise ValueError(f"Use the num_cpus/num_gpus options for {k}, not resources={{'{k}': ...}}")
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r}")
+            _check_quantity(f"resource {k!r}", v)
     nr = options.get("num_returns")
     if nr is not None and nr != "dynamic" and nr != "streaming":
-        if not isinstance(nr, int) or isinstance(nr, bool) or nr < 0:
+        if not isinstance(nr, int) or isinstance(nr, bool):
+            raise _TypeOrValueError(f"num_returns must be a non-negative integer, 'streaming' or "
+                                    f"'dynamic', got {type(nr).__name__}: {nr!r}")
+        if nr < 0:
             raise ValueError(f"num_returns must be a non-negative integer, got {nr!r}")
     for key in ("max_retries", "max_restarts", "max_task_retries"):
         v = options.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < -1):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise _TypeOrValueError(f"{key} must be an integer >= -1 (-1: forever), got "
+                                    f"{type(v).__name__}: {v!r}")
+        if v is not None and v < -1:
             raise ValueError(f"{key} must be an integer >= -1 (-1: forever), got {v!r}")
     if options.get("label_selector"):
         raise NotImplementedError("label_selector is not supported by rayfast (its nodes have no labels "
@@ -79,6 +84,18 @@ def validate(options, allowed, what):
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     return options
+
+
+def _check_quantity(what, v):
+    """A resource amount, as Ray checks it: a number (TypeError, as Ray), not negative, and not
+    finer than Ray's resource unit of 0.0001."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise _TypeOrValueError(f"{what} must be a non-negative number, got {type(v).__name__}: {v!r}")
+    if v < 0 or math.isnan(v):
+        raise ValueError(f"{what} must be a non-negative number, got {v!r}")
+    if 0 < v < 0.0001:
+        raise ValueError(f"The precision of the fractional quantity of {what} cannot go beyond 0.0001, "
+                         f"got {v!r}")
 
 
 def resource_shape(options, default_cpus, what="the task"):

@@ -200,8 +200,11 @@ class RemoteFunction:
     def _compile(self, options):
         num_returns = options.get("num_returns")
         generator = None
-        if num_returns in ("dynamic", "streaming") or (
-                num_returns is None and inspect.isgeneratorfunction(self._function)):
+        is_generator = inspect.isgeneratorfunction(self._function)
+        if num_returns in ("dynamic", "streaming") and not is_generator:
+            raise ValueError(f"num_returns={num_returns!r} can only be used with generator functions "
+                             f"(functions that use 'yield'). {self._name} is not a generator function.")
+        if num_returns in ("dynamic", "streaming") or (num_returns is None and is_generator):
             generator = "dynamic" if num_returns == "dynamic" else "streaming"
             num_returns = 1
         if num_returns is None:

@@ -38,3 +38,46 @@ def test_cancel_right_after_submit_never_lets_the_task_run_on(cluster):
         ray.cancel(ref)
         with pytest.raises(exceptions.TaskCancelledError):
             ray.get(ref, timeout=10)
+
+
+def test_option_types_are_type_errors_and_values_value_errors():
+    def f():
+        return 1
+
+    # Ray: a wrong type is a TypeError, a wrong value a ValueError
+    for bad in (dict(num_cpus="1"), dict(num_gpus=[1]), dict(memory="1GB"), dict(num_returns=1.0),
+                dict(max_retries=1.5), dict(resources={"custom": "2"})):
+        with pytest.raises(TypeError):
+            ray.remote(**bad)(f)
+    for bad in (dict(num_cpus=-1), dict(num_returns=-1), dict(max_retries=-2), dict(resources={"custom": -1}),
+                dict(num_cpus=0.00001), dict(resources={"custom": 0.00001})):
+        with pytest.raises(ValueError):
+            ray.remote(**bad)(f)
+    remote_f = ray.remote(num_cpus=0.0001, resources={"custom": 1.00001})(f)   # fine grain, but not finer
+    # streaming and dynamic returns are for generator functions only, checked at the call site
+    for nr in ("streaming", "dynamic"):
+        with pytest.raises(ValueError, match="generator"):
+            ray.remote(num_returns=nr)(f)
+        with pytest.raises(ValueError, match="generator"):
+            remote_f.options(num_returns=nr)
+
+
+def test_assigned_resources_inside_a_placement_group_are_what_the_task_asked_for(cluster):
+    from rayfast.util.placement_group import placement_group, remove_placement_group
+    from rayfast.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    @ray.remote
+    def assigned():
+        ctx = ray.get_runtime_context()
+        return ctx.get_assigned_resources(), ctx.current_placement_group_id
+
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}])
+    ray.get(pg.ready(), timeout=30)
+    try:
+        for index in (-1, 1):
+            strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+            res, pg_id = ray.get(assigned.options(num_cpus=0.5, scheduling_strategy=strategy).remote(), timeout=30)
+            assert res == {"CPU": 0.5} and pg_id == pg.id.hex()
+    finally:
+        remove_placement_group(pg)
+    assert ray.get(assigned.remote(), timeout=30) == ({"CPU": 1.0}, None)
