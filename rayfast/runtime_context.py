@@ -170,11 +170,24 @@ class RuntimeContext:
         """The resources the running task holds, e.g. {"CPU": 1.0} (AssertionError in the driver)."""
         self._driver_only_assert("get_assigned_resources()")
         spec = self._spec()
-        return dict(spec[P.S_RESOURCES]) if spec is not None else {}
+        if spec is None:
+            return {}
+        pg_hex = spec[P.S_OPTIONS].get("placement_group") if spec[P.S_OPTIONS] else None
+        if pg_hex is None:
+            return dict(spec[P.S_RESOURCES])
+        # In a group the spec asks for the group's resources (util/placement_group.group_shape):
+        # what the task asked for is each "<name>_group_<pg>", as Ray answers.
+        suffix = "_group_" + pg_hex
+        return {k[:-len(suffix)]: v for k, v in spec[P.S_RESOURCES]
+                if k.endswith(suffix) and k != "bundle" + suffix}
 
     def get_accelerator_ids(self):
         """The accelerator ids the running task was given, as strings (Ray's form)."""
         return {"GPU": [str(i) for i in self._cw.gpu_ids]}
+
+    def get_resource_ids(self):
+        """Ray's deprecated name for get_accelerator_ids()."""
+        return self.get_accelerator_ids()
 
     @property
     def runtime_env(self):
@@ -196,6 +209,11 @@ class RuntimeContext:
             return ex.placement_group
         spec = self._spec()
         return spec[P.S_OPTIONS].get("placement_group") if spec is not None and spec[P.S_OPTIONS] else None
+
+    @property
+    def current_placement_group_id(self):
+        """Ray's deprecated name for get_placement_group_id()."""
+        return self.get_placement_group_id()
 
     @property
     def should_capture_child_tasks_in_placement_group(self):
