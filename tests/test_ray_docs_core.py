@@ -81,3 +81,25 @@ def test_assigned_resources_inside_a_placement_group_are_what_the_task_asked_for
     finally:
         remove_placement_group(pg)
     assert ray.get(assigned.remote(), timeout=30) == ({"CPU": 1.0}, None)
+
+
+def test_util_as_completed_and_map_unordered(cluster):
+    refs = [sleeper.remote(x) for x in (0.8, 0.0, 0.3)]
+    got = list(ray.util.as_completed(refs, chunk_size=1))
+    assert got == [0.0, 0.3, 0.8]   # each as it finishes
+    assert sorted(ray.get(list(ray.util.as_completed(refs, yield_obj_refs=True)))) == [0.0, 0.3, 0.8]
+    assert list(ray.util.as_completed([])) == []
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    assert sorted(ray.util.map_unordered(square, range(7), backpressure_size=2, chunk_size=1)) == \
+        [x * x for x in range(7)]
+    assert sorted(ray.util.map_unordered(square, [1, 2], backpressure_size=None)) == [1, 4]
+    with pytest.raises(ValueError):
+        list(ray.util.as_completed(refs, chunk_size=0))
+    with pytest.raises(ValueError):
+        list(ray.util.as_completed(refs, num_returns=2))
+    with pytest.raises(ValueError):
+        list(ray.util.map_unordered(square, [1], backpressure_size=0))
