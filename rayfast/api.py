@@ -10,7 +10,7 @@ import time
 from rayfast import core_worker
 from rayfast import protocol as P
 from rayfast import runtime_env
-from rayfast._core.ids import ObjectRef
+from rayfast._core.ids import ObjectRef, wait_split
 from rayfast.config import DEFAULT_GCS_SHARDS
 from rayfast.core_worker import CoreWorker
 from rayfast.direct import DriverChannel
@@ -231,31 +231,37 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     """(ready, not_ready): the first num_returns refs to be ready, in the order given.
 
     An ObjectRefGenerator in the list is ready when its next item is (or it has ended)."""
-    if not isinstance(object_refs, list) or not all(
-            isinstance(r, (ObjectRef, ObjectRefGenerator)) for r in object_refs):
-        what = type(object_refs).__name__ if not isinstance(object_refs, list) else \
-            "a list holding " + next(type(r).__name__ for r in object_refs
-                                     if not isinstance(r, (ObjectRef, ObjectRefGenerator)))
-        raise TypeError(f"wait() expects a list of ObjectRefs or ObjectRefGenerators, got {what}")
+    if not isinstance(object_refs, list):
+        raise TypeError(f"wait() expects a list of ObjectRefs or ObjectRefGenerators, "
+                        f"got {type(object_refs).__name__}")
     if not object_refs:
         return [], []
     cw = core_worker.current()   # no auto-init, as for get()
-    if len(set(object_refs)) != len(object_refs):
-        raise ValueError("wait() requires a list of unique ObjectRefs: the list has duplicates")
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
         raise ValueError(f"num_returns must be a positive integer, got {num_returns!r}")
+    # A loop of wait() calls over a shrinking list is a common pattern: the list is
+    # checked and split in one C pass (duplicates refused there too); anything but
+    # ObjectRefs in it (None) takes the slower way.
+    split = wait_split(object_refs, cw._results, num_returns)
+    if split is None:
+        bad = next((r for r in object_refs if not isinstance(r, (ObjectRef, ObjectRefGenerator))), None)
+        if bad is not None:
+            raise TypeError(f"wait() expects a list of ObjectRefs or ObjectRefGenerators, "
+                            f"got a list holding {type(bad).__name__}")
+        if len(set(object_refs)) != len(object_refs):
+            raise ValueError("wait() requires a list of unique ObjectRefs: the list has duplicates")
     if num_returns > len(object_refs):
         raise ValueError(f"num_returns ({num_returns}) cannot be greater than the number of refs "
                          f"({len(object_refs)})")
     timeout = _check_timeout(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
-    if all(type(r) is ObjectRef for r in object_refs):
-        keys = [r.binary() for r in object_refs]
-        cw.wait_objects(keys, num_returns, deadline)
-        results = cw._results
-        is_ready = [k in results for k in keys]
-    else:
-        is_ready = _wait_with_generators(cw, object_refs, num_returns, deadline)
+    if split is not None:
+        ready, not_ready, missing = split
+        if len(ready) < num_returns:
+            cw.wait_objects(missing, num_returns - len(ready), deadline)
+            ready, not_ready, _ = wait_split(object_refs, cw._results, num_returns)
+        return ready, not_ready
+    is_ready = _wait_with_generators(cw, object_refs, num_returns, deadline)
     ready, not_ready = [], []
     for r, ok in zip(object_refs, is_ready):
         if ok and len(ready) < num_returns:

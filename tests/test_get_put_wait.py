@@ -221,6 +221,30 @@ def test_wait_errors():
         rayfast.wait([r], num_returns=0)
 
 
+def test_wait_duplicates_by_id_not_only_by_object():
+    r = rayfast.put(1)
+    others = [rayfast.put(i) for i in range(50)]
+    with pytest.raises(ValueError, match="unique"):
+        rayfast.wait(others + [ObjectRef(r.binary()), r])   # two refs, one object
+
+
+def test_wait_loop_over_a_shrinking_list_sees_every_ref_once():
+    """The usual `while refs: done, refs = wait(refs)` loop, with refs finishing out of order
+    and more than one asked for at a time: every ref comes out once, ready ones first in the
+    order given, and the rest of the list keeps its order."""
+    refs = [sleep_then.remote(0.001 * (i % 7), i) for i in range(600)]
+    position = {r: i for i, r in enumerate(refs)}
+    seen = []
+    while refs:
+        ready, rest = rayfast.wait(refs, num_returns=min(3, len(refs)))
+        assert len(ready) == min(3, len(refs)) and len(ready) + len(rest) == len(refs)
+        assert all(position[a] < position[b] for a, b in zip(ready, ready[1:]))
+        assert all(position[a] < position[b] for a, b in zip(rest, rest[1:]))
+        seen += rayfast.get(ready)
+        refs = rest
+    assert sorted(seen) == list(range(600))
+
+
 def test_wait_counts_failed_as_ready():
     @rayfast.remote
     def boom():

@@ -57,6 +57,8 @@ cdef class ObjectID:
     cdef uint8_t _id[20]
     cdef uint64_t _h64      # rf_hash64 of _id; also the reference-table hash
     cdef Py_hash_t _hash
+    cdef bytes _key         # binary(), made once: the runtime's dicts are keyed by it (its hash cached too)
+    cdef bytes _binary(self)
 
 
 cdef class ObjectRef(ObjectID):
