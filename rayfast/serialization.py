@@ -81,7 +81,34 @@ class _Pickler(cloudpickle.Pickler):
         hook = getattr(type(obj), "__rayfast_reduce__", None)
         if hook is not None:
             return hook(obj, self)
+        if _custom:
+            custom = _custom.get(type(obj))
+            if custom is not None:
+                serializer, deserializer = custom
+                return deserializer, (serializer(obj),)
         return super().reducer_override(obj)
+
+
+_custom = {}   # class -> (serializer, deserializer): register_serializer(), this process only
+
+
+def register_serializer(cls, *, serializer, deserializer):
+    """Ray's ray.util.register_serializer: pickle instances of cls as deserializer(serializer(obj))
+    in this process (the deserializer travels with the value, pickled by cloudpickle)."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer() takes a class, got {type(cls).__name__}")
+    if not callable(serializer) or not callable(deserializer):
+        raise TypeError("serializer and deserializer must be callables")
+    if cls in _PRIMITIVES or cls in (list, tuple, np.ndarray):
+        # values of these never reach the pickler's hooks (the fast paths above take them)
+        raise ValueError(f"rayfast serializes {cls.__name__} itself; a custom serializer for it is not "
+                         f"supported")
+    _custom[cls] = (serializer, deserializer)
+
+
+def deregister_serializer(cls):
+    """Undo register_serializer(cls) in this process."""
+    _custom.pop(cls, None)
 
 
 class _Unpickler(pickle.Unpickler):
@@ -314,7 +341,10 @@ def serialize(value, inline_threshold):
         if parts is not None:
             return None, parts, ()
     buffers = []
-    data, contained = dumps(value, buffers.append)
+    try:
+        data, contained = dumps(value, buffers.append)
+    except Exception as e:   # as Ray: a TypeError naming the value, whatever pickle raised
+        raise TypeError(f"Could not serialize the value {_short_repr(value)}: {type(e).__name__}: {e}") from e
     raw = [b.raw() for b in buffers]
     size = len(data) + sum(r.nbytes for r in raw)
     if size < inline_threshold:
@@ -322,6 +352,14 @@ def serialize(value, inline_threshold):
             data, contained = dumps(value)  # fold buffers in band
         return data, None, contained
     return None, _layout(data, raw), contained
+
+
+def _short_repr(value):
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _array_layout(a):

@@ -103,3 +103,38 @@ def test_util_as_completed_and_map_unordered(cluster):
         list(ray.util.as_completed(refs, num_returns=2))
     with pytest.raises(ValueError):
         list(ray.util.map_unordered(square, [1], backpressure_size=0))
+
+
+class _Locked:
+    def __init__(self, x):
+        import threading
+        self.x = x
+        self.lock = threading.Lock()
+
+
+def test_unserializable_value_is_a_type_error_and_custom_serializers(cluster):
+    class NoPickle:
+        def __reduce__(self):
+            raise RuntimeError("not today")
+
+    with pytest.raises(TypeError, match="Could not serialize"):
+        ray.put(NoPickle())
+    with pytest.raises(TypeError, match="Could not serialize"):
+        ray.put(_Locked(1))
+
+    @ray.remote
+    def plus_one(a):
+        return a.x + 1
+
+    # Ray's documented way out: a serializer registered for the class, in this process
+    ray.util.register_serializer(_Locked, serializer=lambda a: a.x, deserializer=_Locked)
+    try:
+        assert ray.get(ray.put(_Locked(5))).x == 5
+        assert ray.get(plus_one.remote(_Locked(2))) == 3
+        assert ray.get(ray.put([_Locked(3)]))[0].x == 3   # inside a container too
+    finally:
+        ray.util.deregister_serializer(_Locked)
+    with pytest.raises(TypeError):
+        ray.put(_Locked(1))
+    with pytest.raises(TypeError):
+        ray.util.register_serializer("A", serializer=str, deserializer=str)

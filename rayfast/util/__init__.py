@@ -2,6 +2,7 @@
 placement groups)."""
 from rayfast.util.actor_pool import ActorPool
 from rayfast.util.helpers import as_completed, map_unordered
+from rayfast.serialization import deregister_serializer, register_serializer
 # The functions, not the submodule of the same name, are rayfast.util.placement_group etc. (as Ray's)
 from rayfast.util.placement_group import (PlacementGroup, get_current_placement_group, get_placement_group,
                                           placement_group, placement_group_table, remove_placement_group)
@@ -57,4 +58,5 @@ def __getattr__(name):
 
 __all__ = ["ActorPool", "list_named_actors", "get_node_ip_address", "inspect_serializability",
            "placement_group", "remove_placement_group", "get_placement_group", "placement_group_table",
-           "get_current_placement_group", "as_completed", "map_unordered"]
+           "get_current_placement_group", "as_completed", "map_unordered",
+           "register_serializer", "deregister_serializer"]
