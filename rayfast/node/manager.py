@@ -863,6 +863,10 @@ class NodeManager:
         for wid, lease in list(self.leases.items()):
             if lease[1] is c:
                 self._lease_return(wid)
+                if not c.owner:
+                    self._end_leased(lease[0])
+        if w is None and not c.owner:
+            self._end_tasks_of(c)
         cid = c.id
         objects = self.objects
         for oid in c.held:
@@ -873,6 +877,23 @@ class NodeManager:
                 e.subscribers.remove(c)
         if c.owner:
             self._running = False
+
+    def _end_tasks_of(self, c):
+        """A driver that left a long-lived node takes its tasks with it, as a finished job does in
+        Ray: queued ones are dropped, running ones (and what they submitted) are killed, so they
+        hold no CPU for ever. (An owner's node stops anyway.)"""
+        for rec in [r for r in self.tasks.values()
+                    if r.owner is c and not r.done and r.spec[P.S_KIND] == P.TASK_NORMAL]:
+            self._cancel(rec.returns[0], True, True)
+
+    def _end_leased(self, w):
+        """A worker leased to a driver that left may still run the driver's task, which this node
+        never saw: it is killed rather than made idle (the pool refills)."""
+        try:
+            self.idle.remove(w)
+        except ValueError:
+            pass
+        self.pool.kill(w)
 
     def _release_store_holds(self, c):
         """Give back the store pins and unsealed objects of c's process once it has exited.
