@@ -135,7 +135,7 @@ def start_node(*, head=True, address=None, num_cpus=None, resources=None, object
                port=DEFAULT_PORT, gcs_shards=None, timeout=60.0):
     """Start a detached node manager; returns its session record (also written to disk)."""
     from rayfast.config import DEFAULT_GCS_SHARDS
-    from rayfast.session import _package_root, _remove_leftovers, default_object_store_memory
+    from rayfast.session import _package_root, _remove_leftovers, default_object_store_memory, start_error
 
     if num_cpus is None:
         num_cpus = os.cpu_count() or 1
@@ -192,17 +192,14 @@ def start_node(*, head=True, address=None, num_cpus=None, resources=None, object
             proc.kill()
         proc.wait()
         err = ""
-        for p in (os.path.join(session_dir, "node.error"), log_path):
-            try:
-                with open(p) as fh:
-                    err = fh.read()[-4000:].strip()
-            except OSError:
-                continue
-            if err:
-                break
+        try:
+            with open(log_path) as fh:
+                err = fh.read()[-4000:].strip()
+        except OSError:
+            pass
         _remove_leftovers(session_dir)
         _unlink(log_path)
-        raise RuntimeError("rayfast could not start its node: " + (err or f"exit code {proc.returncode}"))
+        raise start_error(line, proc.returncode, err)
     gcs_file = _read_json(os.path.join(session_dir, "gcs_addresses")) or {}
     tcp = gcs_file.get("tcp") or ([address] if address else [])
     info = {"pid": proc.pid, "head": bool(head), "session_dir": session_dir,

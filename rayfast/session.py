@@ -104,15 +104,18 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
         line = f.readline()  # EOF without a line: the node died while starting
     if line.strip() != b"ready":
         proc.wait()
-        err = ""
-        try:
-            with open(os.path.join(session_dir, "node.error")) as f:
-                err = f.read()
-        except OSError:
-            pass
         _remove_leftovers(session_dir)
-        raise RuntimeError(f"rayfast could not start its node: {err or 'exit code %s' % proc.returncode}")
+        raise start_error(line, proc.returncode)
     return LocalNode(proc, session_dir, os.path.join(session_dir, "node.sock"))
+
+
+def start_error(line, returncode, output=""):
+    """The exception for a node that did not start, from the line it wrote on its ready pipe
+    ("invalid ...": a value the caller gave, "error ...": anything else; see node/launch.py)."""
+    kind, _, message = line.decode(errors="replace").strip().partition(" ")
+    if kind == "invalid":
+        return ValueError(message)
+    return RuntimeError("rayfast could not start its node: " + (message or output or f"exit code {returncode}"))
 
 
 def _package_root():

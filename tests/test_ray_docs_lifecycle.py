@@ -51,3 +51,20 @@ def test_a_departed_drivers_tasks_end_and_give_their_cpus_back():
     t = time.monotonic()
     pids = rayfast.get([sleepy.remote(0.5) for _ in range(2)], timeout=20)
     assert len(set(pids)) == 2 and time.monotonic() - t < 5   # both workers free, side by side
+
+
+def test_an_object_store_that_cannot_be_made_is_a_value_error_saying_why(tmp_path, monkeypatch):
+    # Ray refuses such an object_store_memory with ValueError; the node's reason used to be lost
+    # with its session dir ("exit code 1").
+    with pytest.raises(ValueError, match="object_store_memory=10.*at least"):
+        rayfast.init(num_cpus=1, object_store_memory=10)
+    assert not rayfast.is_initialized()
+    with pytest.raises(ValueError, match="/dev/shm has only"):
+        rayfast.init(num_cpus=1, object_store_memory=1 << 45)
+    monkeypatch.setenv("RAYFAST_SESSION_ROOT", str(tmp_path))
+    p = run_driver("import sys; from rayfast import cli; sys.exit(cli.main(['start', '--head', '--port', '0', "
+                   "'--object-store-memory', '10']))")
+    assert p.returncode != 0 and "at least" in p.stderr, p.stderr
+    ctx = rayfast.init(num_cpus=1, object_store_memory=64 << 20)   # and a good value still works
+    assert rayfast.get(sleepy.remote(0)) > 0
+    rayfast.shutdown()

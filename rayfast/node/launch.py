@@ -23,6 +23,16 @@ def run_node(args):
     store = None
     gcs = None
     cleaned = []
+    ready_fd = [args.ready_fd]
+
+    def tell_starter(line):
+        """One line to whoever started us, once: "ready", or why we could not start (the session
+        dir, where a file could say so, is removed on the way out)."""
+        fd = ready_fd[0]
+        if fd >= 0:
+            ready_fd[0] = -1
+            os.write(fd, " ".join(line.split()).encode() + b"\n")
+            os.close(fd)
 
     def cleanup():
         if cleaned:
@@ -52,8 +62,11 @@ def run_node(args):
         store_name = "/rayfast-" + os.path.basename(session_dir.rstrip("/"))
         try:
             store = ObjectStore.create(store_name, args.object_store_memory, args.spill_dir or None)
+        except (ValueError, MemoryError) as e:
+            tell_starter(f"invalid object_store_memory={args.object_store_memory}: {e}")   # the caller's value
+            return 1
         except Exception as e:
-            _fail(session_dir, f"cannot create the object store: {e}")
+            tell_starter(f"error cannot create the object store: {e}")
             return 1
         if args.head:
             try:
@@ -61,7 +74,7 @@ def run_node(args):
                                       ports=[args.gcs_port] + [0] * (args.gcs_shards - 1)
                                       if args.gcs_port else None)
             except Exception as e:
-                _fail(session_dir, f"cannot start the GCS: {e}")
+                tell_starter(f"error cannot start the GCS: {e}")
                 return 1
             addresses = [s.address for s in shards]
         else:
@@ -84,9 +97,7 @@ def run_node(args):
         _attach_actor_manager(nm)
         nm.listen()
         _warm_store(store)
-        if args.ready_fd >= 0:
-            os.write(args.ready_fd, b"ready\n")
-            os.close(args.ready_fd)
+        tell_starter("ready")
         if os.environ.get("RAYFAST_PROFILE_NM"):
             import cProfile
             prof = cProfile.Profile(time.process_time)
@@ -100,6 +111,9 @@ def run_node(args):
             nm.run()
     except SystemExit:
         pass
+    except BaseException as e:
+        tell_starter(f"error {type(e).__name__}: {e}")
+        raise
     finally:
         try:
             if "nm" in locals():
@@ -155,7 +169,3 @@ def _attach_actor_manager(nm):
         return
     nm.actors = ActorManager(nm)
 
-
-def _fail(session_dir, message):
-    with open(os.path.join(session_dir, "node.error"), "w") as f:
-        f.write(message)
