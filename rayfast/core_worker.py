@@ -37,6 +37,7 @@ BURST_GAP = 50e-6   # submissions closer than this are batched
 LATER_DELAY = 0.01  # how long a send_later() message may wait for company
 BLOCK_AFTER = 0.005  # a get waiting only on direct channels reports BLOCKED after this long
 LOOK_LIMIT = 1.0    # how long a get/wait whose deadline passed waits at most for the node manager's answer (_look_once)
+_NOT_READY = (None, None)   # what _failed() reads for a key without a value yet
 
 
 class CoreWorker:
@@ -54,6 +55,7 @@ class CoreWorker:
         self._reading = False
         self._closed = False
         self._results = {}                    # oid -> (kind, data)
+        self._failures = 0                    # ERROR values delivered so far (get() stops at one)
         self._subscribed = set()
         self._callbacks = {}                  # oid -> [fn(kind, data)]  for futures / asyncio
         self._inbox = deque()                 # TASK messages (workers)
@@ -312,6 +314,8 @@ class CoreWorker:
         if cbs:
             for cb in cbs:
                 cb(kind, data)
+        if kind == P.ERROR:
+            self._failures += 1
         if local_ref_count(oid) > 0:
             self._results[oid] = (kind, data)
             return True
@@ -438,10 +442,12 @@ class CoreWorker:
                     time.sleep(delay)
                     delay *= 2
 
-    def wait_objects(self, keys, num_ready, deadline):
+    def wait_objects(self, keys, num_ready, deadline, stop_on_error=False):
         """Subscribe to keys and wait until at least num_ready of them have values.
 
-        Returns True when enough are ready, False when the deadline passed.
+        Returns True when enough are ready, False when the deadline passed. stop_on_error
+        (get()): True as soon as one of them has failed, ready or not the rest, as Ray's get
+        raises that error without waiting for them.
         """
         results = self._results
         if len(keys) == 1:  # the common case, without the list work
@@ -450,7 +456,7 @@ class CoreWorker:
             missing = keys
         else:
             missing = [k for k in keys if k not in results]
-            if len(keys) - len(missing) >= num_ready:
+            if len(keys) - len(missing) >= num_ready or (stop_on_error and self._failed(keys)):
                 return True
         new = [k for k in missing if k not in self._subscribed]
         if new:
@@ -495,7 +501,7 @@ class CoreWorker:
             return self._pump(deadline)
         try:
             with self._cond:
-                if self._wait_ready(keys, missing, num_ready, pump):
+                if self._wait_ready(keys, missing, num_ready, pump, stop_on_error):
                     return True
             return self._look_once(keys, num_ready)
         finally:
@@ -505,7 +511,12 @@ class CoreWorker:
                 self._blocked = False
                 self.send((P.UNBLOCKED,))
 
-    def _wait_ready(self, keys, missing, num_ready, pump):
+    def _failed(self, keys):
+        """The first of keys whose value is an error, or None."""
+        results = self._results
+        return next((k for k in keys if results.get(k, _NOT_READY)[0] == P.ERROR), None)
+
+    def _wait_ready(self, keys, missing, num_ready, pump, stop_on_error=False):
         """wait_objects' wait, with self._cond held: True once num_ready of keys have values."""
         results = self._results
         if len(missing) == 1:
@@ -518,11 +529,16 @@ class CoreWorker:
             # get(): walk the keys once (values arrive about in order),
             # not a rescan of all missing ones per batch received
             i, n = 0, len(missing)
+            failures = self._failures
             while True:
                 while i < n and missing[i] in results:
                     i += 1
                 if i == n:
                     return True
+                if stop_on_error and self._failures != failures:   # (errors are rare: look then only)
+                    failures = self._failures
+                    if self._failed(keys):
+                        return True
                 if not pump():
                     return False
         while True:
@@ -578,10 +594,13 @@ class CoreWorker:
     def get(self, refs, timeout=None):
         keys = [r.binary() for r in refs]
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.wait_objects(keys, len(keys), deadline):
+        if not self.wait_objects(keys, len(keys), deadline, stop_on_error=True):
             ready = sum(1 for k in keys if k in self._results)
             raise GetTimeoutError(
                 f"get timed out after {timeout} s: {len(keys) - ready} of {len(keys)} objects not ready")
+        results = self._results
+        if len(keys) > 1 and not all(k in results for k in keys):   # one failed: its error, now
+            self.value_of(self._failed(keys))
         return [self.value_of(k) for k in keys]
 
     def value_of(self, key, raise_errors=True):

@@ -61,11 +61,21 @@ class WorkerPool:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._next_id += 1
         worker_id = self._next_id
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns about fork() with threads running; ours (the
-            # store warm-up) hold no locks the child could need.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        # The child's collector must not walk the node manager's objects it inherits
+        # (its tables grow with the session): that costs time in every new worker and
+        # copies every page it touches. Frozen objects are left alone; the parent's
+        # own collections see them again right after the fork.
+        gc.freeze()
+        pid = -1
+        try:
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns about fork() with threads running; ours (the
+                # store warm-up) hold no locks the child could need.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        finally:
+            if pid != 0:
+                gc.unfreeze()
         if pid == 0:  # child
             try:
                 set_pdeathsig()
