@@ -138,3 +138,25 @@ def test_unserializable_value_is_a_type_error_and_custom_serializers(cluster):
         ray.put(_Locked(1))
     with pytest.raises(TypeError):
         ray.util.register_serializer("A", serializer=str, deserializer=str)
+
+
+def test_get_of_a_list_raises_a_failure_without_waiting_for_the_rest(cluster):
+    @ray.remote
+    def fail():
+        raise ValueError("failed early")
+
+    slow = sleeper.remote(60)
+    try:
+        for refs in ([slow, fail.remote()], [fail.remote(), slow]):
+            start = time.monotonic()
+            with pytest.raises(ValueError, match="failed early"):
+                ray.get(refs, timeout=30)
+            assert time.monotonic() - start < 10
+        bad = fail.remote()
+        with pytest.raises(ValueError):
+            ray.get([bad, bad, slow], timeout=30)   # already failed when get starts
+    finally:
+        ray.cancel(slow)
+    # a failure among values that all arrive: still the first failed one's error, in list order
+    with pytest.raises(ValueError):
+        ray.get([sleeper.remote(0), fail.remote(), sleeper.remote(0)], timeout=30)
