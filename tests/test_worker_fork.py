@@ -28,3 +28,26 @@ def test_forked_child_has_no_core_worker(fresh):
         assert rayfast.get(rayfast.put(3)) == 3
     finally:
         rayfast.shutdown()
+
+
+def test_new_workers_collector_skips_what_the_node_manager_holds(fresh):
+    """Workers are forked from the node manager; its tables grow with the session. A new
+    worker's collector must not walk them (time in every new worker, and a copy of every
+    page it touches): they are frozen across the fork."""
+    import gc
+
+    rayfast.init(num_cpus=1)
+    try:
+        @rayfast.remote
+        class Probe:
+            def tracked(self):
+                gc.collect()
+                return len(gc.get_objects())
+
+        baseline = rayfast.get(Probe.remote().tracked.remote())
+        refs = [rayfast.put(i) for i in range(30_000)]     # 30k entries in the node's object table
+        rayfast.get(rayfast.put(0))
+        assert rayfast.get(Probe.remote().tracked.remote()) < baseline + 5_000
+        del refs
+    finally:
+        rayfast.shutdown()
