@@ -18,6 +18,7 @@ from rayfast import serialization
 from rayfast._core.ids import TaskID
 from rayfast.config import INLINE_THRESHOLD
 from rayfast.direct import WorkerChannels, worker_socket_path
+from rayfast.node.worker_pool import kill_children
 from rayfast.core_worker import CoreWorker, decode_value, format_exception, set_current
 from rayfast.exceptions import PortableCause, RayTaskError, TaskCancelledError, TaskUnschedulableError
 
@@ -359,6 +360,7 @@ def worker_main(sock_fd, worker_id, store_name, node_info):
             sys.stderr.flush()
         except Exception:
             pass
+        kill_children((os.getpid(),))
         os._exit(code)
 
 

@@ -26,6 +26,30 @@ def set_pdeathsig(sig=signal.SIGKILL):
         pass
 
 
+def kill_children(parents, sig=signal.SIGKILL):
+    """Send sig to the direct children of the processes `parents` (pids): what a worker's tasks
+    started and left running. Ray's workers kill theirs when they exit
+    (RAY_kill_child_processes_on_worker_exit, on by default). One pass over /proc."""
+    parents = set(parents)
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in parents:
+            try:
+                os.kill(int(name), sig)
+            except OSError:
+                pass
+
+
 class WorkerState:
     __slots__ = ("worker_id", "pid", "client", "state", "task", "functions", "blocked", "pipeline", "shape",
                  "actor_id", "started", "calls", "retiring")
