@@ -34,7 +34,7 @@ from rayfast.node.actors import DEFERRED
 from rayfast.node.gpus import GpuIds
 from rayfast.node.placement_groups import PlacementGroups
 from rayfast.direct import CANCEL_RETRIES, CANCEL_RETRY, cancelled_results, error_results, worker_socket_path
-from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool
+from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool, kill_children
 from rayfast.node.stats import FunctionStats
 
 _HDR = struct.Struct("<I")
@@ -1162,6 +1162,7 @@ class NodeManager:
                     break
                 time.sleep(0.005)
             else:
+                kill_children((w.pid,))   # what its tasks started: it did not live to (worker.py)
                 self.pool.kill(w)
         for w in workers:
             self.pool.kill(w)
