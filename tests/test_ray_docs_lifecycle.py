@@ -68,3 +68,41 @@ def test_an_object_store_that_cannot_be_made_is_a_value_error_saying_why(tmp_pat
     ctx = rayfast.init(num_cpus=1, object_store_memory=64 << 20)   # and a good value still works
     assert rayfast.get(sleepy.remote(0)) > 0
     rayfast.shutdown()
+
+
+@rayfast.remote
+def start_child():
+    import subprocess
+    return subprocess.Popen(["sleep", "600"]).pid
+
+
+def _ppid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_processes_a_task_started_end_with_its_worker_at_shutdown(tmp_path):
+    # Ray's workers kill their direct children when they exit (on by default); rayfast's node also
+    # does it for a worker it has to kill because it is busy at shutdown.
+    rayfast.init(num_cpus=2)
+    pid_file = tmp_path / "busy_child"
+
+    @rayfast.remote
+    def busy():
+        import subprocess
+        pid_file.write_text(str(subprocess.Popen(["sleep", "600"]).pid))
+        time.sleep(600)
+
+    busy.remote()
+    assert wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=10)
+    busy_child = int(pid_file.read_text())
+    idle_child = rayfast.get(start_child.remote())   # on the other worker, idle at shutdown
+    assert alive(idle_child) and alive(busy_child)
+    assert _ppid(idle_child) != _ppid(busy_child)
+    rayfast.shutdown()
+    try:
+        assert wait_for(lambda: not alive(idle_child) and not alive(busy_child), timeout=5)
+    finally:
+        for pid in (idle_child, busy_child):
+            if alive(pid):
+                os.kill(pid, 9)
