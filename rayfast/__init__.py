@@ -59,6 +59,9 @@ def __getattr__(name):
     if name in ("util", "actor"):
         import importlib
         return importlib.import_module(f"rayfast.{name}")
+    if name == "cloudpickle":   # Ray's ray.cloudpickle (`from ray import cloudpickle`)
+        import cloudpickle
+        return cloudpickle
     if name in ("ObjectRefGenerator", "DynamicObjectRefGenerator"):
         from rayfast import generator
         return getattr(generator, name)

@@ -160,3 +160,8 @@ def test_get_of_a_list_raises_a_failure_without_waiting_for_the_rest(cluster):
     # a failure among values that all arrive: still the first failed one's error, in list order
     with pytest.raises(ValueError):
         ray.get([sleeper.remote(0), fail.remote(), sleeper.remote(0)], timeout=30)
+
+
+def test_ray_cloudpickle_is_there_for_out_of_band_serialization():
+    from rayfast import cloudpickle   # Ray's anti-pattern page imports it this way
+    assert cloudpickle.loads(cloudpickle.dumps(lambda x: x + 1))(1) == 2
