@@ -115,3 +115,23 @@ def test_actor_pool_drops_an_actor_that_died(cluster):
     # the survivor takes all later work
     assert list(pool.map(lambda a, v: a.double.remote(v), [1, 2, 3])) == [2, 4, 6]
     assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), [1, 2])) == [2, 4]
+
+
+# --- ray.util.queue.Queue ---------------------------------------------------------
+
+def test_queue_shutdown_graceful_and_forced(cluster):
+    from rayfast.util.queue import Queue
+
+    q = Queue()
+    q.put(1)
+    actor = q.actor
+    t = time.monotonic()
+    q.shutdown()                      # graceful: __ray_terminate__, killed after grace_period_s
+    assert time.monotonic() - t < 5 and q.actor is None
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(actor.qsize.remote())
+    q2 = Queue(actor_options={"num_cpus": 0})
+    actor = q2.actor
+    q2.shutdown(force=True)
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(actor.qsize.remote())

@@ -107,9 +107,15 @@ class Queue:
         return rayfast.get(self.actor.get_nowait_batch.remote(num_items))
 
     def shutdown(self, force=False, grace_period_s=5):
-        """End the queue's actor."""
+        """End the queue's actor: at once if force, else gracefully (calls already sent finish),
+        killing it if that takes longer than grace_period_s."""
         if self.actor is not None:
-            rayfast.kill(self.actor, no_restart=True)
+            if force:
+                rayfast.kill(self.actor, no_restart=True)
+            else:
+                _, not_done = rayfast.wait([self.actor.__ray_terminate__.remote()], timeout=grace_period_s)
+                if not_done:
+                    rayfast.kill(self.actor, no_restart=True)
         self.actor = None
 
 
