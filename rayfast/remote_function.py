@@ -215,7 +215,11 @@ class RemoteFunction:
         extras = _task_extras(options)
         if generator is not None:
             extras = dict(extras or {}, generator=generator)
-        return (num_returns, resource_shape(options, 1, self._name), max_retries(options), extras)
+        # As Ray: a task goes into its parent's captured placement group only when it says nothing
+        # of where to run (scheduling_strategy="DEFAULT", or placement_group=None, keep it out)
+        capturable = options.get("scheduling_strategy") is None and \
+            options.get("placement_group", "default") == "default"
+        return (num_returns, resource_shape(options, 1, self._name), max_retries(options), extras, capturable)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Remote functions cannot be called directly. Instead of running "
@@ -251,10 +255,10 @@ class RemoteFunction:
 
     def _remote(self, args, kwargs, compiled):
         cw = core_worker.current_or_init()
-        num_returns, shape, retries, extras = compiled
+        num_returns, shape, retries, extras, capturable = compiled
         if cw.runtime_env is not None:   # the job's or the running task's: inherited
             extras = runtime_env.inherit(extras, cw.runtime_env)
-        if cw.capture_pg is not None:    # the running task's placement group takes its children
+        if cw.capture_pg is not None and capturable:   # the running task's group takes its children
             shape, extras = captured(shape, extras, cw.capture_pg, self._name)
         self._signature.check(self.__name__, args, kwargs)
         if shape not in cw.feasible_shapes:

@@ -24,9 +24,8 @@ def placement(options):
 
 
 def captured(shape, extras, capture_pg, what):
-    """A child task's (shape, extras) inside its parent's placement group, unless it has one."""
-    if extras is not None and "placement_group" in extras:
-        return shape, extras
+    """A child task's (shape, extras) inside its parent's placement group (a task that says
+    nothing of where to run: RemoteFunction._compile)."""
     from rayfast.util.placement_group import PlacementGroup, PlacementGroupID, group_shape
     pg_hex, bundles = capture_pg
     shape = group_shape(shape, PlacementGroup(PlacementGroupID.from_hex(pg_hex), bundles), -1, what)

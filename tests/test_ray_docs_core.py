@@ -165,3 +165,32 @@ def test_get_of_a_list_raises_a_failure_without_waiting_for_the_rest(cluster):
 def test_ray_cloudpickle_is_there_for_out_of_band_serialization():
     from rayfast import cloudpickle   # Ray's anti-pattern page imports it this way
     assert cloudpickle.loads(cloudpickle.dumps(lambda x: x + 1))(1) == 2
+
+
+def test_child_tasks_that_choose_where_to_run_leave_the_captured_group(cluster):
+    from rayfast.util.placement_group import (PlacementGroup, get_current_placement_group, placement_group,
+                                              remove_placement_group)
+    from rayfast.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    @ray.remote
+    def where():
+        return get_current_placement_group() is not None
+
+    @ray.remote
+    def parent():
+        # Ray's placement group guide: placement_group=None keeps a child out of the captured group
+        return [ray.get(where.remote()),
+                ray.get(where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(None)).remote()),
+                ray.get(where.options(placement_group=None).remote()),
+                ray.get(where.options(scheduling_strategy="DEFAULT").remote())]
+
+    pg = placement_group([{"CPU": 1}])
+    try:
+        ray.get(pg.ready(), timeout=30)
+        strategy = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+        assert ray.get(parent.options(num_cpus=0, scheduling_strategy=strategy).remote(), timeout=30) == \
+            [True, False, False, False]
+    finally:
+        remove_placement_group(pg)
+    empty = PlacementGroup.empty()
+    assert empty.is_empty and not pg.is_empty and empty.bundle_count == 0

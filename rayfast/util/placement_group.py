@@ -25,6 +25,15 @@ class PlacementGroup:
         self.id = id
         self.bundle_specs = [dict(b) for b in bundle_specs]
 
+    @staticmethod
+    def empty():
+        """Ray's "no placement group": an id of zeros and no bundles."""
+        return PlacementGroup(PlacementGroupID(bytes(18)), [])
+
+    @property
+    def is_empty(self):
+        return not any(self.id.binary())
+
     @property
     def bundle_count(self):
         return len(self.bundle_specs)
