@@ -21,7 +21,7 @@ def _spec(i):
 
 def test_lineage_is_one_mset_per_shard_of_pickled_specs():
     g = NodeGcs.__new__(NodeGcs)   # its buffers only: no shard connections
-    g.shards, g.dirty, g._tasks = [_Shard(), _Shard()], set(), []
+    g.shards, g.dirty, g._tasks, g._dropped = [_Shard(), _Shard()], set(), {}, []
     specs = [_spec(i) for i in range(60)]
     for spec in specs:
         g.put_task_async(spec)
@@ -49,14 +49,36 @@ def test_commands_as_hiredis_packs_them():
 
 def test_pack_tasks_packs_at_most_limit():
     g = NodeGcs.__new__(NodeGcs)
-    g.shards, g.dirty, g._tasks = [_Shard()], set(), []
+    g.shards, g.dirty, g._tasks, g._dropped = [_Shard()], set(), {}, []
     specs = [_spec(i) for i in range(10)]
     for spec in specs:
         g.put_task_async(spec)
     g.pack_tasks(4)
-    assert g._tasks == specs[4:] and g.shards[0].pending == 1
+    assert list(g._tasks.values()) == specs[4:] and g.shards[0].pending == 1
     g.pack_tasks()
-    assert g._tasks == [] and g.shards[0].pending == 2
+    assert g.queued() == 0 and g.shards[0].pending == 2
+
+
+def test_dropped_lineage_is_forgotten_if_unwritten_else_deleted_after_its_write():
+    g = NodeGcs.__new__(NodeGcs)
+    g.shards, g.dirty, g._tasks, g._dropped = [_Shard(), _Shard()], set(), {}, []
+    written, unwritten = _spec(1), _spec(2)
+    g.put_task_async(written)
+    g.pack_tasks()
+    g.put_task_async(unwritten)
+    g.drop_task_async(unwritten[0])    # still queued: never written at all
+    g.drop_task_async(written[0])      # written: one DEL, on its shard, after its MSET
+    assert g.queued() == 1
+    g.pack_tasks()
+    assert g.queued() == 0
+    sh = g.shards[shard_for(written[0], 2)]
+    reader = hiredis.Reader()
+    reader.feed(b"".join(sh.out))
+    cmds = [reader.gets(), reader.gets()]
+    assert cmds[0][0] == b"MSET" and cmds[0][1] == b"task:" + written[0]
+    assert cmds[1] == [b"DEL", b"task:" + written[0]] and reader.gets() is False
+    other = g.shards[1 - shard_for(written[0], 2)]
+    assert b"".join(other.out).count(b"MSET") == 0 and b"".join(other.out).count(unwritten[0]) == 0
 
 
 def test_lineage_and_events_reach_the_gcs(cluster):
@@ -84,6 +106,19 @@ def test_lineage_and_events_reach_the_gcs(cluster):
             time.sleep(0.05)
         assert pickle.loads(spec)[3].endswith("noop")
         assert {r.task_id().hex() for r in refs} <= events
+        # Lineage lives as long as what the task returned: gone once the refs are dropped.
+        kept = refs[-1].task_id().binary()
+        held = noop.remote(-1)
+        ray.get(held)
+        del refs
+        ray.get(noop.remote(0))   # the drops reach the node
+        deadline = time.time() + 10
+        while gcs.get_task(kept) is not None and time.time() < deadline:
+            time.sleep(0.05)
+        assert gcs.get_task(kept) is None
+        while gcs.get_task(held.task_id().binary()) is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert gcs.get_task(held.task_id().binary()) is not None
     finally:
         gcs.close()
 

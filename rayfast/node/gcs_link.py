@@ -23,7 +23,7 @@ from rayfast.protocol import RECV_SIZE, S_TASK_ID
 from rayfast.gcs.tables import Gcs
 
 logger = logging.getLogger(__name__)
-MAX_EVENT_BATCHES = 20_000   # timeline event batches (JSON arrays) kept per shard
+MAX_EVENTS = 200_000         # timeline events kept in the GCS (about: it keeps batches)
 _IOV_MAX = 512               # buffers per sendmsg (the kernel takes 1024)
 _TASK_PAIR = b"$%d\r\ntask:%b\r\n$%d\r\n%b\r\n"   # a task's key and spec in an MSET (RESP)
 # One timeline event as JSON (floats' repr is valid JSON for the finite times here).
@@ -95,8 +95,10 @@ class NodeGcs:
         self.shards = [_AsyncShard(a) for a in self.addresses]
         self.by_fd = {s.sock.fileno(): s for s in self.shards}
         self.dirty = set()
-        self._tasks = []                # task specs not yet packed (the id is spec[0])
+        self._tasks = {}                # task id -> spec, not yet packed
+        self._dropped = []              # task ids whose lineage is to be deleted
         self._json_names = {}           # function name -> its JSON string, for events
+        self._events_written = self._batches_written = 0
 
     # --- writes (buffered) -------------------------------------------------
     def write(self, key, *args):
@@ -110,7 +112,13 @@ class NodeGcs:
 
     def put_task_async(self, spec):
         # Batched into one MSET per shard per flush: the shard's per-command cost dominates SETs.
-        self._tasks.append(spec)
+        self._tasks[spec[S_TASK_ID]] = spec
+
+    def drop_task_async(self, task_id):
+        """Delete a task's lineage (nothing it returned is left): a spec not written yet
+        is never written; a written one goes in one DEL per shard per flush."""
+        if self._tasks.pop(task_id, None) is None:
+            self._dropped.append(task_id)
 
     def add_events_async(self, node_id, events):
         # One JSON array per batch: one list element per write (get_events flattens). Written
@@ -125,22 +133,34 @@ class NodeGcs:
                 jname = names[name] = json.dumps(name)
             append(event % (jname, tid.hex(), wid, pid, start, end))
         self.write(node_id, "RPUSH", "events", "[" + ",".join(parts) + "]")
-        # A long-running cluster keeps only its newest event batches.
-        self.write(node_id, "LTRIM", "events", -MAX_EVENT_BATCHES, -1)
+        # A long-running cluster keeps only its newest ~MAX_EVENTS events. The list holds
+        # batches (one event when idle, thousands in a burst), so the batches kept follow
+        # this node's mean batch size.
+        self._events_written += len(events)
+        self._batches_written += 1
+        keep = max(100, MAX_EVENTS * self._batches_written // self._events_written)
+        self.write(node_id, "LTRIM", "events", -keep, -1)
 
     def register_node(self, node_id, info):
         self.gcs.register_node(node_id, info)
 
     # --- the loop's side -------------------------------------------------
+    def queued(self):
+        """Lineage writes and deletions not packed yet."""
+        return len(self._tasks) + len(self._dropped)
+
     def pack_tasks(self, limit=None):
-        """Pack the queued specs (the first `limit` of them) into one MSET per shard."""
+        """Pack the queued specs (the first `limit` of them) into one MSET per shard, and
+        the lineage deletions into one DEL per shard. A deletion is of a spec packed in an
+        earlier flush (one still queued is just forgotten): on the same connection, after it."""
+        self._pack_drops()
         tasks = self._tasks
         if not tasks:
             return
         if limit is not None and len(tasks) > limit:
-            tasks, self._tasks = tasks[:limit], tasks[limit:]
+            tasks = [tasks.pop(k) for k in list(itertools.islice(tasks, limit))]
         else:
-            self._tasks = []
+            tasks, self._tasks = list(tasks.values()), {}
         dumps = pickle.dumps
         n = len(self.shards)
         pairs = [[] for _ in self.shards]   # per shard: each task's key and value, as RESP
@@ -152,6 +172,21 @@ class NodeGcs:
         for sh, p in zip(self.shards, pairs):
             if p:
                 sh.out.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(p)) + b"".join(p))
+                sh.pending += 1
+                self.dirty.add(sh)
+
+    def _pack_drops(self):
+        dropped = self._dropped
+        if not dropped:
+            return
+        self._dropped = []
+        n = len(self.shards)
+        keys = [[] for _ in self.shards]
+        for task_id in dropped:
+            keys[shard_for(task_id, n) if n > 1 else 0].append(b"task:" + task_id)
+        for sh, k in zip(self.shards, keys):
+            if k:
+                sh.out.append(_command(["DEL"] + k))
                 sh.pending += 1
                 self.dirty.add(sh)
 

@@ -142,6 +142,7 @@ class NodeManager:
         self.stats = FunctionStats()
         self.events = []                   # timeline events not yet written to the GCS
         self.timeline = collections.deque(maxlen=200_000)
+        self._lineage = {}                 # task id -> its returned objects not freed yet (_lineage_written)
         self._next_handle = 0
         self._next_client = 0
         self._dirty = set()
@@ -398,8 +399,7 @@ class NodeManager:
         self.task_by_id[task_id] = handle
         objects = self.objects
         rec.deps = deps = objects.add_task(returns, c, handle, spec[P.S_ARG_REFS], spec[P.S_BORROWED])
-        if self.gcs is not None:
-            self.gcs.put_task_async(spec)
+        self._lineage_written(spec, len(returns))
         if spec[P.S_KIND] != P.TASK_NORMAL:
             self.actors.submit(rec)
             return
@@ -573,8 +573,10 @@ class NodeManager:
         """A task ran over a lease: record it as if it had passed through here."""
         name = spec[P.S_NAME]
         objects = self.objects
+        self._lineage_written(spec, len(results))   # (first: a result may be freed at once below)
         for oid, kind, data, contained, held in results:
             if not held and not contained and kind != P.STORE and objects.get(oid) is None:
+                self._return_freed(oid)
                 continue   # its caller dropped it before anyone else saw it (core_worker._unhold_released)
             e = objects.entry(oid)
             if held:
@@ -586,8 +588,26 @@ class NodeManager:
         stats.start_row(row, 0.0)
         stats.finish_row(row, start, end)
         self.events.append((name, spec[P.S_TASK_ID], worker_id, pid, start, end))
-        if self.gcs is not None:
+
+    def _lineage_written(self, spec, n):
+        """Record a task's lineage in the GCS for as long as any of its n returned objects
+        lives (it is what would rebuild them). A long-running cluster keeps no lineage of
+        tasks long forgotten, and a brief task's is mostly never written at all."""
+        if self.gcs is not None and n:
             self.gcs.put_task_async(spec)
+            self._lineage[spec[P.S_TASK_ID]] = n
+
+    def _return_freed(self, oid):
+        lineage = self._lineage
+        tid = oid[:16]
+        left = lineage.get(tid)
+        if left is None or oid[19] & 0x80:   # not a task's we track, or a put (the index's RF_PUT_BIT)
+            return
+        if left > 1:
+            lineage[tid] = left - 1
+        else:
+            del lineage[tid]
+            self.gcs.drop_task_async(tid)
 
     def _pipeline_target(self, shape, q):
         """A busy worker to queue one more task on, or None.
@@ -1014,6 +1034,8 @@ class NodeManager:
 
     def _on_object_freed(self, oid):
         self.deps.mark_missing(oid)
+        if self._lineage:
+            self._return_freed(oid)
         actors = self.actors
         if actors is not None and actors.by_live:
             actors.object_freed(oid)   # an actor's liveness object: its last handle is gone
@@ -1088,7 +1110,7 @@ class NodeManager:
                 "gcs": self.gcs.statistics() if self.gcs is not None else {}}
 
     def _gcs_pending(self):
-        return self.gcs is not None and (self.events or self.gcs._tasks or self.gcs.dirty)
+        return self.gcs is not None and (self.events or self.gcs.queued() or self.gcs.dirty)
 
     def attach_gcs(self, gcs):
         self.gcs = gcs
@@ -1117,11 +1139,11 @@ class NodeManager:
         and their packing (a spec pickled, an event formatted: a quarter of the loop's CPU on
         tiny tasks) kept out of a burst of work unless the burst is long."""
         gcs = self.gcs
-        if not idle and len(self.events) < GCS_BATCH and len(gcs._tasks) < GCS_BATCH:
+        if not idle and len(self.events) < GCS_BATCH and gcs.queued() < GCS_BATCH:
             return
         if self.events:   # (a turn packs GCS_CHUNK at most: the loop pauses a few ms, not ~100)
             self._events_to_gcs(GCS_CHUNK)
-        if gcs.dirty or gcs._tasks:
+        if gcs.dirty or gcs.queued():
             for sh in gcs.send_some(GCS_CHUNK):
                 sh.want_write = True
                 self.ep.modify(sh.sock.fileno(), _EPOLLIN | _EPOLLOUT)
