@@ -24,12 +24,14 @@ reaches the node manager within a millisecond without another API call.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import hashlib
 import inspect
 import os
 import threading
 import time
+import traceback
 
 import cloudpickle
 
@@ -589,6 +591,7 @@ class ActorTaskExecutor(TaskExecutor):
         self._calls = {}           # task id -> (asyncio.Task running it, or the pool's Future; its message)
         self._handed = set()       # task ids handed to the event loop, not started yet
         self._cancelled = set()    # of those, the ones cancel() reached first
+        self._shut_down = False    # run_shutdown_hooks has run
         cw.cancel_hook = self.cancel_call
 
     def execute(self, msg):
@@ -645,8 +648,9 @@ class ActorTaskExecutor(TaskExecutor):
             results = self.pack_results(spec, out)
         except SystemExit:
             if sequential:
+                self.run_shutdown_hooks()
                 raise
-            _exit_now(cw)
+            self._exit_now()
         except BaseException as e:
             results = self.error_results(spec, e)
         finally:
@@ -679,11 +683,45 @@ class ActorTaskExecutor(TaskExecutor):
             self.cw.send_batched(done)
 
     def drain_direct(self):
-        """Before exiting (every handle dropped): run the calls already sent to us over channels."""
+        """Before exiting (every handle dropped): run the calls already sent to us over channels,
+        then end gracefully (run_shutdown_hooks)."""
+        if self.actor_id is None:
+            return
         cw = self.cw
         channels = cw.channels
-        if channels is None or not channels.conns or self.actor_id is None:
+        if channels is not None and channels.conns:
+            self._drain_channels(channels)
+        self.run_shutdown_hooks()
+
+    def run_shutdown_hooks(self):
+        """A graceful end (exit_actor(), __ray_terminate__, every handle dropped) runs, as Ray's, the
+        actor's __ray_shutdown__() if it has one, then the process's atexit handlers; kill() runs
+        neither. (The worker then leaves with os._exit, which would run no handlers.)"""
+        if self._shut_down or self.actor_id is None:
             return
+        self._shut_down = True
+        hook = getattr(getattr(self, "actor", None), "__ray_shutdown__", None)
+        if callable(hook):
+            try:
+                hook()
+            except Exception:
+                traceback.print_exc()
+        atexit._run_exitfuncs()
+
+    def _exit_now(self):
+        """exit_actor() from a thread of a threaded actor or a coroutine of an async one."""
+        self.run_shutdown_hooks()
+        cw = self.cw
+        try:
+            cw.flush()
+            if cw.channels is not None:
+                cw.channels.close()   # writes replies still batched for direct callers
+        except Exception:
+            pass
+        os._exit(0)
+
+    def _drain_channels(self, channels):
+        cw = self.cw
         channels.read_pending(cw)
         while cw._inbox:
             m = cw._inbox.popleft()
@@ -738,7 +776,7 @@ class ActorTaskExecutor(TaskExecutor):
                 except asyncio.CancelledError:
                     raise
                 except SystemExit:
-                    _exit_now(cw)
+                    self._exit_now()
                 except BaseException as e:
                     results = self.error_results(spec, e)
         except asyncio.CancelledError:   # cancel() of this call (cancel_call)
@@ -847,16 +885,6 @@ def _replay(items, err):
     yield from items
     if err is not None:
         raise err
-
-
-def _exit_now(cw):
-    try:
-        cw.flush()
-        if cw.channels is not None:
-            cw.channels.close()   # writes replies still batched for direct callers
-    except Exception:
-        pass
-    os._exit(0)
 
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "ActorID", "method", "get_actor", "kill", "exit_actor",

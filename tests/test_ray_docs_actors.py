@@ -135,3 +135,56 @@ def test_queue_shutdown_graceful_and_forced(cluster):
     q2.shutdown(force=True)
     with pytest.raises(ray.exceptions.ActorDiedError):
         ray.get(actor.qsize.remote())
+
+
+# --- terminating actors -------------------------------------------------------------
+
+class _Tidy:
+    """Leaves a file per cleanup hook that ran (__ray_shutdown__, atexit) in its directory."""
+
+    def __init__(self, where):
+        import atexit
+        self.where = where
+        atexit.register(lambda: open(os.path.join(where, "atexit"), "w").close())
+
+    def __ray_shutdown__(self):
+        open(os.path.join(self.where, "shutdown"), "w").close()
+
+    def stop(self):
+        ray.actor.exit_actor()
+
+    def ping(self):
+        return 1
+
+
+class _AsyncTidy(_Tidy):
+    async def stop(self):
+        ray.actor.exit_actor()
+
+
+@pytest.mark.parametrize("how", ["exit_actor", "threaded_exit_actor", "async_exit_actor", "__ray_terminate__",
+                                 "out_of_scope", "kill"])
+def test_graceful_ends_run_shutdown_hooks_kill_does_not(cluster, tmp_path, how):
+    # Terminating actors: a graceful end runs __ray_shutdown__() and atexit handlers, ray.kill neither.
+    cls = ray.remote(_AsyncTidy if how == "async_exit_actor" else _Tidy)
+    opts = {"max_concurrency": 2} if how == "threaded_exit_actor" else {}
+    a = cls.options(**opts).remote(str(tmp_path))
+    assert ray.get(a.ping.remote()) == 1
+    if how.endswith("exit_actor"):
+        ref = a.stop.remote()
+    elif how == "__ray_terminate__":
+        ref = a.__ray_terminate__.remote()
+    elif how == "kill":
+        ray.kill(a)
+        ref = a.ping.remote()
+    if how == "out_of_scope":
+        del a
+    else:
+        with pytest.raises(ray.exceptions.ActorDiedError):
+            ray.get(ref)
+    expected = [] if how == "kill" else ["atexit", "shutdown"]
+    deadline = time.monotonic() + (0.3 if how == "kill" else 5)
+    while sorted(os.listdir(tmp_path)) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    assert sorted(os.listdir(tmp_path)) == expected
