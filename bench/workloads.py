@@ -43,6 +43,7 @@ ROWS = {
     "init_s": ("init()", "s", "lower"),
     "tasks_serial": ("tiny tasks, one at a time", "tasks/s", "higher"),
     "tasks_bulk": ("tiny tasks, submitted then gathered", "tasks/s", "higher"),
+    "wait_loop": ("tiny tasks, each taken by wait() as it finishes", "tasks/s", "higher"),
     "chain_us": ("dependency chain", "µs/task", "lower"),
     "actor_serial": ("actor calls, one at a time", "calls/s", "higher"),
     "actor_batched": ("actor calls, submitted then gathered", "calls/s", "higher"),
@@ -67,9 +68,9 @@ ACTOR_WORKLOADS = ("actor_serial", "actor_batched", "parameter_server")
 def sizes(quick):
     """Problem sizes: the issues' sizes, or small ones that make a whole comparison take about a minute."""
     if quick:
-        return dict(serial=600, bulk=3000, chain=300, puts=500, gets=2000, big_reps=3, get_reps=20,
+        return dict(serial=600, bulk=3000, waits=1000, chain=300, puts=500, gets=2000, big_reps=3, get_reps=20,
                     big_tasks=30, lcs_n=900, docs=6, words=10_000)
-    return dict(serial=2000, bulk=10_000, chain=1000, puts=2000, gets=5000, big_reps=5, get_reps=50,
+    return dict(serial=2000, bulk=10_000, waits=5000, chain=1000, puts=2000, gets=5000, big_reps=5, get_reps=50,
                 big_tasks=200, lcs_n=3000, docs=12, words=50_000)
 
 
@@ -140,6 +141,24 @@ def tasks_bulk(ray, cx):
     dt, out = _timed(lambda: ray.get([cx.noop.remote(i) for i in range(n)]))
     assert out[-1] == n - 1
     return {"tasks_bulk": n / dt}
+
+
+def wait_loop(ray, cx):
+    """`while refs: done, refs = ray.wait(refs)`: each call scans and splits the rest of the list."""
+    n = cx.size["waits"]
+    ray.get([cx.noop.remote(i) for i in range(200)])
+
+    def run():
+        refs = [cx.noop.remote(i) for i in range(n)]
+        total = 0
+        while refs:
+            done, refs = ray.wait(refs, num_returns=1)
+            total += ray.get(done[0])
+        return total
+
+    dt, out = _timed(run)
+    assert out == n * (n - 1) // 2
+    return {"wait_loop": n / dt}
 
 
 def chain(ray, cx):
@@ -351,6 +370,7 @@ class Skipped(Exception):
 WORKLOADS = {
     "tasks_serial": tasks_serial,
     "tasks_bulk": tasks_bulk,
+    "wait_loop": wait_loop,
     "chain": chain,
     "actor_serial": _actor_workload("actor_serial"),
     "actor_batched": _actor_workload("actor_batched"),
