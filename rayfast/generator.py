@@ -104,6 +104,15 @@ class ObjectRefGenerator:
         """A ref that becomes ready (value None) when the generator task has finished."""
         return generator_finished.remote(self._task)
 
+    def next_ready(self):
+        """True if next() would now give a ref whose value is ready (False at the end)."""
+        refs = self._wait_refs()
+        if not refs:
+            return self._i < len(self._refs)
+        import rayfast
+        ready, _ = rayfast.wait([refs[0]], timeout=0)
+        return bool(ready)
+
     def is_finished(self):
         """True once the task has finished and every item has been taken."""
         import rayfast

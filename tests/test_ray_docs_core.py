@@ -194,3 +194,25 @@ def test_child_tasks_that_choose_where_to_run_leave_the_captured_group(cluster):
         remove_placement_group(pg)
     empty = PlacementGroup.empty()
     assert empty.is_empty and not pg.is_empty and empty.bundle_count == 0
+
+
+def test_generator_next_ready_says_whether_next_would_wait(cluster):
+    @ray.remote
+    def two_items(path):
+        import os
+        yield 1
+        while not os.path.exists(path):   # the second item only once the test says so
+            time.sleep(0.01)
+        yield 2
+
+    import os
+    import tempfile
+    path = os.path.join(tempfile.mkdtemp(), "go")
+    gen = two_items.remote(path)
+    assert ray.get(next(gen), timeout=30) == 1
+    assert not gen.next_ready() and not gen.is_finished()
+    open(path, "w").close()
+    ray.get(gen.completed(), timeout=30)
+    assert gen.next_ready()
+    assert ray.get(next(gen)) == 2
+    assert not gen.next_ready() and gen.is_finished()
