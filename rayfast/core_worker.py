@@ -741,10 +741,16 @@ def _future_of(ref):
     key = ref.binary()
 
     def done(kind, data):
+        # A future its waiter cancelled (asyncio.wait_for's timeout) takes no result: setting one
+        # would raise in the thread delivering values, and stop it.
+        if not fut.set_running_or_notify_cancel():
+            return
         try:
-            fut.set_result(decode_value(cw.store, key, kind, data))
+            value = decode_value(cw.store, key, kind, data)
         except BaseException as e:  # the task's error, raised as get() would
             fut.set_exception(e)
+        else:
+            fut.set_result(value)
     fut._rayfast_ref = ref   # keeps the object alive until its value has arrived
     cw.add_callback(key, done)
     return fut
