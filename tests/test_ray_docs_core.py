@@ -216,3 +216,16 @@ def test_generator_next_ready_says_whether_next_would_wait(cluster):
     assert gen.next_ready()
     assert ray.get(next(gen)) == 2
     assert not gen.next_ready() and gen.is_finished()
+
+
+def test_awaiting_a_ref_with_a_timeout_that_expires_breaks_nothing(cluster):
+    import asyncio
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(sleeper.remote(0.3), timeout=0.01)   # cancels the ref's future
+        await asyncio.sleep(0.5)   # its value arrives for a future nobody waits on any more
+        return await asyncio.gather(sleeper.remote(0), sleeper.remote(0.1))
+
+    assert asyncio.run(main()) == [0, 0.1]
+    assert sleeper.remote(0).future().result(timeout=30) == 0
