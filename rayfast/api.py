@@ -223,7 +223,14 @@ def get(object_refs, *, timeout=None, progress=False):
 
 
 def put(value, *, _owner=None):
-    """Store value in the cluster and return a ref to it."""
+    """Store value in the cluster and return a ref to it.
+
+    _owner (Ray's, an actor handle) is checked but changes nothing: the node, not a worker, owns
+    objects here, and keeps one as long as anything refers to it."""
+    if _owner is not None:
+        from rayfast.actor import ActorHandle
+        if not isinstance(_owner, ActorHandle):
+            raise TypeError(f"put(_owner=) expects an ActorHandle, got {type(_owner).__name__}")
     return core_worker.current_or_init().put(value)
 
 

@@ -229,3 +229,16 @@ def test_awaiting_a_ref_with_a_timeout_that_expires_breaks_nothing(cluster):
 
     assert asyncio.run(main()) == [0, 0.1]
     assert sleeper.remote(0).future().result(timeout=30) == 0
+
+
+def test_put_owner_is_an_actor_handle(cluster):
+    @ray.remote
+    class Owner:
+        def ping(self):
+            return 1
+
+    owner = Owner.remote()
+    ref = ray.put([1, 2], _owner=owner)
+    assert ray.get(ref) == [1, 2]
+    with pytest.raises(TypeError):
+        ray.put(1, _owner=5)
