@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextvars
 import hashlib
 import inspect
@@ -755,7 +756,6 @@ class ActorTaskExecutor(TaskExecutor):
 
     async def _run_async_inner(self, msg, sem):
         _, handle, spec, resolved, pickled = msg[:5]
-        cw = self.cw
         current_call.set(spec)   # (this coroutine's own context: asyncio runs each in a copy)
         start = time.time()
         try:
@@ -768,11 +768,12 @@ class ActorTaskExecutor(TaskExecutor):
                         fn = getattr(self.actor, spec[P.S_METHOD])
                         args, kwargs = self.resolve_args(spec, resolved)
                         out = fn(*args, **kwargs)
-                    if inspect.isawaitable(out):
-                        out = await out
-                    elif inspect.isasyncgen(out):
-                        out = await _drain_async(out)
-                    results = self.pack_results(spec, out)
+                    if inspect.isasyncgen(out):
+                        results = await _pack_async_gen(self, spec, out)
+                    else:
+                        if inspect.isawaitable(out):
+                            out = await out
+                        results = self.pack_results(spec, out)
                 except asyncio.CancelledError:
                     raise
                 except SystemExit:
@@ -869,22 +870,48 @@ class ActorTaskExecutor(TaskExecutor):
         return None
 
 
-async def _drain_async(agen):
-    """An async generator method's values as a generator that pack_results stores like a sync one's
-    (stored once the method has finished; an exception it raised comes after the values before it)."""
-    items, err = [], None
+async def _pack_async_gen(executor, spec, agen):
+    """An async generator method's results, stored as it yields them like a sync generator's: a
+    thread of the call's own runs pack_results over a sync generator that takes each value from
+    the event loop, which runs on meanwhile. Cancelling the call stops the generator."""
+    loop = asyncio.get_running_loop()
+    step = [None]   # the __anext__ running in the loop, for a cancel
+    stopped = threading.Event()
+
+    async def anext_in_call():
+        current_call.set(spec)   # (each step is a task of its own: the call's runtime context)
+        return await agen.__anext__()
+
+    def pull():
+        while not stopped.is_set():
+            step[0] = asyncio.run_coroutine_threadsafe(anext_in_call(), loop)
+            try:
+                yield step[0].result()
+            except (StopAsyncIteration, concurrent.futures.CancelledError):
+                return
+
+    done = loop.create_future()
+
+    def settle(result, error):
+        if not done.done():
+            done.set_exception(error) if error is not None else done.set_result(result)
+
+    def run():
+        try:
+            results = executor.pack_results(spec, pull())
+        except BaseException as e:
+            loop.call_soon_threadsafe(settle, None, e)
+        else:
+            loop.call_soon_threadsafe(settle, results, None)
+
+    threading.Thread(target=run, name="rayfast-actor-agen", daemon=True).start()
     try:
-        async for v in agen:
-            items.append(v)
-    except Exception as e:
-        err = e
-    return _replay(items, err)
-
-
-def _replay(items, err):
-    yield from items
-    if err is not None:
-        raise err
+        return await done
+    except asyncio.CancelledError:
+        stopped.set()
+        if step[0] is not None:
+            step[0].cancel()
+        raise
 
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "ActorID", "method", "get_actor", "kill", "exit_actor",

@@ -188,3 +188,52 @@ def test_graceful_ends_run_shutdown_hooks_kill_does_not(cluster, tmp_path, how):
         time.sleep(0.02)
     time.sleep(0.1)
     assert sorted(os.listdir(tmp_path)) == expected
+
+
+# --- generators from actor methods -------------------------------------------------------
+
+def test_async_generator_method_streams_items_as_yielded(cluster):
+    # Ray generators in async actors: each item is ready as soon as it is yielded.
+    import asyncio
+
+    @ray.remote
+    class Streamer:
+        def __init__(self):
+            self.steps = 0
+
+        async def items(self, n, fail=False):
+            for i in range(n):
+                yield i
+                self.steps += 1
+                await asyncio.sleep(0.5)
+            if fail:
+                raise ValueError("bad")
+
+        async def where(self):
+            yield ray.get_runtime_context().get_task_id()
+
+        def count(self):
+            return self.steps
+
+    s = Streamer.remote()
+    t = time.monotonic()
+    gen = s.items.remote(3, True)
+    assert ray.get(next(gen)) == 0 and time.monotonic() - t < 0.4
+    assert ray.get(next(gen)) == 1
+    rest = list(gen)
+    assert ray.get(rest[0]) == 2 and len(rest) == 2
+    with pytest.raises(ValueError, match="bad"):
+        ray.get(rest[1])
+    assert isinstance(ray.get(next(s.where.remote())), str)
+
+    async def consume():
+        return [await ref async for ref in s.items.remote(2)]
+    assert asyncio.run(consume()) == [0, 1]
+    # cancelling the call stops the generator
+    gen = s.items.remote(100)
+    ray.get(next(gen))
+    ray.cancel(gen)
+    time.sleep(0.7)
+    steps = ray.get(s.count.remote())
+    time.sleep(0.6)
+    assert ray.get(s.count.remote()) == steps
