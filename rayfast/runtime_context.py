@@ -102,7 +102,7 @@ class RuntimeContext:
 
     def get_node_labels(self):
         """The node's labels: Ray's default one, its node id (rayfast has no custom labels)."""
-        return {"ray.io/node_id": self.get_node_id()}
+        return {"ray.io/node-id": self.get_node_id()}   # (the key nodes()' "Labels" has too)
 
     def get_session_name(self):
         """The session's name: its directory's."""

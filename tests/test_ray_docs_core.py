@@ -242,3 +242,9 @@ def test_put_owner_is_an_actor_handle(cluster):
     assert ray.get(ref) == [1, 2]
     with pytest.raises(TypeError):
         ray.put(1, _owner=5)
+
+
+def test_node_labels_match_nodes(cluster):
+    labels = ray.get_runtime_context().get_node_labels()
+    assert labels["ray.io/node-id"] == ray.get_runtime_context().get_node_id()
+    assert ray.nodes()[0]["Labels"]["ray.io/node-id"] == labels["ray.io/node-id"]
