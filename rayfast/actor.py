@@ -552,8 +552,7 @@ def exit_actor():
     ex = _executor
     if ex is None or ex.actor_id is None:
         raise TypeError("exit_actor() can only be called inside an actor")
-    ex.cw.send((P.KILL_ACTOR, ex.actor_id, True, True))
-    raise SystemExit(0)
+    raise SystemExit(0)   # the executor tells the node manager (ActorTaskExecutor._exiting)
 
 
 def list_named_actors(all_namespaces=False):
@@ -647,11 +646,11 @@ class ActorTaskExecutor(TaskExecutor):
         try:
             out = self.actor_call(spec, resolved, pickled)
             results = self.pack_results(spec, out)
-        except SystemExit:
+        except SystemExit as e:
             if sequential:
-                self.run_shutdown_hooks()
+                self._exiting(e)
                 raise
-            self._exit_now()
+            self._exit_now(e)
         except BaseException as e:
             results = self.error_results(spec, e)
         finally:
@@ -709,9 +708,17 @@ class ActorTaskExecutor(TaskExecutor):
                 traceback.print_exc()
         atexit._run_exitfuncs()
 
-    def _exit_now(self):
-        """exit_actor() from a thread of a threaded actor or a coroutine of an async one."""
+    def _exiting(self, e):
+        """A call raised SystemExit: the process ends. As in Ray, exit code 0 (exit_actor(),
+        sys.exit(0)) is the actor's own end: dead, no restart; any other is a crash, and
+        max_restarts applies."""
+        if e.code == 0:
+            self.cw.send((P.KILL_ACTOR, self.actor_id, True, True))
         self.run_shutdown_hooks()
+
+    def _exit_now(self, e):
+        """SystemExit in a thread of a threaded actor or a coroutine of an async one."""
+        self._exiting(e)
         cw = self.cw
         try:
             cw.flush()
@@ -776,8 +783,8 @@ class ActorTaskExecutor(TaskExecutor):
                         results = self.pack_results(spec, out)
                 except asyncio.CancelledError:
                     raise
-                except SystemExit:
-                    self._exit_now()
+                except SystemExit as e:
+                    self._exit_now(e)
                 except BaseException as e:
                     results = self.error_results(spec, e)
         except asyncio.CancelledError:   # cancel() of this call (cancel_call)

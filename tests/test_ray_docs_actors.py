@@ -190,6 +190,32 @@ def test_graceful_ends_run_shutdown_hooks_kill_does_not(cluster, tmp_path, how):
     assert sorted(os.listdir(tmp_path)) == expected
 
 
+@pytest.mark.parametrize("code", [0, 1])
+def test_sys_exit_in_a_method_zero_ends_nonzero_crashes(cluster, code):
+    # Ray: sys.exit(0) is the actor's own end (as exit_actor(): no restart); any other code is a
+    # crash that max_restarts covers (the docs' checkpointing example exits with sys.exit(1)).
+    @ray.remote(max_restarts=1)
+    class Exits:
+        def quit(self, code):
+            import sys
+            sys.exit(code)
+
+        def pid(self):
+            return os.getpid()
+
+    a = Exits.remote()
+    pid = ray.get(a.pid.remote())
+    if code == 0:
+        with pytest.raises(ray.exceptions.ActorDiedError):
+            ray.get(a.quit.remote(code))
+        with pytest.raises(ray.exceptions.ActorDiedError):
+            ray.get(a.pid.remote())
+    else:
+        with pytest.raises(ray.exceptions.ActorUnavailableError):
+            ray.get(a.quit.remote(code))
+        assert ray.get(a.pid.remote()) != pid
+
+
 # --- generators from actor methods -------------------------------------------------------
 
 def test_async_generator_method_streams_items_as_yielded(cluster):
