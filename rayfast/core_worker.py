@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import socket
 import threading
 import time
 import traceback
@@ -227,6 +228,10 @@ class CoreWorker:
         except P.ConnectionClosed:
             self._closed = True
             msgs = None
+        except OSError:
+            if not self._closed:
+                raise
+            msgs = None   # (EBADF: shutdown() in another thread closed the socket under this read)
         finally:
             self._cond.acquire()
             self._reading = False
@@ -656,6 +661,12 @@ class CoreWorker:
             self.channels.close()
         if self.actor_channels is not None:
             self.actor_channels.close()
+        try:
+            # A thread blocked reading the socket keeps it open past close(): shutting it down
+            # wakes that thread, and the node sees the driver leave now, not when the read ends.
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.conn.close()
 
 
