@@ -106,3 +106,35 @@ def test_processes_a_task_started_end_with_its_worker_at_shutdown(tmp_path):
         for pid in (idle_child, busy_child):
             if alive(pid):
                 os.kill(pid, 9)
+
+
+def test_shutdown_while_other_threads_wait_is_quick_and_wakes_them():
+    # A thread blocked reading the node's socket used to keep the connection open past close():
+    # the node did not see the driver leave, and shutdown() took its 10 s stop timeout.
+    import threading
+
+    from rayfast.exceptions import RayError
+
+    rayfast.init(num_cpus=2)
+    ref = sleepy.remote(600)
+    errors = {}
+
+    def wait_in(name, fn):
+        try:
+            fn()
+        except BaseException as e:
+            errors[name] = e
+
+    threads = [threading.Thread(target=wait_in, args=("get", lambda: rayfast.get(ref))),
+               threading.Thread(target=wait_in, args=("wait", lambda: rayfast.wait([sleepy.remote(600)])))]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    rayfast.shutdown()
+    for t in threads:
+        t.join(10)
+    assert time.monotonic() - t0 < 5
+    assert not any(t.is_alive() for t in threads)
+    assert set(errors) == {"get", "wait"}
+    assert all(isinstance(e, RayError) for e in errors.values()), errors
