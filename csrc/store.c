@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #define STORE_MAGIC 0x7261796673746f72ull /* "rayfstor" */
-#define STORE_VERSION 2u
+#define STORE_VERSION 3u
 #define NIL32 UINT32_MAX
 #define NIL64 UINT64_MAX
 #define NBINS 64
@@ -106,6 +106,7 @@ typedef struct {
     uint32_t holders_hwm;        /* records handed out at least once (lazily, like entries) */
     uint64_t bin_bitmap;
     uint64_t bins[NBINS];
+    uint64_t heap_top; /* end of the highest block ever handed out (rf_store_heap_top) */
     uint64_t evictions, bytes_evicted, spills, bytes_spilled, restores, bytes_restored;
     uint64_t lock_recoveries;
     uint64_t pins_reclaimed, objects_reclaimed; /* from processes that died */
@@ -288,6 +289,7 @@ static int heap_alloc(rf_store *s, uint64_t need, uint64_t *out) {
     }
     b->is_free = 0;
     h->bytes_used += b->size;
+    if (best + b->size > h->heap_top) __atomic_store_n(&h->heap_top, best + b->size, __ATOMIC_RELAXED);
     *out = best;
     return 0;
 }
@@ -1203,26 +1205,30 @@ uint64_t rf_store_capacity(const rf_store *s) { return s->h->capacity; }
 const char *rf_store_spill_dir(const rf_store *s) { return s->h->spill_dir; }
 uint64_t rf_store_max_object_size(const rf_store *s) { return s->h->capacity - RF_STORE_BLOCK_OVERHEAD; }
 
-/* Fault in (allocate, zero and map) the first `nbytes` of the data area.
+/* Fault in (allocate, zero and map) bytes [from, to) of the data area.
  * The first write into a never-touched page of the segment costs the kernel
  * an allocation and a zeroing: a put into cold memory runs at 1-2 GB/s,
  * into warm memory at memcpy speed. The allocator hands out low offsets
- * first, so warming the bottom of the store at start-up (the node manager
- * does it in the background) makes the first large puts fast in every
- * process; they then take only minor faults. */
+ * first (rf_store_heap_top only grows when nothing lower fits), so warming
+ * just above the highest block in use (the node manager does it in the
+ * background, ahead of the puts) makes large puts fast in every process;
+ * they then take only minor faults. */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
-int rf_store_warm(rf_store *s, uint64_t nbytes) {
+int rf_store_warm(rf_store *s, uint64_t from, uint64_t to) {
     if (!s) return RF_STORE_EINVAL;
-    if (nbytes > s->h->capacity) nbytes = s->h->capacity;
-    const uint64_t chunk = 16u << 20;  /* in steps, so a closing store is noticed */
-    for (uint64_t off = 0; off < nbytes; off += chunk) {
-        uint64_t n = nbytes - off < chunk ? nbytes - off : chunk;
+    if (to > s->h->capacity) to = s->h->capacity;
+    from &= ~(uint64_t)4095;
+    const uint64_t chunk = 16u << 20;  /* in steps: one system call is not minutes long */
+    for (uint64_t off = from; off < to; off += chunk) {
+        uint64_t n = to - off < chunk ? to - off : chunk;
         if (madvise(s->data + off, (size_t)n, MADV_POPULATE_WRITE) < 0) return RF_STORE_ESYS;
     }
     return 0;
 }
+
+uint64_t rf_store_heap_top(const rf_store *s) { return __atomic_load_n(&s->h->heap_top, __ATOMIC_RELAXED); }
 
 /* ---------------------------------------------------------- operations */
 

@@ -102,8 +102,10 @@ uint64_t rf_store_capacity(const rf_store *s);
 const char *rf_store_spill_dir(const rf_store *s);
 /* Largest object size that can ever fit (capacity minus one block header). */
 uint64_t rf_store_max_object_size(const rf_store *s);
-/* Fault in the first nbytes of the data area (see store.c). */
-int rf_store_warm(rf_store *s, uint64_t nbytes);
+/* Fault in bytes [from, to) of the data area (see store.c). */
+int rf_store_warm(rf_store *s, uint64_t from, uint64_t to);
+/* End of the highest block the allocator has ever handed out (read without the lock). */
+uint64_t rf_store_heap_top(const rf_store *s);
 
 /* Create an object of data_size + meta_size bytes; returns its entry index and a
  * writable pointer. The object has refcount 1 and the writer's pin. */

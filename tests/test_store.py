@@ -789,3 +789,34 @@ def test_property_against_model(tmp_path_factory, seq):
     finally:
         s.unlink()
         s.close()
+
+
+def test_heap_top_follows_the_highest_block_handed_out(store):
+    assert store.heap_top() == 0
+    store.put_bytes(oid(1), b"x" * 100_000)
+    top = store.heap_top()
+    assert 100_000 < top < 200_000
+    store.put_bytes(oid(2), b"y" * 100_000)
+    assert store.heap_top() > top
+    store.delete(oid(2))
+    store.put_bytes(oid(3), b"z" * 1000)      # fits below the top: the top stays
+    assert store.heap_top() > top
+
+
+def test_store_warmer_keeps_a_margin_above_what_is_used(stores):
+    from rayfast.node.store_warmer import StoreWarmer
+
+    s = stores.new(64 * MiB)
+    w = StoreWarmer(s, ahead=8 * MiB)
+    try:
+        assert wait_for(lambda: w.statistics()["warmed_bytes"] >= 8 * MiB, timeout=10)
+        for i in range(12):                   # 12 MiB in use: the margin moves up with it
+            s.put_bytes(oid(i), b"\1" * MiB)
+            w.used()
+        assert w.statistics()["target_bytes"] >= s.heap_top() + 8 * MiB - MiB
+        assert wait_for(lambda: w.statistics()["warmed_bytes"] >= s.heap_top() + 7 * MiB, timeout=10)
+        assert w.statistics()["warmed_bytes"] <= 64 * MiB
+        s.warm(2 * MiB, 1 * MiB)              # a range in the middle, idempotent
+    finally:
+        w.stop()
+    assert not w._thread.is_alive()

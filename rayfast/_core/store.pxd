@@ -51,7 +51,8 @@ cdef extern from "store.h" nogil:
     uint64_t rf_store_capacity(const rf_store *s)
     const char *rf_store_spill_dir(const rf_store *s)
     uint64_t rf_store_max_object_size(const rf_store *s)
-    int rf_store_warm(rf_store *s, uint64_t nbytes)
+    int rf_store_warm(rf_store *s, uint64_t start, uint64_t end)
+    uint64_t rf_store_heap_top(const rf_store *s)
     int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, uint64_t meta_size,
                                uint32_t *idx_out, uint8_t **ptr_out)
     int rf_store_seal(rf_store *s, const uint8_t *oid)

@@ -403,17 +403,23 @@ cdef class ObjectStore:
                 break
         return [bytes(buf[i * RF_OID_SIZE:(i + 1) * RF_OID_SIZE]) for i in range(n)]
 
-    def warm(self, nbytes):
-        """Fault in the first nbytes of the data area so that first puts run at memcpy speed.
+    def warm(self, end, start=0):
+        """Fault in bytes [start, end) of the data area so that puts there run at memcpy
+        speed (rayfast/node/store_warmer.py).
 
         Runs without the GIL; meant for a background thread of the node manager."""
+        cdef _Mapping m = self._m           # kept alive while the GIL is released
         cdef rf_store *s = self._s()
-        cdef uint64_t n = nbytes
+        cdef uint64_t a = start, b = end
         cdef int rc
         with nogil:
-            rc = rf_store_warm(s, n)
+            rc = rf_store_warm(s, a, b)
         if rc != 0:
             raise OSError(errno, f"warming the object store failed: {os.strerror(errno)}")
+
+    def heap_top(self):
+        """End of the highest block ever handed out: what lies above has never been used."""
+        return rf_store_heap_top(self._s())
 
     def statistics(self):
         cdef rf_store_stats st

@@ -4,17 +4,18 @@ import os
 import shutil
 import signal
 import socket
-import threading
 import time
 
 
-# How much of the store to fault in at start-up (two 100 MB objects fit).
+# How much of the store is kept faulted in above what is in use (node/store_warmer.py):
+# at start-up two 100 MB objects fit.
 WARM_BYTES = int(os.environ.get("RAYFAST_WARM_STORE_BYTES", 256 << 20))
 
 def run_node(args):
     from rayfast._core.store import ObjectStore
     from rayfast.gcs.server import start_shards, stop_shards
     from rayfast.node.manager import NodeManager
+    from rayfast.node.store_warmer import StoreWarmer
 
     session_dir = args.session_dir
     os.makedirs(session_dir, exist_ok=True)
@@ -22,6 +23,7 @@ def run_node(args):
     shards = []
     store = None
     gcs = None
+    nm = None
     cleaned = []
     ready_fd = [args.ready_fd]
 
@@ -38,6 +40,8 @@ def run_node(args):
         if cleaned:
             return
         cleaned.append(True)
+        if nm is not None and nm.warmer is not None:
+            nm.warmer.stop()
         if gcs is not None:
             gcs.close()
         if shards:
@@ -96,7 +100,7 @@ def run_node(args):
                                     "hostname": socket.gethostname()})
         _attach_actor_manager(nm)
         nm.listen()
-        _warm_store(store)
+        nm.warmer = StoreWarmer(store, WARM_BYTES)
         tell_starter("ready")
         if os.environ.get("RAYFAST_PROFILE_NM"):
             import cProfile
@@ -140,26 +144,6 @@ def node_resources(args):
         resources["node:__internal_head__"] = 1.0
     resources.update(json.loads(args.resources))
     return resources
-
-
-def _warm_store(store):
-    """Fault in the bottom of the store in the background, at the lowest priority:
-    the first large puts then run at memcpy speed (see rf_store_warm)."""
-    nbytes = min(WARM_BYTES, store.capacity // 2)
-    if nbytes <= 0:
-        return
-
-    def run():
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (OSError, AttributeError):
-            pass
-        try:
-            store.warm(nbytes)
-        except Exception:
-            pass   # only an optimisation
-
-    threading.Thread(target=run, name="rayfast-warm-store", daemon=True).start()
 
 
 def _attach_actor_manager(nm):

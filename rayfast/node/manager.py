@@ -123,6 +123,7 @@ class NodeManager:
         self.num_cpus = int(resources.get("CPU", 1))
         self.store = store
         self.gcs = None                    # the GCS link (attach_gcs), after the first workers start
+        self.warmer = None                 # faults the store in ahead of the puts (node/store_warmer.py)
         self.gcs_addresses = list(gcs_addresses)   # (known before: those workers get them too)
         self.session_dir = session_dir
         self.objects = ObjectTable(store, on_free=self._on_object_freed, store_kind=P.STORE,
@@ -424,6 +425,8 @@ class NodeManager:
 
     def _object_ready(self, e, kind, data, contained, pinned=False):
         subs = self.objects.set_ready(e, kind, data, contained, pinned)
+        if kind == P.STORE and self.warmer is not None:
+            self.warmer.used()
         if subs:
             msg = (P.OBJ, e.oid, kind, data)
             for s in subs:
@@ -1107,6 +1110,7 @@ class NodeManager:
                 "dependency_table": self.deps.statistics(),
                 "queues": {str(k): q.statistics() for k, q in self.queues.items()},
                 "store": self.store.statistics(), "functions": self.stats.summary(),
+                "store_warmer": self.warmer.statistics() if self.warmer is not None else {},
                 "gcs": self.gcs.statistics() if self.gcs is not None else {}}
 
     def _gcs_pending(self):
