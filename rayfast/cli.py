@@ -1,10 +1,11 @@
 """The `rayfast` command: start, stop, status, timeline.
 
-    rayfast start --head [--port 6380] [--num-cpus N] [--resources JSON] [--object-store-memory BYTES]
+    rayfast start --head [--port 6380] [--num-cpus N] [--num-gpus N] [--resources JSON]
+                  [--object-store-memory BYTES] [--block]
     rayfast start --address HOST:PORT      # another node of that cluster on this machine
     rayfast status [--address auto|HOST:PORT] [--json]
     rayfast timeline [--output FILE]
-    rayfast stop
+    rayfast stop [--force] [--grace-period SECONDS]
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -66,11 +68,18 @@ def build_parser():
     s.add_argument("--resources", type=_resources, default=None, help='custom resources as JSON, e.g. \'{"GPU": 1}\'')
     s.add_argument("--object-store-memory", type=_bytes, default=None,
                    help="bytes of shared memory for the object store (e.g. 2000000000 or 2G)")
+    s.add_argument("--num-gpus", type=_positive_int, default=None, help="GPUs the node offers (default: none)")
     s.add_argument("--gcs-shards", type=_positive_int, default=None, help="number of GCS shards (head only)")
+    s.add_argument("--block", action="store_true",
+                   help="stay in the foreground until the node exits; Ctrl-C or SIGTERM stops it (as Ray's)")
 
-    sub.add_parser("stop", help="stop every node `rayfast start` started on this machine",
-                   description="Stop every rayfast node started with `rayfast start` on this machine and "
-                               "remove their processes, shared memory and session files.")
+    sp = sub.add_parser("stop", help="stop every node `rayfast start` started on this machine",
+                        description="Stop every rayfast node started with `rayfast start` on this machine and "
+                                    "remove their processes, shared memory and session files.")
+    sp.add_argument("-f", "--force", action="store_true",
+                    help="kill the nodes at once (SIGKILL) instead of letting them shut down")
+    sp.add_argument("-g", "--grace-period", type=_positive_int, default=10,
+                    help="seconds to wait for a node to shut down before killing it (default 10)")
 
     st = sub.add_parser("status", help="nodes, resources, queues and per-function task statistics",
                         description="Show the cluster's nodes, CPUs, object-store use, queue lengths and, per "
@@ -96,9 +105,15 @@ def cmd_start(args):
         print("rayfast start: no cluster to join; use --head to start one, or --address=HOST:PORT",
               file=sys.stderr)
         return 2
+    resources = args.resources
+    if args.num_gpus:
+        if "GPU" in (resources or {}):
+            print("rayfast start: give GPUs with --num-gpus or in --resources, not both", file=sys.stderr)
+            return 2
+        resources = dict(resources or {}, GPU=float(args.num_gpus))
     try:
         info = cluster.start_node(head=args.head, address=args.address, num_cpus=args.num_cpus,
-                                  resources=args.resources, object_store_memory=args.object_store_memory,
+                                  resources=resources, object_store_memory=args.object_store_memory,
                                   port=args.port, gcs_shards=args.gcs_shards)
     except (RuntimeError, ConnectionError, ValueError, OSError) as e:
         print(f"rayfast start: {e}", file=sys.stderr)
@@ -118,11 +133,31 @@ def cmd_start(args):
         print("To add another node on this machine:  rayfast start --address=%s" % addr)
     print("To look inside:  rayfast status   |   rayfast timeline --output trace.json")
     print("To stop every node started here:  rayfast stop")
+    if args.block:
+        return _block(info)
     return 0
 
 
+def _block(info):
+    """`rayfast start --block`: wait for the node; Ctrl-C or SIGTERM stops it, and we end with it."""
+    print("Blocking until the node exits (Ctrl-C stops it).", flush=True)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        cluster.wait_for_node(info)
+        print("The node has exited.", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 0
+    cluster.stop_nodes(out=sys.stdout, records=[info])
+    return code
+
+
 def cmd_stop(args):
-    n = cluster.stop_nodes(out=sys.stdout)
+    n = cluster.stop_nodes(timeout=args.grace_period, out=sys.stdout, force=args.force)
     if n == 0:
         print("No running rayfast nodes were found (leftover records, if any, were removed).")
     return 0

@@ -211,6 +211,7 @@ def start_node(*, head=True, address=None, num_cpus=None, resources=None, object
     _write_json(os.path.join(_nodes_dir(), f"{proc.pid}.json"), info)
     if head:
         _write_json(latest_session_file(), info)
+    info["_record"] = os.path.join(_nodes_dir(), f"{proc.pid}.json")
     return info
 
 
@@ -221,11 +222,13 @@ def _unlink(path):
         pass
 
 
-def stop_nodes(timeout=10.0, out=None):
-    """Stop every node `rayfast start` started on this machine; returns how many were running."""
+def stop_nodes(timeout=10.0, out=None, force=False, records=None):
+    """Stop every node `rayfast start` started on this machine (or those of `records`); returns
+    how many were running. force: SIGKILL at once (`ray stop --force`) instead of letting each
+    node clean up after SIGTERM; what it leaves is removed here either way."""
     from rayfast.session import _remove_leftovers
 
-    records = started_nodes()
+    records = started_nodes() if records is None else records
     # Worker nodes first, heads (and their GCS) last.
     records.sort(key=lambda i: bool(i.get("head")))
     stopped = 0
@@ -235,7 +238,7 @@ def stop_nodes(timeout=10.0, out=None):
         alive[pid] = _is_our_node(info)
         if alive[pid]:
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
             except ProcessLookupError:
                 alive[pid] = False
     deadline = time.monotonic() + timeout
@@ -277,6 +280,23 @@ def stop_nodes(timeout=10.0, out=None):
         except OSError:
             pass
     return stopped
+
+
+def wait_for_node(info):
+    """Block until the node of record `info` has exited (`rayfast start --block`)."""
+    pid = info["pid"]
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:   # no pidfd (old kernel)
+        while _pid_alive(pid):
+            time.sleep(0.5)
+        return
+    try:
+        select.select([fd], [], [])
+    finally:
+        os.close(fd)
 
 
 def _group_members(pgid):

@@ -138,3 +138,73 @@ def test_shutdown_while_other_threads_wait_is_quick_and_wakes_them():
     assert not any(t.is_alive() for t in threads)
     assert set(errors) == {"get", "wait"}
     assert all(isinstance(e, RayError) for e in errors.values()), errors
+
+
+# --- the CLI as Ray's: ray stop --force / --grace-period, ray start --block / --num-gpus --------
+def _cli(root, *args, **popen):
+    import subprocess
+    import sys
+    env = dict(os.environ, RAYFAST_SESSION_ROOT=str(root))
+    env.pop("RAYFAST_ADDRESS", None)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.pathsep + \
+        env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "rayfast.cli", *args]
+    if popen:
+        return subprocess.Popen(cmd, env=env, text=True, **popen)
+    return subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=60)
+
+
+def _node_gone(info, procs):
+    seg = "/dev/shm/rayfast-" + os.path.basename(info["session_dir"])
+    return (not any(alive(p) for p in procs) and not os.path.exists(info["session_dir"])
+            and not os.path.exists(seg) and not os.path.exists(info["socket"]))
+
+
+def _free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_cli_start_block_until_sigterm_and_stop_force(tmp_path):
+    import json
+    import signal
+    import subprocess
+
+    from conftest import descendants
+
+    # `start --block` stays in the foreground; SIGTERM (docker stop, Ctrl-C) stops its node.
+    p = _cli(tmp_path, "start", "--head", "--port", str(_free_port()), "--num-cpus", "1", "--num-gpus", "1",
+             "--object-store-memory", "64M", "--block", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: (tmp_path / "session_latest.json").exists() or p.poll() is not None,
+                        timeout=30)
+        assert p.poll() is None, p.stderr.read()
+        info = json.loads((tmp_path / "session_latest.json").read_text())
+        status = _cli(tmp_path, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert '"GPU"' in status.stdout
+        procs = [info["pid"]] + descendants(info["pid"])
+        assert p.poll() is None   # still in the foreground
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+        assert wait_for(lambda: _node_gone(info, procs), timeout=5)
+        assert not (tmp_path / "nodes").exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+    # `stop --force` kills at once and still leaves nothing behind.
+    r = _cli(tmp_path, "start", "--head", "--port", str(_free_port()), "--num-cpus", "1",
+             "--object-store-memory", "64M")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "session_latest.json").read_text())
+    procs = [info["pid"]] + descendants(info["pid"])
+    r = _cli(tmp_path, "stop", "--force", "--grace-period", "5")
+    assert r.returncode == 0 and "Stopped rayfast head node" in r.stdout, r.stderr
+    assert wait_for(lambda: _node_gone(info, procs), timeout=5)
+    assert "No running rayfast nodes" in _cli(tmp_path, "stop").stdout
