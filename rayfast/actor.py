@@ -33,6 +33,8 @@ import os
 import threading
 import time
 import traceback
+import types
+import typing
 
 import cloudpickle
 
@@ -196,7 +198,10 @@ def _call_options(options):
 # --- @rayfast.method -----------------------------------------------------------
 
 def method(*args, **options):
-    """Options for one actor method: `@rayfast.method(num_returns=2)`."""
+    """Options for one actor method: `@rayfast.method(num_returns=2)`; bare `@rayfast.method`
+    (Ray's type-hints pattern) marks a method with the defaults."""
+    if len(args) == 1 and callable(args[0]) and not options:
+        return method()(args[0])
     if args:
         raise TypeError("@rayfast.method takes only keyword options, e.g. @rayfast.method(num_returns=2)")
     validate(options, METHOD_OPTIONS, "@rayfast.method")
@@ -252,6 +257,9 @@ class ActorClass:
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
                         f"use '{self.__name__}.remote()'.")
+
+    # Ray's type hints: ActorClass[MyClass] (the annotation of ray.remote(MyClass))
+    __class_getitem__ = classmethod(types.GenericAlias)
 
     def __getstate__(self):
         return {"cls": self._cls, "options": self._options}
@@ -379,6 +387,8 @@ class ActorHandle:
         self._detached = detached
         self._max_pending = max_pending   # max_pending_calls: calls without results at most (-1: any)
 
+    __class_getitem__ = classmethod(types.GenericAlias)   # ActorHandle[MyClass], as Ray's
+
     def __getattr__(self, name):
         # Not cached on the handle: a method holds its handle, and a cycle would keep the
         # handle (and so the actor) alive until the garbage collector ran.
@@ -463,6 +473,11 @@ class ActorHandle:
             return ObjectRefGenerator(out)
         return out
 
+
+
+_T = typing.TypeVar("_T")
+# Ray's annotation for a handle to an actor of class T: `actor: ActorProxy[MyClass] = A.remote()`
+ActorProxy = typing.Union["ActorHandle[_T]", typing.Type[_T]]
 
 def _check_pending(cw, handle, name, first_return):
     """max_pending_calls: refuse a call while the handle has that many without results here.
@@ -921,5 +936,5 @@ async def _pack_async_gen(executor, spec, agen):
         raise
 
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "ActorID", "method", "get_actor", "kill", "exit_actor",
-           "make_actor_class", "ActorTaskExecutor", "RayActorError", "list_named_actors"]
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "ActorID", "ActorProxy", "method", "get_actor", "kill",
+           "exit_actor", "make_actor_class", "ActorTaskExecutor", "RayActorError", "list_named_actors"]

@@ -263,3 +263,32 @@ def test_async_generator_method_streams_items_as_yielded(cluster):
     steps = ray.get(s.count.remote())
     time.sleep(0.6)
     assert ray.get(s.count.remote()) == steps
+
+
+# --- type hints ------------------------------------------------------------------------------
+
+class _Typed:
+    def __init__(self, init: int):
+        self.init = init
+
+    @ray.method
+    def calculate(self, v1: int, v2: int) -> int:
+        return self.init + v1 + v2
+
+
+def test_type_hint_patterns(cluster):
+    # Ray's "Type hints in Ray": ray.remote(Cls) annotated ActorClass[Cls], handles ActorProxy[Cls],
+    # and a bare @ray.method.
+    from rayfast.actor import ActorClass, ActorProxy
+
+    typed: ActorClass[_Typed] = ray.remote(_Typed)
+    actor: ActorProxy[_Typed] = typed.remote(1)
+    assert ray.get(actor.calculate.remote(1, 2)) == 4
+
+    @ray.remote
+    def use(a: ActorProxy[_Typed]) -> int:
+        return ray.get(a.calculate.remote(0, 0))
+
+    assert ray.get(use.remote(actor)) == 1
+    with pytest.raises(TypeError):
+        actor.calculate.remote(1)   # the signature is still checked at the call site
