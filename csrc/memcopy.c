@@ -51,7 +51,7 @@ enum { NOT_STARTED = 0, RUNNING = 1, UNAVAILABLE = 2 };
 
 static struct {
     atomic_flag in_use;     /* a copy is sharing the helper */
-    int helper;             /* NOT_STARTED / RUNNING / UNAVAILABLE (changed under in_use) */
+    _Atomic int helper;     /* NOT_STARTED / RUNNING / UNAVAILABLE (changed under in_use) */
     _Atomic uint32_t gen;   /* futex the helper sleeps on: bumped per shared copy */
     _Atomic uint32_t active;/* gen of the copy in progress, 0 when none */
     _Atomic uint32_t state; /* futex the caller sleeps on: IDLE / BUSY / WAITED */
