@@ -94,8 +94,12 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
         os.makedirs(os.path.join(session_dir, "logs"))
         out = open(os.path.join(session_dir, "logs", "node.out"), "wb")
     try:
+        # A session of its own: a Ctrl-C at the driver's terminal goes to the terminal's process
+        # group, and must interrupt the driver only, not stop the node and cancel its tasks (Ray
+        # blocks SIGINT in its processes for the same reason). The node still ends with the
+        # driver's connection.
         proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                env=env, cwd=os.getcwd())
+                                env=env, cwd=os.getcwd(), start_new_session=True)
     finally:
         if out is not None:
             out.close()

@@ -208,3 +208,46 @@ def test_cli_start_block_until_sigterm_and_stop_force(tmp_path):
     assert r.returncode == 0 and "Stopped rayfast head node" in r.stdout, r.stderr
     assert wait_for(lambda: _node_gone(info, procs), timeout=5)
     assert "No running rayfast nodes" in _cli(tmp_path, "stop").stdout
+
+
+def test_ctrl_c_at_the_terminal_interrupts_the_driver_only():
+    # A terminal's Ctrl-C sends SIGINT to its whole foreground process group. Ray's processes
+    # ignore it: the driver gets KeyboardInterrupt and the cluster (and its running task) goes on.
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import time, rayfast
+        rayfast.init(num_cpus=2)
+
+        @rayfast.remote
+        def f(x):
+            time.sleep(x)
+            return x
+
+        running = f.remote(2)
+        try:
+            print("waiting", flush=True)
+            rayfast.get(f.remote(600))
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        print(rayfast.get(running, timeout=20), rayfast.get(f.remote(0), timeout=20), flush=True)
+    """)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.pathsep + \
+        env.get("PYTHONPATH", "")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env, start_new_session=True)
+    try:
+        assert p.stdout.readline() == "waiting\n", p.stderr.read()
+        time.sleep(0.3)
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert out.split("\n")[:2] == ["interrupted", "2 0"], (out, err)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
