@@ -866,13 +866,17 @@ class ActorTaskExecutor(TaskExecutor):
             runtime_env.enter({"env_vars": {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpu_ids)}})
         cls = self.function(spec, pickled)
         args, kwargs = self.resolve_args(spec, resolved)
+        if extras.get("is_async"):
+            # The constructor sees the actor's loop as the current one, as in Ray: tasks it starts
+            # (asyncio.get_event_loop().create_task(...)) run once the loop does.
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
         self.actor = cls(*args, **kwargs)
         mc = extras.get("max_concurrency") or 1
         groups = extras.get("concurrency_groups") or {}
         if extras.get("is_async"):
             self.sem = asyncio.Semaphore(mc)
             self.groups = {g: asyncio.Semaphore(n) for g, n in groups.items()}
-            self.loop = asyncio.new_event_loop()
             ready = threading.Event()
 
             def run_loop():

@@ -216,6 +216,29 @@ def test_sys_exit_in_a_method_zero_ends_nonzero_crashes(cluster, code):
         assert ray.get(a.pid.remote()) != pid
 
 
+# --- AsyncIO actors ------------------------------------------------------------------------
+
+def test_async_actor_constructor_sees_the_actor_event_loop(cluster):
+    import asyncio
+
+    @ray.remote
+    class Ticker:
+        def __init__(self):
+            self.ticks = 0
+            self.task = asyncio.get_event_loop().create_task(self.tick())   # a background task
+
+        async def tick(self):
+            while True:
+                self.ticks += 1
+                await asyncio.sleep(0.02)
+
+        async def count(self):
+            await asyncio.sleep(0.3)
+            return self.ticks
+
+    assert ray.get(Ticker.remote().count.remote()) > 2
+
+
 # --- generators from actor methods -------------------------------------------------------
 
 def test_async_generator_method_streams_items_as_yielded(cluster):
