@@ -251,3 +251,27 @@ def test_ctrl_c_at_the_terminal_interrupts_the_driver_only():
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@rayfast.remote
+def fork_and_exit_child():
+    import sys
+    child = os.fork()
+    if child == 0:
+        sys.exit(0)   # unwinds through the worker's code in the child
+    os.waitpid(child, 0)
+    return os.getpid()
+
+
+def test_a_forked_child_leaving_by_sys_exit_does_not_close_its_workers_channels():
+    ctx = rayfast.init(num_cpus=1)
+
+    def sockets():
+        return sorted(n for n in os.listdir(ctx["session_dir"]) if n.startswith("w") and n.endswith(".sock"))
+
+    rayfast.get(sleepy.remote(0))   # the worker is up, its socket made
+    before = sockets()
+    assert before
+    pid = rayfast.get(fork_and_exit_child.remote())
+    assert sockets() == before   # the child used to remove its parent's socket on the way out
+    assert rayfast.get([sleepy.remote(0) for _ in range(3)]) == [pid] * 3

@@ -324,6 +324,7 @@ def _on_sigint(cw):
 def worker_main(sock_fd, worker_id, store_name, node_info):
     """Entry point of a forked worker; never returns."""
     code = 0
+    pid = os.getpid()
     try:
         from rayfast._core.store import ObjectStore
 
@@ -351,6 +352,10 @@ def worker_main(sock_fd, worker_id, store_name, node_info):
         traceback.print_exc()
         code = 1
     finally:
+        if os.getpid() != pid:
+            # a process a task forked, leaving by sys.exit(): the worker's socket and its channels
+            # are the parent's, which lives on
+            os._exit(code)
         try:
             cw.channels.close()
         except Exception:
