@@ -26,7 +26,9 @@ actor uses the channel, in order:
   waits *in the caller*, head-of-line: it and every later call to that actor
   stay queued here until its arguments arrive (subscribed, with callbacks),
   then go out in order. An argument that is an error fails the call here,
-  without running it, as the node manager would;
+  without running it, as the node manager would. An async or threaded actor
+  (`unordered`, told with the grant) keeps no such order, as in Ray: only
+  the waiting call waits, later ready ones go out;
 * neither side ever blocks writing to a channel (direct.HotConnection: what
   the socket cannot take waits in a buffer, pushed when the writer flushes
   again or sees the socket writable); so neither can wedge the other however
@@ -71,7 +73,7 @@ ENABLED = os.environ.get("RAYFAST_DIRECT_ACTORS", "1") != "0"
 
 class _Chan:
     __slots__ = ("aid", "state", "conn", "worker_id", "pid", "req_id", "sent_since", "inflight", "waiting",
-                 "last_send", "batch_started", "dead", "retry_at")
+                 "last_send", "batch_started", "dead", "retry_at", "unordered")
 
     def __init__(self, aid):
         self.aid = aid
@@ -87,6 +89,7 @@ class _Chan:
         self.batch_started = 0.0
         self.dead = False         # killed with no_restart: never ask again
         self.retry_at = 0.0
+        self.unordered = False    # an async or threaded actor: calls need not wait for earlier ones' arguments
 
 
 class ActorChannels:
@@ -127,7 +130,7 @@ class ActorChannels:
         """Send (or queue, in order) one call on an open channel; the oids to wait for, if any."""
         refs = spec[P.S_ARG_REFS]
         keep = _hold(spec, keep)
-        if ch.state == CLOSING or ch.waiting:
+        if ch.state == CLOSING or (ch.waiting and not ch.unordered):
             ch.waiting.append((spec, keep))
             return self._missing(refs) if ch.state != CLOSING else None
         resolved = self._resolve(refs) if refs else ()
@@ -238,7 +241,7 @@ class ActorChannels:
             if ch.sent_since:   # calls went through the node manager meanwhile: they must run first
                 self._request(ch, True)
                 return
-            worker_id, pid, path = value[:3]
+            worker_id, pid, path, unordered = value[:4]
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
@@ -254,6 +257,7 @@ class ActorChannels:
             ch.worker_id = worker_id
             ch.pid = pid
             ch.state = OPEN
+            ch.unordered = unordered
             self.conns.append(conn)
             self.by_conn[conn] = ch
 
@@ -299,16 +303,22 @@ class ActorChannels:
                 self._drain(ch)
 
     def _drain(self, ch):
-        """Send queued calls from the head, in order, while their arguments are ready."""
+        """Send queued calls whose arguments are ready: from the head, in order, up to the first
+        that waits; for an unordered actor every ready one (those that wait stay, in order)."""
         waiting = ch.waiting
+        held = []
         while waiting and ch.state == OPEN:
             spec, keep = waiting[0]
             refs = spec[P.S_ARG_REFS]
             resolved = self._resolve(refs) if refs else ()
             if resolved is None:
-                return
+                if not ch.unordered:
+                    break
+                held.append(waiting.popleft())
+                continue
             waiting.popleft()
             self._send(ch, spec, keep, resolved)
+        waiting.extendleft(reversed(held))
         if ch.conn is not None and ch.conn._out:
             self._write(ch)
 

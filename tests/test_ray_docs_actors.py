@@ -216,6 +216,49 @@ def test_sys_exit_in_a_method_zero_ends_nonzero_crashes(cluster, code):
         assert ray.get(a.pid.remote()) != pid
 
 
+# --- actor task execution order ------------------------------------------------------------
+
+@ray.remote
+def _delayed_resolution(value):
+    time.sleep(0.5)
+    return value
+
+
+class _Adder:
+    def __init__(self):
+        self.value = 0
+
+    def add(self, addition):
+        self.value += addition
+        return self.value
+
+
+class _AsyncAdder:
+    def __init__(self):
+        self.value = 0
+
+    async def add(self, addition):
+        self.value += addition
+        return self.value
+
+
+@pytest.mark.parametrize("kind", ["sync", "threaded", "async"])
+@pytest.mark.parametrize("warm", [False, True])   # first calls go through the node manager, later direct
+def test_execution_order_with_an_unready_argument(cluster, kind, warm):
+    # "Actor task execution order": a sequential actor runs a caller's calls in submission order,
+    # waiting for the first one's argument; an async or threaded one runs the second meanwhile.
+    cls = ray.remote(_AsyncAdder if kind == "async" else _Adder)
+    counter = cls.options(max_concurrency=2 if kind == "threaded" else None).remote()
+    if warm:
+        ray.get(counter.add.remote(0))
+    value0 = counter.add.remote(_delayed_resolution.remote(1))
+    value1 = counter.add.remote(2)
+    if kind == "sync":
+        assert ray.get([value0, value1]) == [1, 3]
+    else:
+        assert ray.get([value0, value1]) == [3, 2]
+
+
 # --- AsyncIO actors ------------------------------------------------------------------------
 
 def test_async_actor_constructor_sees_the_actor_event_loop(cluster):

@@ -79,7 +79,7 @@ class Actor:
                  "max_restarts", "hold", "placement", "holding", "name", "namespace", "detached",
                  "out_of_scope", "dead_data", "pinned", "num_restarts", "class_name", "live_oid",
                  "live_freed", "no_restart", "pid", "max_task_retries", "last_call", "channel_waiters",
-                 "gpu_ids")
+                 "gpu_ids", "unordered")
 
     def __init__(self, rec):
         spec = rec.spec
@@ -112,6 +112,10 @@ class Actor:
         self.pid = None
         self.last_call = {}         # caller client id -> handle of its latest call through here
         self.channel_waiters = []   # (client, req_id, handle): channel requests answered once that call is done
+        # Ray: an async or threaded actor's calls do not wait for earlier calls' arguments; only a
+        # sequential actor runs each caller's calls in submission order.
+        self.unordered = bool(ex.get("is_async") or (ex.get("max_concurrency") or 1) > 1
+                              or ex.get("concurrency_groups"))
 
 
 class ActorManager:
@@ -169,11 +173,12 @@ class ActorManager:
             self.waiting.add(rec.handle)
         key = rec.owner.id
         q = a.queues.get(key)
-        if q is None:
+        if q is None or a.unordered:   # (an unordered actor's queue holds only calls waiting for arguments)
             if not missing and a.state == ALIVE:
                 self._forward(a, rec)
                 return
-            q = a.queues[key] = deque()
+            if q is None:
+                q = a.queues[key] = deque()
         q.append(rec)
         if a.state == ALIVE and q[0] is rec and not missing:
             self._pump(a, key, q)
@@ -234,8 +239,8 @@ class ActorManager:
         if a.state != ALIVE or a.worker is None or (handle is not None and handle in self.nm.tasks):
             return False
         w = a.worker
-        self.nm.send(c, (P.REPLY, req_id, (w.worker_id, w.pid, worker_socket_path(self.nm.session_dir,
-                                                                                 w.worker_id))))
+        self.nm.send(c, (P.REPLY, req_id, (w.worker_id, w.pid, worker_socket_path(self.nm.session_dir, w.worker_id),
+                                           a.unordered)))
         return True
 
     def _check_waiters(self, a):
@@ -254,17 +259,24 @@ class ActorManager:
         if a.state == ALIVE:
             key = rec.owner.id
             q = a.queues.get(key)
-            if q and q[0] is rec:
+            if q and (q[0] is rec or a.unordered):
                 self._pump(a, key, q)
 
     def _pump(self, a, key, q):
+        """Forward a caller's queued calls whose arguments are ready: from the head up to the first
+        that waits, or, for an unordered actor, all of them (those that wait stay, in order)."""
         waiting = self.waiting
+        held = []
         while q and a.state == ALIVE:
             rec = q[0]
             if rec.handle in waiting:
-                return
+                if not a.unordered:
+                    break
+                held.append(q.popleft())
+                continue
             q.popleft()
             self._forward(a, rec)
+        q.extendleft(reversed(held))
         if not q and a.queues.get(key) is q:
             del a.queues[key]
 
