@@ -527,9 +527,11 @@ class NodeManager:
     # --- leases (rayfast/direct.py) ----------------------------------------
     def _lease_request(self, c, shape):
         q = self.queues.get(shape)
-        # (no lease for GPU tasks: the node gives them their GPUs at dispatch)
+        # (no lease for GPU tasks: the node gives them their GPUs at dispatch; nor for a placement
+        # group's: removing the group ends its tasks, which must pass through here)
         if c.kind == "driver" and self.idle and self._fits(shape) and not (q and len(q)) \
-                and not self._actors_waiting() and "GPU" not in dict(shape):
+                and not self._actors_waiting() and "GPU" not in dict(shape) \
+                and not any("_group_" in name for name, _ in shape):
             w = self.idle.pop()
             avail = self.avail
             for name, amount in shape:
@@ -727,10 +729,12 @@ class NodeManager:
             self.gpus.give(rec.gpu_ids, rec.shape)
             rec.gpu_ids = None
         avail = self.avail
+        total = self.total
         for name, amount in rec.shape:
             if name == "CPU" and w is not None and w.blocked:
                 continue  # already given back while blocked
-            avail[name] = avail.get(name, 0) + amount
+            if name in total:   # (not a removed placement group's: it must not come back)
+                avail[name] = avail.get(name, 0) + amount
         if w is not None:
             w.blocked = False
 
@@ -814,6 +818,13 @@ class NodeManager:
     def fail_task(self, rec, exc):
         self._finish(rec, error_results(rec.spec, exc))
 
+    def unqueue(self, rec):
+        """Take a task that waits for its arguments or resources out of the wait."""
+        self.deps.remove_task(rec.handle)
+        q = self.queues.get(rec.shape)
+        if q is not None:
+            q.remove(rec.handle)
+
     # --- cancellation -----------------------------------------------------
     def _cancel(self, oid, force, recursive):
         handle = self.task_by_id.get(oid[:16])
@@ -840,10 +851,7 @@ class NodeManager:
         if w is not None and w.pipeline and w.pipeline[0] is not rec:
             self.send(w.client, (P.CANCEL_QUEUED, rec.handle))   # queued there, not started
         elif w is None:
-            self.deps.remove_task(handle)
-            q = self.queues.get(rec.shape)
-            if q is not None:
-                q.remove(handle)
+            self.unqueue(rec)
             self._finish(rec, cancelled_results(rec.spec))
         elif force:
             rec.retries_left = 0
