@@ -122,11 +122,12 @@ def test_placement_group_capture_child_tasks():
 
     captured = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
     assert ray.get(parent.options(scheduling_strategy=captured).remote(), timeout=10) == (True, pg.id.hex())
-    free = PlacementGroupSchedulingStrategy(pg)   # children run outside the group (it holds both CPUs)
-    ref = parent.options(scheduling_strategy=free).remote()
-    assert ray.wait([ref], timeout=0.5)[0] == []
-    remove_placement_group(pg)   # its CPUs come back: the child runs outside, the parent finishes
-    assert ray.get(ref, timeout=10) == (False, None)
+    remove_placement_group(pg)
+    pg = placement_group([{"CPU": 1}])   # the other CPU stays outside the group
+    assert pg.wait(5)
+    free = PlacementGroupSchedulingStrategy(pg)   # children run outside the group
+    assert ray.get(parent.options(scheduling_strategy=free).remote(), timeout=10) == (False, None)
+    remove_placement_group(pg)
 
 
 def test_gpu_ids_of_tasks_and_actors():

@@ -248,3 +248,40 @@ def test_node_labels_match_nodes(cluster):
     labels = ray.get_runtime_context().get_node_labels()
     assert labels["ray.io/node-id"] == ray.get_runtime_context().get_node_id()
     assert ray.nodes()[0]["Labels"]["ray.io/node-id"] == labels["ray.io/node-id"]
+
+
+def test_removing_a_placement_group_ends_its_tasks(cluster, tmp_path):
+    from rayfast.util.placement_group import placement_group, remove_placement_group
+    from rayfast.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    @ray.remote
+    def long(path):
+        open(path, "w").close()
+        time.sleep(60)
+
+    pg = placement_group([{"CPU": 1}])
+    ray.get(pg.ready(), timeout=30)
+    strategy = PlacementGroupSchedulingStrategy(pg)
+    refs = [long.options(scheduling_strategy=strategy).remote(str(tmp_path / str(i))) for i in range(3)]
+    deadline = time.monotonic() + 30
+    while not any((tmp_path / str(i)).exists() for i in range(3)):
+        ray.wait(refs, timeout=0.05)
+        assert time.monotonic() < deadline
+    remove_placement_group(pg)
+    # Ray: the group's tasks are killed; those that had not started fail with TaskPlacementGroupRemoved
+    errors = []
+    for ref in refs:
+        with pytest.raises((exceptions.TaskPlacementGroupRemovedError, exceptions.WorkerCrashedError)) as info:
+            ray.get(ref, timeout=30)
+        errors.append(type(info.value))
+    assert errors.count(exceptions.TaskPlacementGroupRemovedError) == 2
+    assert exceptions.TaskPlacementGroupRemoved is exceptions.TaskPlacementGroupRemovedError
+    # nothing of the group comes back when its killed task's resources are released
+    deadline = time.monotonic() + 10
+    while ray.available_resources().get("CPU") != 2.0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    from rayfast import core_worker
+    left = [k for k in core_worker.current().request("available_resources") if "_group_" in k]
+    assert not left, left
+    assert ray.get(sleeper.remote(0), timeout=30) == 0

@@ -9,8 +9,13 @@ after the group: `<R>_group_<pg>` (the whole group) and `<R>_group_<i>_<pg>`
 `bundle_group_<i>_<pg>` (1000 each per bundle). A task placed in the group
 asks for those names instead of R (rayfast/util/placement_group.py), so it
 runs only inside the reservation. Removing the group gives the reservation
-back and takes the names away; tasks still waiting for them never run.
+back and takes the names away; as in Ray, its tasks end: those still waiting
+fail with TaskPlacementGroupRemovedError, running ones are killed (as by
+cancel(force=True)), and what they held never comes back to the node.
 """
+from rayfast import protocol as P
+from rayfast.exceptions import TaskPlacementGroupRemovedError
+
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 BUNDLE_UNIT = 1000.0
 
@@ -103,4 +108,16 @@ class PlacementGroups:
         else:
             self.pending.remove(pg_hex)
         row["state"] = "REMOVED"
+        self._end_tasks(pg_hex)
         return True
+
+    def _end_tasks(self, pg_hex):
+        nm = self.nm
+        for rec in [r for r in nm.tasks.values() if not r.done and r.spec[P.S_KIND] == P.TASK_NORMAL
+                    and r.spec[P.S_OPTIONS] and r.spec[P.S_OPTIONS].get("placement_group") == pg_hex]:
+            if rec.worker is None:
+                nm.unqueue(rec)
+                nm.fail_task(rec, TaskPlacementGroupRemovedError(
+                    f"The placement group {pg_hex} of task {rec.spec[P.S_NAME]} was removed."))
+            else:
+                nm._cancel(rec.returns[0], True, False)
