@@ -133,6 +133,7 @@ class NodeManager:
         self.tasks = {}                    # handle -> TaskRecord
         self.task_by_id = {}               # task id -> handle, for cancel
         self._interrupting = {}            # cancelled running task -> [next SIGINT at, SIGINTs left]
+        self._lease_asks = []              # (client, shape): answered after the turn's scheduling pass
         self.functions = {}                # function id -> pickled
         self.clients = {}                  # fd -> Client
         self.idle = []                     # idle WorkerStates (LIFO keeps caches warm)
@@ -239,6 +240,11 @@ class NodeManager:
                 if ev & (_EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                     self._read(c)
             self._schedule()
+            if self._lease_asks:
+                asks, self._lease_asks = self._lease_asks, []
+                for c, shape in asks:
+                    if not c.closed:
+                        self._lease_request(c, shape)
             self._flush_all()
             if self._interrupting:
                 self._interrupt_again()
@@ -364,7 +370,11 @@ class NodeManager:
             elif t == P.DIRECT_DONE:
                 self._direct_done(c, m[1], m[2], m[3], m[4], m[5], m[6])
             elif t == P.LEASE_REQUEST:
-                self._lease_request(c, m[1])
+                # Answered once this turn's submissions are placed: a driver asks with its first
+                # task, in the same frame, and a lease granted before that task was queued took the
+                # resources it needed. A driver that then does other work, reading nothing, would
+                # hold them while its tasks waited (the call-back reaches it only when it reads).
+                self._lease_asks.append((c, m[1]))
             elif t == P.LEASE_RETURN:
                 self._lease_return(m[1])
             elif t == P.CANCEL:
