@@ -285,3 +285,31 @@ def test_removing_a_placement_group_ends_its_tasks(cluster, tmp_path):
     left = [k for k in core_worker.current().request("available_resources") if "_group_" in k]
     assert not left, left
     assert ray.get(sleeper.remote(0), timeout=30) == 0
+
+
+def test_tasks_run_while_the_driver_does_something_else():
+    # Tasks run in the background (Ray's futures): a driver that submits and then sleeps, reading
+    # nothing, must not hold the only CPU leased for calls it makes no more.
+    from conftest import run_driver
+    code = """
+        import os, tempfile, time
+        import rayfast as ray
+        ray.init(num_cpus=1)
+
+        @ray.remote
+        def touch(path):
+            open(path, "w").close()
+
+        where = tempfile.mkdtemp()
+        for trial in range(4):
+            ray.get(touch.remote(os.path.join(where, "warm")))   # lone calls
+            refs = [touch.remote(os.path.join(where, f"{trial}-{i}")) for i in range(3)]
+            deadline = time.monotonic() + 20
+            while sum(os.path.exists(os.path.join(where, f"{trial}-{i}")) for i in range(3)) < 3:
+                assert time.monotonic() < deadline, f"trial {trial}: tasks did not run while the driver slept"
+                time.sleep(0.02)
+            ray.get(refs)
+        print("ok")
+    """
+    out = run_driver(code, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
