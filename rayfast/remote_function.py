@@ -183,6 +183,10 @@ class RemoteFunction:
     def __init__(self, function, options):
         if not callable(function):
             raise TypeError(f"@remote expects a function or class, got {type(function).__name__}")
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            raise ValueError(f"'async def' should not be used for remote tasks ({function.__qualname__}): "
+                             f"wrap the async function in a def that runs it with asyncio.run(), or make "
+                             f"it a method of an async actor.")
         validate(options, TASK_OPTIONS, "a remote function")
         self._function = function
         self._name = f"{function.__module__}.{function.__qualname__}"

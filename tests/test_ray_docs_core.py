@@ -54,6 +54,12 @@ def test_option_types_are_type_errors_and_values_value_errors():
         with pytest.raises(ValueError):
             ray.remote(**bad)(f)
     remote_f = ray.remote(num_cpus=0.0001, resources={"custom": 1.00001})(f)   # fine grain, but not finer
+
+    async def coroutine():
+        return 1
+
+    with pytest.raises(ValueError, match="async def"):   # as Ray: for async actors only
+        ray.remote(coroutine)
     # streaming and dynamic returns are for generator functions only, checked at the call site
     for nr in ("streaming", "dynamic"):
         with pytest.raises(ValueError, match="generator"):
