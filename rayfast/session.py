@@ -104,13 +104,19 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
         if out is not None:
             out.close()
     os.close(w)
-    with os.fdopen(r, "rb") as f:
+    node = LocalNode(proc, session_dir, os.path.join(session_dir, "node.sock"))
+    f = os.fdopen(r, "rb")
+    try:
         line = f.readline()  # EOF without a line: the node died while starting
+    except BaseException:   # (a Ctrl-C while it starts: it is in a session of its own)
+        node.stop(timeout=0)
+        raise
+    finally:
+        f.close()
     if line.strip() != b"ready":
-        proc.wait()
-        _remove_leftovers(session_dir)
+        node.stop()
         raise start_error(line, proc.returncode)
-    return LocalNode(proc, session_dir, os.path.join(session_dir, "node.sock"))
+    return node
 
 
 def start_error(line, returncode, output=""):

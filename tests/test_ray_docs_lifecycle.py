@@ -275,3 +275,39 @@ def test_a_forked_child_leaving_by_sys_exit_does_not_close_its_workers_channels(
     pid = rayfast.get(fork_and_exit_child.remote())
     assert sockets() == before   # the child used to remove its parent's socket on the way out
     assert rayfast.get([sleepy.remote(0) for _ in range(3)]) == [pid] * 3
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.2])
+def test_ctrl_c_while_init_starts_the_node_leaves_nothing(tmp_path, delay):
+    # The node no longer shares the driver's process group, so the driver stops it itself.
+    import signal
+    import subprocess
+    import sys
+
+    temp = tmp_path / "t"
+    code = f"import rayfast, time; rayfast.init(num_cpus=1, _temp_dir={str(temp)!r}); time.sleep(60)"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.pathsep + \
+        env.get("PYTHONPATH", "")
+    p = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    time.sleep(delay)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert "KeyboardInterrupt" in err and "BrokenPipeError" not in err, err
+
+    def leftovers():
+        sessions = os.listdir(temp) if temp.exists() else []
+        segments = [n for n in os.listdir("/dev/shm") for s in sessions if n == "rayfast-" + s]
+        nodes = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmd_has(pid, str(temp))]
+        return sessions + segments + nodes
+
+    assert wait_for(lambda: not leftovers(), timeout=10), leftovers()
+
+
+def _cmd_has(pid, text):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return text.encode() in f.read()
+    except OSError:
+        return False
