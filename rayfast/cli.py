@@ -168,11 +168,11 @@ def _ask_cluster(args, query):
     once stderr has been told why it cannot be reached."""
     try:
         client = cluster.connect_cli(args.address)
-    except (ConnectionError, ValueError) as e:
+        with client:
+            return client.info, query(_client=client)
+    except (ConnectionError, ValueError, TimeoutError) as e:   # (TimeoutError: a node that does not answer)
         print(f"rayfast {args.command}: {e}", file=sys.stderr)
         return None
-    with client:
-        return client.info, query(_client=client)
 
 
 def cmd_status(args):

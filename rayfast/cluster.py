@@ -441,10 +441,14 @@ class NodeClient:
     def _wait(self, pred):
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            for m in self.conn.recv(max(0.0, deadline - time.monotonic())):
+            try:
+                msgs = self.conn.recv(max(0.0, deadline - time.monotonic()))
+            except self._P.ConnectionClosed:
+                raise ConnectionError("the rayfast node closed the connection (was it stopped?)") from None
+            for m in msgs:
                 if pred(m):
                     return m
-        raise TimeoutError("the rayfast node did not answer")
+        raise TimeoutError(f"the rayfast node did not answer within {self.timeout:.0f} s")
 
     def request(self, what, *args):
         P = self._P

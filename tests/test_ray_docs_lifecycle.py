@@ -311,3 +311,60 @@ def _cmd_has(pid, text):
             return text.encode() in f.read()
     except OSError:
         return False
+
+
+def test_cli_status_says_why_when_the_node_stops_answering(monkeypatch, capsys):
+    # A node that hangs or goes away mid-query: one line on stderr and exit code 1, no traceback.
+    from rayfast import cli, cluster
+
+    class Client:
+        info = {}
+
+        def __init__(self, exc):
+            self.exc = exc
+
+        def request(self, what, *args):
+            raise self.exc
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    for exc in (TimeoutError("the rayfast node did not answer within 10 s"),
+                ConnectionError("the rayfast node closed the connection (was it stopped?)")):
+        monkeypatch.setattr(cluster, "connect_cli", lambda address, exc=exc: Client(exc))
+        assert cli.main(["status"]) == 1
+        assert capsys.readouterr().err.strip() == f"rayfast status: {exc}"
+
+
+def test_node_client_errors_for_a_node_that_closes_or_hangs(tmp_path):
+    import socket
+    import threading
+
+    from rayfast.cluster import NodeClient
+
+    path = str(tmp_path / "node.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(2)
+    kept = []
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.close()                  # the first client: the node went away
+        kept.append(listener.accept()[0])   # the second: a node that never answers
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(ConnectionError, match="closed the connection"):
+            NodeClient(path, timeout=5)
+        with pytest.raises(TimeoutError, match="did not answer"):
+            NodeClient(path, timeout=0.2)
+    finally:
+        t.join(5)
+        for c in kept:
+            c.close()
+        listener.close()
