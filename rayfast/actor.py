@@ -474,10 +474,10 @@ class ActorHandle:
         return out
 
 
-
 _T = typing.TypeVar("_T")
 # Ray's annotation for a handle to an actor of class T: `actor: ActorProxy[MyClass] = A.remote()`
 ActorProxy = typing.Union["ActorHandle[_T]", typing.Type[_T]]
+
 
 def _check_pending(cw, handle, name, first_return):
     """max_pending_calls: refuse a call while the handle has that many without results here.
@@ -906,21 +906,31 @@ async def _pack_async_gen(executor, spec, agen):
 
     async def anext_in_call():
         current_call.set(spec)   # (each step is a task of its own: the call's runtime context)
-        return await agen.__anext__()
+        try:
+            return True, await agen.__anext__()
+        except SystemExit as e:   # exit_actor() in it: raised in pull(), not out of the loop's task
+            return False, e
 
     def pull():
         while not stopped.is_set():
             step[0] = asyncio.run_coroutine_threadsafe(anext_in_call(), loop)
             try:
-                yield step[0].result()
+                ok, value = step[0].result()
             except (StopAsyncIteration, concurrent.futures.CancelledError):
                 return
+            if not ok:
+                raise value
+            yield value
 
     done = loop.create_future()
 
     def settle(result, error):
-        if not done.done():
-            done.set_exception(error) if error is not None else done.set_result(result)
+        if done.done():   # (cancelled)
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
 
     def run():
         try:
