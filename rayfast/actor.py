@@ -607,6 +607,7 @@ class ActorTaskExecutor(TaskExecutor):
         self._handed = set()       # task ids handed to the event loop, not started yet
         self._cancelled = set()    # of those, the ones cancel() reached first
         self._shut_down = False    # run_shutdown_hooks has run
+        self._closing = False      # a threaded or async actor is ending: no call starts any more
         cw.cancel_hook = self.cancel_call
 
     def execute(self, msg):
@@ -614,6 +615,8 @@ class ActorTaskExecutor(TaskExecutor):
         if kind == P.TASK_NORMAL:
             return super().execute(msg)
         if kind == P.TASK_ACTOR_METHOD:
+            if self._closing:   # (the caller learns of the actor's end when it has gone)
+                return
             group = self._group_of(msg)
             if group is False:
                 return
@@ -650,6 +653,8 @@ class ActorTaskExecutor(TaskExecutor):
     def _run(self, msg, sequential):
         _, handle, spec, resolved, pickled = msg[:5]
         cw = self.cw
+        if not sequential and self._closing:
+            return
         if sequential:
             cw.current_task_id = TaskID(spec[P.S_TASK_ID])
             cw.current_spec = spec   # for the runtime context (task name)
@@ -665,7 +670,8 @@ class ActorTaskExecutor(TaskExecutor):
             if sequential:
                 self._exiting(e)
                 raise
-            self._exit_now(e)
+            self._exit_when_idle(e)
+            return   # unanswered: its caller learns of the actor's end
         except BaseException as e:
             results = self.error_results(spec, e)
         finally:
@@ -731,8 +737,20 @@ class ActorTaskExecutor(TaskExecutor):
             self.cw.send((P.KILL_ACTOR, self.actor_id, True, True))
         self.run_shutdown_hooks()
 
-    def _exit_now(self, e):
-        """SystemExit in a thread of a threaded actor or a coroutine of an async one."""
+    def _exit_when_idle(self, e):
+        """SystemExit in a call of a threaded or async actor: as in Ray, the calls already running
+        finish and are answered, calls not started never start (they fail as the actor's end);
+        then the actor ends. The call that exited is not answered."""
+        self._closing = True
+        for call, _ in list(self._calls.values()):
+            if isinstance(call, concurrent.futures.Future):
+                call.cancel()   # queued in a pool, not started
+        threading.Thread(target=self._exit_after_running, args=(e,), name="rayfast-actor-exit",
+                         daemon=True).start()
+
+    def _exit_after_running(self, e):
+        while self._calls or self._async_running:   # (the exiting call among them, until it returns)
+            time.sleep(0.001)
         self._exiting(e)
         cw = self.cw
         try:
@@ -782,6 +800,8 @@ class ActorTaskExecutor(TaskExecutor):
         start = time.time()
         try:
             async with sem:
+                if self._closing:
+                    return
                 start = time.time()
                 try:
                     if spec[P.S_METHOD] in _BUILTIN_METHODS:
@@ -799,7 +819,8 @@ class ActorTaskExecutor(TaskExecutor):
                 except asyncio.CancelledError:
                     raise
                 except SystemExit as e:
-                    self._exit_now(e)
+                    self._exit_when_idle(e)
+                    return
                 except BaseException as e:
                     results = self.error_results(spec, e)
         except asyncio.CancelledError:   # cancel() of this call (cancel_call)

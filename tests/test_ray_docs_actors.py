@@ -190,6 +190,49 @@ def test_graceful_ends_run_shutdown_hooks_kill_does_not(cluster, tmp_path, how):
     assert sorted(os.listdir(tmp_path)) == expected
 
 
+class _Busy:
+    def slow(self):
+        time.sleep(0.5)
+        return "done"
+
+    def stop(self):
+        ray.actor.exit_actor()
+
+    def ping(self):
+        return 1
+
+
+class _AsyncBusy:
+    async def slow(self):
+        import asyncio
+        await asyncio.sleep(0.5)
+        return "done"
+
+    async def stop(self):
+        ray.actor.exit_actor()
+
+    async def ping(self):
+        return 1
+
+
+@pytest.mark.parametrize("kind", ["threaded", "async"])
+@pytest.mark.parametrize("how", ["exit_actor", "__ray_terminate__"])
+def test_graceful_end_of_a_concurrent_actor_lets_running_calls_finish(cluster, kind, how):
+    # ray.kill docs: "to kill the actor but let pending tasks finish, call __ray_terminate__";
+    # exit_actor() likewise waits for the calls already running.
+    cls = ray.remote(_AsyncBusy if kind == "async" else _Busy)
+    a = cls.options(max_concurrency=2 if kind == "threaded" else None).remote()
+    ray.get(a.ping.remote())
+    running = a.slow.remote()
+    time.sleep(0.1)
+    end = a.stop.remote() if how == "exit_actor" else a.__ray_terminate__.remote()
+    later = a.ping.remote()
+    assert ray.get(running) == "done"
+    for ref in (end, later):
+        with pytest.raises(ray.exceptions.ActorDiedError):
+            ray.get(ref)
+
+
 @pytest.mark.parametrize("code", [0, 1])
 def test_sys_exit_in_a_method_zero_ends_nonzero_crashes(cluster, code):
     # Ray: sys.exit(0) is the actor's own end (as exit_actor(): no restart); any other code is a
