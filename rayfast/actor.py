@@ -27,6 +27,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextvars
+import functools
 import hashlib
 import inspect
 import os
@@ -238,14 +239,12 @@ class ActorClass:
     """What `@rayfast.remote` makes of a class: `.remote()` starts an actor, `.options()` configures one."""
 
     def __init__(self, cls, options):
+        self._setup(cls, options)
+        self._meta   # (made now, so that bad method options fail at the decorator)
+
+    def _setup(self, cls, options):
         self._cls = cls
         self._options = dict(options)
-        self._meta = _class_meta(cls)
-        try:
-            sig = inspect.signature(cls)
-        except (TypeError, ValueError):
-            sig = None
-        self._init_check = _Check(sig)
         self._pickled = None
         self._class_id = None
         self.__doc__ = cls.__doc__
@@ -265,7 +264,20 @@ class ActorClass:
         return {"cls": self._cls, "options": self._options}
 
     def __setstate__(self, state):
-        self.__init__(state["cls"], state["options"])
+        # _meta waits for first use: a class whose methods name its own actor class is
+        # unpickled in a cycle, and runs this before all its methods are in place.
+        self._setup(state["cls"], state["options"])
+
+    @functools.cached_property
+    def _meta(self):
+        return _class_meta(self._cls)
+
+    @functools.cached_property
+    def _init_check(self):
+        try:
+            return _Check(inspect.signature(self._cls))
+        except (TypeError, ValueError):
+            return _Check(None)
 
     def __repr__(self):
         return f"ActorClass({self.__module__}.{self.__qualname__})"
