@@ -51,6 +51,35 @@ def test_actor_fate_shares_with_its_owner_detached_does_not(cluster):
     ray.kill(detached)
 
 
+def test_actor_died_error_says_why_as_ray_does(cluster):
+    a = Pinger.remote()
+    ray.get(a.ping.remote())
+    ray.kill(a)
+    with pytest.raises(ray.exceptions.ActorDiedError) as info:
+        ray.get(a.ping.remote())
+    text = str(info.value)
+    assert text.startswith("The actor died unexpectedly before finishing this task.")
+    assert "class_name: Pinger" in text and a._actor_id.hex() in text and "killed by `ray.kill`" in text
+
+
+def test_a_method_may_create_actors_of_its_own_class(cluster):
+    # (the class reaches the actor's process in a pickle cycle: its methods refer to it)
+    @ray.remote
+    class Tree:
+        def __init__(self, depth):
+            self.child = Tree.remote(depth - 1) if depth else None
+
+        def size(self):
+            return 1 + (ray.get(self.child.size.remote()) if self.child else 0)
+
+        def sibling(self):
+            return Tree.remote(0)
+
+    t = Tree.remote(2)
+    assert ray.get(t.size.remote()) == 3
+    assert ray.get(ray.get(t.sibling.remote()).size.remote()) == 1
+
+
 def test_actor_made_by_a_task_lives_on_after_the_task(cluster):
     @ray.remote
     def make():

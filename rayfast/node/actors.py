@@ -524,22 +524,21 @@ class ActorManager:
                 q.appendleft(rec)
             self._start(a, restart=True)
             return
-        why = "was killed" if a.no_restart else "died unexpectedly"
-        self._die(a, _error_data(
-            a.aid, f"The actor {a.class_name} (pid {w.pid}) {why}"
-            + ("" if a.no_restart else f" and has no restarts left (max_restarts={a.max_restarts})")
-            + "."), kill=False)
+        self._die(a, self._dead(a, "it was killed by `ray.kill`" if a.no_restart else
+                                f"its worker process (pid {w.pid}) died unexpectedly and it has no restarts "
+                                f"left (max_restarts={a.max_restarts})"), kill=False)
 
     def kill(self, aid, no_restart, from_self=False):
         a = self.actors.get(aid)
         if a is None or a.state == DEAD:
             return
         if from_self:
-            self._die(a, _error_data(a.aid, f"The actor {a.class_name} exited (exit_actor())."), kill=False)
+            self._die(a, self._dead(a, "its worker process has died: it exited by a user request "
+                                       "(exit_actor() is called, or sys.exit(0))"), kill=False)
             return
         if no_restart or a.worker is None:
             a.no_restart = True
-            self._die(a, _error_data(a.aid, f"The actor {a.class_name} was killed by rayfast.kill()."), kill=True)
+            self._die(a, self._dead(a, "it was killed by `ray.kill`"), kill=True)
         else:
             self.nm.pool.kill(a.worker, signal.SIGKILL)
 
@@ -573,8 +572,7 @@ class ActorManager:
             self._end(a)
 
     def _end(self, a):
-        self._die(a, _error_data(a.aid, f"The actor {a.class_name} ended: every handle to it went out of scope."),
-                  kill=True, graceful=True)
+        self._die(a, self._dead(a, "all references to the actor were removed"), kill=True, graceful=True)
 
     def client_gone(self, c):
         orphans = []
@@ -587,8 +585,15 @@ class ActorManager:
                 orphans.append(a)
         # Ray: a non-detached actor fate-shares with its owner, the process that created it.
         for a in orphans:
-            self._die(a, _error_data(a.aid, f"The actor {a.class_name} died because its owner has died (the process "
-                                     f"that created it, pid {c.pid}); detached actors outlive their creator."))
+            self._die(a, self._dead(a, f"its owner has died (the process that created it, pid {c.pid}); "
+                                       f"detached actors outlive their creator"))
+
+    def _dead(self, a, reason):
+        """A dead actor's error as Ray words it: its base message, the actor, why it is dead."""
+        return _error_data(a.aid, f"The actor died unexpectedly before finishing this task.\n"
+                                  f"\tclass_name: {a.class_name}\n\tactor_id: {a.aid.hex()}\n\tpid: {a.pid}\n"
+                                  f"\tnamespace: {a.namespace or self.job_namespace}\n"
+                                  f"The actor is dead because {reason}.")
 
     # --- messages and requests -------------------------------------------------------------
     def handle(self, c, m):
