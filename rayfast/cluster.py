@@ -132,10 +132,11 @@ def parse_host_port(address):
 
 
 def start_node(*, head=True, address=None, num_cpus=None, resources=None, object_store_memory=None,
-               port=DEFAULT_PORT, gcs_shards=None, timeout=60.0):
+               port=DEFAULT_PORT, gcs_shards=None, timeout=None):
     """Start a detached node manager; returns its session record (also written to disk)."""
     from rayfast.config import DEFAULT_GCS_SHARDS
-    from rayfast.session import _package_root, _remove_leftovers, default_object_store_memory, start_error
+    from rayfast.session import (_package_root, _remove_leftovers, default_object_store_memory, read_start_line,
+                                 start_error)
 
     if num_cpus is None:
         num_cpus = os.cpu_count() or 1
@@ -179,15 +180,9 @@ def start_node(*, head=True, address=None, num_cpus=None, resources=None, object
         proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 env=env, cwd=os.getcwd(), start_new_session=True)
     os.close(w)
-    line = b""
-    deadline = time.monotonic() + timeout
     with os.fdopen(r, "rb") as f:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([f], [], [], max(0.0, deadline - time.monotonic()))
-            if ready:
-                line = f.readline()  # a line, or EOF when the node died while starting
-                break
-    if line.strip() != b"ready":
+        line = read_start_line(f) if timeout is None else read_start_line(f, timeout)
+    if line != b"ready\n":
         if proc.poll() is None:
             proc.kill()
         proc.wait()

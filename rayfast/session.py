@@ -9,12 +9,15 @@ removes its shared memory and session files.
 """
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
 
 from rayfast.config import OBJECT_STORE_MEMORY_FRACTION
+
+START_TIMEOUT = 60.0   # a node that has not said it is ready by then is taken for hung
 
 
 def default_object_store_memory():
@@ -107,21 +110,31 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
     node = LocalNode(proc, session_dir, os.path.join(session_dir, "node.sock"))
     f = os.fdopen(r, "rb")
     try:
-        line = f.readline()  # EOF without a line: the node died while starting
+        line = read_start_line(f)
     except BaseException:   # (a Ctrl-C while it starts: it is in a session of its own)
         node.stop(timeout=0)
         raise
     finally:
         f.close()
-    if line.strip() != b"ready":
-        node.stop()
+    if line != b"ready\n":
+        node.stop(timeout=0 if line is None else 10.0)
         raise start_error(line, proc.returncode)
     return node
+
+
+def read_start_line(f, timeout=START_TIMEOUT):
+    """The line a starting node writes on its ready pipe f (node/launch.py): b"ready\\n", why it
+    could not start, b"" if it died first, or None if it said nothing within timeout (hung)."""
+    if not select.select([f], [], [], timeout)[0]:
+        return None
+    return f.readline()
 
 
 def start_error(line, returncode, output=""):
     """The exception for a node that did not start, from the line it wrote on its ready pipe
     ("invalid ...": a value the caller gave, "error ...": anything else; see node/launch.py)."""
+    if line is None:
+        return RuntimeError("rayfast could not start its node: it did not get ready in time (hung?)")
     kind, _, message = line.decode(errors="replace").strip().partition(" ")
     if kind == "invalid":
         return ValueError(message)

@@ -368,3 +368,21 @@ def test_node_client_errors_for_a_node_that_closes_or_hangs(tmp_path):
         for c in kept:
             c.close()
         listener.close()
+
+
+def test_a_node_that_never_says_ready_is_an_error_not_a_hang():
+    from rayfast.session import read_start_line, start_error
+
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as f, os.fdopen(w, "wb", buffering=0) as out:
+        t = time.monotonic()
+        assert read_start_line(f, 0.2) is None   # hung: init() stops it and raises
+        assert 0.15 < time.monotonic() - t < 5
+        out.write(b"ready\n")
+        assert read_start_line(f, 5) == b"ready\n"
+        out.close()
+        assert read_start_line(f, 5) == b""      # died without a word
+    with pytest.raises(RuntimeError, match="did not get ready in time"):
+        raise start_error(None, None)
+    with pytest.raises(RuntimeError, match="exit code 1"):
+        raise start_error(b"", 1)
