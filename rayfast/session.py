@@ -36,10 +36,11 @@ def default_object_store_memory():
 
 
 class LocalNode:
-    def __init__(self, proc, session_dir, socket_path):
+    def __init__(self, proc, session_dir, socket_path, spill_dir=""):
         self.proc = proc
         self.session_dir = session_dir
         self.socket_path = socket_path
+        self.spill_dir = spill_dir   # this session's spill directory (it may be outside session_dir)
 
     def stop(self, timeout=10.0):
         """Wait for the node to finish its own cleanup; make sure of it if it doesn't."""
@@ -54,6 +55,8 @@ class LocalNode:
                 proc.kill()
                 proc.wait()
         _remove_leftovers(self.session_dir)
+        if self.spill_dir:   # (a killed node leaves its spilled objects there)
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
 def _remove_leftovers(session_dir):
@@ -107,7 +110,7 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
         if out is not None:
             out.close()
     os.close(w)
-    node = LocalNode(proc, session_dir, os.path.join(session_dir, "node.sock"))
+    node = LocalNode(proc, session_dir, os.path.join(session_dir, "node.sock"), spill_dir)
     f = os.fdopen(r, "rb")
     try:
         line = read_start_line(f)

@@ -386,3 +386,23 @@ def test_a_node_that_never_says_ready_is_an_error_not_a_hang():
         raise start_error(None, None)
     with pytest.raises(RuntimeError, match="exit code 1"):
         raise start_error(b"", 1)
+
+
+def test_a_killed_nodes_spilled_objects_in_a_user_directory_are_removed(tmp_path):
+    import signal
+
+    import numpy as np
+
+    from conftest import _stat, runtime_children
+
+    spill = tmp_path / "spill"
+    rayfast.init(num_cpus=1, object_store_memory=64 << 20, object_spilling_directory=str(spill))
+    refs = [rayfast.put(np.full(3 << 20, i, dtype=np.float64)) for i in range(5)]   # 24 MiB each
+    assert sum(len(files) for _, _, files in os.walk(spill)) > 0   # some were spilled
+    node = [p for p, cmd in runtime_children() if "rayfast.node.main" in cmd and _stat(p)[0] == os.getpid()]
+    assert len(node) == 1
+    os.kill(node[0], signal.SIGKILL)   # it cannot clean up after itself
+    assert wait_for(lambda: not alive(node[0]), timeout=5)
+    del refs
+    rayfast.shutdown()
+    assert os.listdir(spill) == []     # the session's subdirectory went; the user's directory stays
