@@ -78,6 +78,11 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
     if temp_dir:
         os.makedirs(temp_dir, exist_ok=True)   # (as Ray's _temp_dir: made if missing, kept after)
     session_dir = tempfile.mkdtemp(prefix="rayfast-", dir=temp_dir)
+    # The node's and workers' Unix sockets live in it ("w<id>.sock"; 107 bytes at most a path).
+    if len(os.path.join(session_dir, "w1000000.sock").encode()) > 107:
+        os.rmdir(session_dir)
+        raise ValueError(f"_temp_dir={temp_dir!r} is too long: the session's Unix socket paths below it "
+                         f"would pass the system's 107-byte limit; give a shorter directory")
     if spill_dir is None:
         spill_dir = os.path.join(session_dir, "spill")
     elif spill_dir is False:

@@ -406,3 +406,10 @@ def test_a_killed_nodes_spilled_objects_in_a_user_directory_are_removed(tmp_path
     del refs
     rayfast.shutdown()
     assert os.listdir(spill) == []     # the session's subdirectory went; the user's directory stays
+
+
+def test_a_temp_dir_too_long_for_unix_sockets_is_a_value_error(tmp_path):
+    temp = tmp_path / ("x" * 100)
+    with pytest.raises(ValueError, match="_temp_dir=.* is too long"):
+        rayfast.init(num_cpus=1, _temp_dir=str(temp))
+    assert os.listdir(temp) == [] and not rayfast.is_initialized()
