@@ -164,8 +164,8 @@ class AsyncResult:
 class IMapIterator:
     """The iterator `imap` (in order) and `imap_unordered` (as they finish) return."""
 
-    def __init__(self, pool, func, iterable, chunksize, ordered, star=False):
-        self._pool, self._func, self._ordered, self._star = pool, func, ordered, star
+    def __init__(self, pool, func, iterable, chunksize, ordered):
+        self._pool, self._func, self._ordered = pool, func, ordered
         self._items = iter(iterable)
         self._chunksize = chunksize
         self._exhausted = False
@@ -185,7 +185,7 @@ class IMapIterator:
             self._exhausted = True
             self._pool._iterators.discard(self)
         if chunk:
-            ref = self._pool._run(actor_index, self._func, chunk, self._star)
+            ref = self._pool._run(actor_index, self._func, chunk, False)
             self._in_flight[ref] = (self._submitted, len(chunk), actor_index)
             self._submitted += 1
 
