@@ -25,14 +25,14 @@ def default_object_store_memory():
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         total = 8 << 30
-    want = int(total * OBJECT_STORE_MEMORY_FRACTION)
+    want = max(int(total * OBJECT_STORE_MEMORY_FRACTION), 64 << 20)
     try:
         st = os.statvfs("/dev/shm")
-        shm_free = st.f_bavail * st.f_frsize
-        want = min(want, int(shm_free * 0.8))
     except OSError:
-        pass
-    return max(want, 64 << 20)
+        return want
+    # Never more than /dev/shm can hold, even below the 64 MiB floor: a container's /dev/shm is
+    # often 64 MB, and a smaller store beats an init() that fails.
+    return min(want, int(st.f_bavail * st.f_frsize * 0.8))
 
 
 class LocalNode:

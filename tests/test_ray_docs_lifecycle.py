@@ -413,3 +413,20 @@ def test_a_temp_dir_too_long_for_unix_sockets_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="_temp_dir=.* is too long"):
         rayfast.init(num_cpus=1, _temp_dir=str(temp))
     assert os.listdir(temp) == [] and not rayfast.is_initialized()
+
+
+def test_the_default_object_store_fits_a_small_dev_shm(monkeypatch):
+    # Docker's /dev/shm is 64 MB by default: the default store used to be at least 64 MiB anyway,
+    # more than /dev/shm had, and init() failed.
+    from rayfast import session
+
+    class Stat:
+        f_bavail, f_frsize = 64_000_000 // 4096, 4096
+
+    class Big:
+        f_bavail, f_frsize = 1 << 40, 4096
+
+    monkeypatch.setattr(session.os, "statvfs", lambda path: Stat)
+    assert 0 < session.default_object_store_memory() <= 0.8 * 64_000_000
+    monkeypatch.setattr(session.os, "statvfs", lambda path: Big)
+    assert session.default_object_store_memory() >= 64 << 20   # 30% of RAM, 64 MiB at least
