@@ -160,11 +160,13 @@ def _class_meta(cls):
     methods = {}
     any_async = False
     for name, member in inspect.getmembers(cls):
-        if name.startswith("__") and name != "__call__":
-            continue
         if not callable(member) or inspect.isclass(member):
             continue
         fn = getattr(member, "__func__", member)
+        # As Ray's: dunder methods the class defines are remote methods too (__ray_shutdown__,
+        # __len__...); object's own are not, nor is the constructor.
+        if name.startswith("__") and (name == "__init__" or not inspect.isfunction(fn)):
+            continue
         is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         any_async = any_async or is_async
         nr = getattr(fn, "__rayfast_num_returns__", None)

@@ -80,6 +80,24 @@ def test_a_method_may_create_actors_of_its_own_class(cluster):
     assert ray.get(ray.get(t.sibling.remote()).size.remote()) == 1
 
 
+def test_dunder_methods_of_the_class_are_remote_methods(cluster):
+    @ray.remote
+    class Box:
+        def __init__(self):
+            self.items = [1, 2, 3]
+
+        def __len__(self):
+            return len(self.items)
+
+        def __call__(self, i):
+            return self.items[i]
+
+    b = Box.remote()
+    assert ray.get([b.__len__.remote(), b.__call__.remote(1)]) == [3, 2]
+    with pytest.raises(AttributeError):
+        b.__iter__   # object's own are not
+
+
 def test_actor_made_by_a_task_lives_on_after_the_task(cluster):
     @ray.remote
     def make():
