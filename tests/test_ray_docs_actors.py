@@ -332,13 +332,15 @@ class _AsyncAdder:
         return self.value
 
 
-@pytest.mark.parametrize("kind", ["sync", "threaded", "async"])
+@pytest.mark.parametrize("kind", ["sync", "threaded", "async", "out_of_order"])
 @pytest.mark.parametrize("warm", [False, True])   # first calls go through the node manager, later direct
 def test_execution_order_with_an_unready_argument(cluster, kind, warm):
     # "Actor task execution order": a sequential actor runs a caller's calls in submission order,
-    # waiting for the first one's argument; an async or threaded one runs the second meanwhile.
+    # waiting for the first one's argument, unless allow_out_of_order_execution; an async or
+    # threaded one runs the second meanwhile.
     cls = ray.remote(_AsyncAdder if kind == "async" else _Adder)
-    counter = cls.options(max_concurrency=2 if kind == "threaded" else None).remote()
+    counter = cls.options(max_concurrency=2 if kind == "threaded" else None,
+                          allow_out_of_order_execution=kind == "out_of_order").remote()
     if warm:
         ray.get(counter.add.remote(0))
     value0 = counter.add.remote(_delayed_resolution.remote(1))

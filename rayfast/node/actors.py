@@ -113,9 +113,9 @@ class Actor:
         self.last_call = {}         # caller client id -> handle of its latest call through here
         self.channel_waiters = []   # (client, req_id, handle): channel requests answered once that call is done
         # Ray: an async or threaded actor's calls do not wait for earlier calls' arguments; only a
-        # sequential actor runs each caller's calls in submission order.
+        # sequential actor runs each caller's calls in submission order (unless allow_out_of_order_execution).
         self.unordered = bool(ex.get("is_async") or (ex.get("max_concurrency") or 1) > 1
-                              or ex.get("concurrency_groups"))
+                              or ex.get("concurrency_groups") or ex.get("out_of_order"))
 
 
 class ActorManager:
