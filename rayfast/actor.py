@@ -678,9 +678,14 @@ class ActorTaskExecutor(TaskExecutor):
         start = time.time()
         cw.in_task = True
         token = None if sequential else current_call.set(spec)
+        tid = spec[P.S_TASK_ID]
         try:
+            if tid in cw.cancelled:   # taken from the inbox when cancel() came: it never starts
+                raise KeyboardInterrupt
             out = self.actor_call(spec, resolved, pickled)
-            results = self.pack_results(spec, out)
+            # Ray: a call cancelled while it ran (it could see is_canceled()) fails with
+            # TaskCancelledError whatever it returns
+            results = cancelled_results(spec) if tid in cw.cancelled else self.pack_results(spec, out)
         except SystemExit as e:
             if sequential:
                 self._exiting(e)
@@ -691,6 +696,7 @@ class ActorTaskExecutor(TaskExecutor):
             results = self.error_results(spec, e)
         finally:
             cw.in_task = False
+            cw.cancelled.pop(tid, None)
             if token is not None:
                 current_call.reset(token)
         end = time.time()
@@ -845,11 +851,13 @@ class ActorTaskExecutor(TaskExecutor):
     def cancel_call(self, tid):
         """cancel() of a call to this actor (Ray's rules): one not started yet is dropped and
         fails with TaskCancelledError, a running call of an async actor is cancelled, a running
-        call of any other actor runs on. Runs in the reader, as the message arrives."""
+        call of any other actor runs on, seeing is_canceled(), and fails with TaskCancelledError.
+        Runs in the reader, as the message arrives. (Also a normal task's cancel: see node/worker.py.)"""
         inbox = self.cw._inbox
         for m in inbox:
             if m[0] == P.TASK and m[2][P.S_TASK_ID] == tid:
                 inbox.remove(m)
+                self.cw._keep_function(m)   # a normal task's may be this worker's first copy
                 self._reply_now(m, cancelled_results(m[2]))
                 return
         with self._running_lock:
@@ -860,6 +868,8 @@ class ActorTaskExecutor(TaskExecutor):
             self.loop.call_soon_threadsafe(call.cancel)
         elif call is not None and call.cancel():   # still queued in the thread pool
             self._reply_now(msg, cancelled_results(msg[2]))
+        elif self.loop is None:   # running, or taken from the inbox and not started yet
+            self.cw.note_cancelled(tid)
 
     def _reply_now(self, msg, results):
         """Answer a call that does not run (cancelled, or failed before it could)."""

@@ -80,6 +80,9 @@ class CoreWorker:
         self.direct = None                    # DriverChannel (drivers): tasks on a leased worker
         self.channels = None                  # WorkerChannels (workers): a leasing driver's socket
         self.cancel_hook = None               # an actor's ActorTaskExecutor.cancel_call
+        self.cancelled = {}                   # ids of running or unstarted tasks cancel() reached (note_cancelled)
+        self.interrupted = False              # a worker got a SIGINT while it ran no task (node/worker.py)
+        self._cancel_polled = 0.0             # when is_canceled() last looked for cancels
         self.pending_calls = {}               # actor id -> first return ids of calls without results (max_pending_calls)
         self.pending_of = {}                  # such a return id -> its set in pending_calls
         self.actor_channels = None            # ActorChannels: direct calls to actors (rayfast/actor_channel.py)
@@ -331,6 +334,24 @@ class CoreWorker:
         """Take in what has arrived, without waiting for more."""
         with self._cond:
             self._pump(time.monotonic() + 1e-4)   # (select waits this long at most when nothing came)
+
+    def note_cancelled(self, tid):
+        """cancel() reached task tid here (running, or taken from the inbox and not started):
+        is_canceled() says so and it fails as cancelled when it starts. Bounded: a cancel that
+        comes after its task ended is never looked up again."""
+        self.cancelled[tid] = None
+        if len(self.cancelled) > 256:
+            del self.cancelled[next(iter(self.cancelled))]
+
+    def is_cancelled(self, tid):
+        """Whether cancel() has reached task tid, reading what has arrived (at most every 1 ms:
+        a task may ask in a tight loop)."""
+        if tid not in self.cancelled:
+            now = time.monotonic()
+            if now - self._cancel_polled > 0.001:
+                self._cancel_polled = now
+                self.poll()
+        return tid in self.cancelled
 
     def next_task(self):
         """Block until the node manager hands this worker a message for its task loop."""

@@ -36,13 +36,6 @@ from rayfast.exceptions import TaskCancelledError, TaskCancelledWorkerCrashedErr
 # waiting work, or by a burst) costs a message, not a fight over the worker.
 LEASE_RETRY = 0.01     # after a denial or giving a lease back
 LOST_COOLDOWN = 0.1    # after the leased worker died (or could not be reached)
-# cancel() of a running task interrupts its worker (SIGINT) and, while the task still runs there,
-# again every CANCEL_RETRY s, CANCEL_RETRIES times at most: a SIGINT that reaches the worker
-# before it has started the task (sent with the task, or just after) is ignored there, and the
-# task would run to its end. Ray's submitter retries a cancellation that found nothing running
-# the same way. (A task that catches KeyboardInterrupt and goes on is left alone after that.)
-CANCEL_RETRY = 0.1
-CANCEL_RETRIES = 5
 
 
 class Lease:
@@ -249,22 +242,16 @@ class DriverChannel:
         if lease is None or lease.inflight is None or oid[:16] != lease.inflight[1][P.S_TASK_ID]:
             return False
         lease.cancelled = True
-        _kill(lease.pid, signal.SIGKILL if force else signal.SIGINT)
         if not force:
-            self._interrupt_later(lease, lease.inflight[0], CANCEL_RETRIES)
+            # the message naming the task first, so that a worker the SIGINT reaches before it has
+            # started the task still cancels it (node/worker.py)
+            try:
+                lease.conn.send((P.CANCEL_CALL, oid[:16]))
+                lease.conn.flush()
+            except OSError:
+                pass   # the worker is gone: _lost() handles its task
+        _kill(lease.pid, signal.SIGKILL if force else signal.SIGINT)
         return True
-
-    def _interrupt_later(self, lease, handle, left):
-        """SIGINT the leased worker again while the cancelled task still runs there (CANCEL_RETRY)."""
-        def again():
-            inflight = lease.inflight
-            if self.lease is lease and inflight is not None and inflight[0] == handle:
-                _kill(lease.pid, signal.SIGINT)
-                if left > 1:
-                    self._interrupt_later(lease, handle, left - 1)
-        timer = threading.Timer(CANCEL_RETRY, again)
-        timer.daemon = True
-        timer.start()
 
     def connections(self):
         return [self.lease.conn] if self.lease is not None else []

@@ -48,7 +48,7 @@ LEASE_GRANT = 26   # (LEASE_GRANT, worker_id, pid, socket_path, shape)
 LEASE_DENIED = 27  # (LEASE_DENIED,)
 LEASE_REVOKE = 28  # (LEASE_REVOKE, worker_id)   give it back once the task in flight is done
 CANCEL_QUEUED = 25 # (CANCEL_QUEUED, handle)  drop this task if it has not started; answer RETURN
-CANCEL_CALL = 29   # (CANCEL_CALL, task_id)  to an actor (or over a channel): cancel that call (ActorTaskExecutor.cancel_call)
+CANCEL_CALL = 29   # (CANCEL_CALL, task_id)  to an actor or a task's worker (or over a channel): cancel that call or task (ActorTaskExecutor.cancel_call)
 
 # Object kinds, as carried in OBJ / PUT / DONE.
 INLINE = 0         # data: serialized bytes

@@ -100,6 +100,18 @@ class RuntimeContext:
             return None
         return ex.name
 
+    def is_canceled(self):
+        """True once cancel() has reached the running task or sync/threaded actor call, which may
+        then end early (a task also gets a KeyboardInterrupt). RuntimeError in the driver or an
+        async actor, as Ray's."""
+        if self._in_driver():
+            raise RuntimeError("This method is only available when the process is a worker.")
+        ex = self._executor()
+        if ex is not None and ex.loop is not None:
+            raise RuntimeError("This method is not supported in an async actor.")
+        spec = self._spec()
+        return spec is not None and self._cw.is_cancelled(spec[P.S_TASK_ID])
+
     def get_node_labels(self):
         """The node's labels: Ray's default one, its node id (rayfast has no custom labels)."""
         return {"ray.io/node-id": self.get_node_id()}   # (the key nodes()' "Labels" has too)

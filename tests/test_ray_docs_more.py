@@ -148,3 +148,96 @@ def test_pool_process_death_raises(cluster):
     with Pool(1) as pool:
         with pytest.raises(rayfast.exceptions.RayActorError):
             pool.map(_exit_process, [1], chunksize=1)
+
+
+# --- runtime_context().is_canceled() and early cancels ----------------------------------------
+def test_is_canceled_outside_tasks(cluster):
+    with pytest.raises(RuntimeError, match="only available when the process is a worker"):
+        rayfast.get_runtime_context().is_canceled()
+
+    @rayfast.remote
+    class Async:
+        async def flag(self):
+            return rayfast.get_runtime_context().is_canceled()
+
+    @rayfast.remote
+    def flag():
+        return rayfast.get_runtime_context().is_canceled()
+
+    assert rayfast.get(flag.remote()) is False
+    with pytest.raises(RuntimeError, match="not supported in an async actor"):
+        rayfast.get(Async.remote().flag.remote())
+
+
+def test_is_canceled_in_task(cluster, tmp_path):
+    out = str(tmp_path / "seen")
+
+    @rayfast.remote
+    def task(path):
+        try:
+            while True:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            with open(path, "w") as f:
+                f.write(repr(rayfast.get_runtime_context().is_canceled()))
+
+    ref = task.remote(out)
+    time.sleep(0.5)
+    rayfast.cancel(ref)
+    with pytest.raises(rayfast.exceptions.TaskCancelledError):
+        rayfast.get(ref, timeout=10)
+    assert open(out).read() == "True"
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 2])
+def test_is_canceled_in_actor_call(cluster, max_concurrency):
+    @rayfast.remote(max_concurrency=max_concurrency)
+    class Worker:
+        def loop(self):
+            start = time.monotonic()
+            while not rayfast.get_runtime_context().is_canceled():
+                time.sleep(0.01)
+                if time.monotonic() - start > 20:
+                    return "never saw the cancel"
+            return "ended early"
+
+        def flag(self):
+            return rayfast.get_runtime_context().is_canceled()
+
+    w = Worker.remote()
+    assert rayfast.get(w.flag.remote()) is False
+    ref = w.loop.remote()
+    time.sleep(0.3)
+    start = time.monotonic()
+    rayfast.cancel(ref)
+    # as Ray: the call ends because it saw is_canceled(), and get raises TaskCancelledError
+    with pytest.raises(rayfast.exceptions.TaskCancelledError):
+        rayfast.get(ref, timeout=10)
+    assert time.monotonic() - start < 5
+    assert rayfast.get(w.flag.remote()) is False     # the next call is not cancelled
+
+
+def test_cancel_right_after_submit_always_cancels(cluster):
+    """A cancel whose SIGINT reaches the worker before it has started the task still cancels it
+    (one SIGINT, no repeats): lone calls (leased worker) and bursts (through the node)."""
+    @rayfast.remote
+    def long():
+        time.sleep(5)
+        return "ran to its end"
+
+    @rayfast.remote
+    def quick():
+        return 1
+
+    rayfast.get(quick.remote())
+    for i in range(30):
+        refs = [long.remote() for _ in range(1 + i % 2)]
+        time.sleep(0.0003 * (i % 8))
+        for r in refs:
+            rayfast.cancel(r)
+        start = time.monotonic()
+        for r in refs:
+            with pytest.raises(rayfast.exceptions.TaskCancelledError):
+                rayfast.get(r, timeout=10)
+        assert time.monotonic() - start < 2, i
+    assert rayfast.get([quick.remote() for _ in range(4)]) == [1] * 4   # the workers still serve

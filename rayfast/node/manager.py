@@ -33,7 +33,7 @@ from rayfast.exceptions import TaskCancelledWorkerCrashedError, WorkerCrashedErr
 from rayfast.node.actors import DEFERRED
 from rayfast.node.gpus import GpuIds
 from rayfast.node.placement_groups import PlacementGroups
-from rayfast.direct import CANCEL_RETRIES, CANCEL_RETRY, cancelled_results, error_results, worker_socket_path
+from rayfast.direct import cancelled_results, error_results, worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool, kill_children
 from rayfast.node.stats import FunctionStats
 
@@ -132,7 +132,6 @@ class NodeManager:
         self.queues = {}                   # shape -> TaskQueue of handles
         self.tasks = {}                    # handle -> TaskRecord
         self.task_by_id = {}               # task id -> handle, for cancel
-        self._interrupting = {}            # cancelled running task -> [next SIGINT at, SIGINTs left]
         self._lease_asks = []              # (client, shape): answered after the turn's scheduling pass
         self.functions = {}                # function id -> pickled
         self.clients = {}                  # fd -> Client
@@ -221,8 +220,7 @@ class NodeManager:
         clients = self.clients
         lfd = self.listener.fileno() if self.listener else -1
         while self._running:
-            timeout = 0 if self._dirty else (0.002 if self._gcs_pending() or self._starved_at else
-                                             CANCEL_RETRY if self._interrupting else IDLE_WAIT)
+            timeout = 0 if self._dirty else (0.002 if self._gcs_pending() or self._starved_at else IDLE_WAIT)
             try:
                 events = ep.poll(timeout)
             except InterruptedError:
@@ -246,8 +244,6 @@ class NodeManager:
                     if not c.closed:
                         self._lease_request(c, shape)
             self._flush_all()
-            if self._interrupting:
-                self._interrupt_again()
             if self.gcs is not None:
                 self._flush_gcs(not events)
             if not events:
@@ -867,20 +863,11 @@ class NodeManager:
             rec.retries_left = 0
             self.pool.kill(w)
         else:
+            # The message naming the task is in the worker's socket before the SIGINT that
+            # interrupts it: a worker that has not started the task yet reads it (node/worker.py).
+            self.send(w.client, (P.CANCEL_CALL, rec.spec[P.S_TASK_ID]))
+            self._flush_all()
             self.pool.kill(w, signal.SIGINT)
-            self._interrupting[rec] = [time.monotonic() + CANCEL_RETRY, CANCEL_RETRIES]
-
-    def _interrupt_again(self):
-        """SIGINT again the workers of cancelled tasks that still run (CANCEL_RETRY, direct.py)."""
-        now = time.monotonic()
-        for rec, due in list(self._interrupting.items()):
-            w = rec.worker
-            if rec.done or w is None or not w.pipeline or w.pipeline[0] is not rec or due[1] == 0:
-                del self._interrupting[rec]
-            elif now >= due[0]:
-                self.pool.kill(w, signal.SIGINT)
-                due[0] = now + CANCEL_RETRY
-                due[1] -= 1
 
     # --- failures ---------------------------------------------------------
     def _disconnect(self, c):

@@ -118,6 +118,13 @@ class TaskExecutor:
         start = time.time()
         cw.in_task = True
         try:
+            if cw.interrupted:
+                # A SIGINT came while no task ran here: cancel() sends it after a CANCEL_CALL naming
+                # the task, so that message has arrived; read it in case it names this one.
+                cw.interrupted = False
+                cw.poll()
+            if spec[P.S_TASK_ID] in cw.cancelled:
+                raise KeyboardInterrupt("task cancelled")   # cancel() reached it before it started
             if spec[P.S_KIND] == P.TASK_NORMAL:
                 fn = self.function(spec, pickled)
                 if spec[P.S_OPTIONS]:
@@ -128,11 +135,13 @@ class TaskExecutor:
             else:
                 results = self.pack_results(spec, self.actor_call(spec, resolved, pickled))
         except BaseException as e:  # KeyboardInterrupt too: that is how cancel() reaches a task
+            cw.in_task = False   # (a second cancel's SIGINT must not interrupt the error's making)
             if isinstance(e, SystemExit):
                 raise   # the worker exits, as Ray's does: the task fails with WorkerCrashedError
             results = self.error_results(spec, e)
         finally:
             cw.in_task = False
+            cw.cancelled.pop(spec[P.S_TASK_ID], None)
         # Drop the task's values now: refs in them are released with this flush, not the next task's.
         args = kwargs = None
         end = time.time()
@@ -315,9 +324,12 @@ class TaskExecutor:
 
 
 def _on_sigint(cw):
+    # cancel() of a running task: a CANCEL_CALL naming it, then SIGINT to interrupt its code. One
+    # that arrives before the task has started is remembered, and execute() reads the message.
     def handler(signum, frame):
         if cw.in_task:
             raise KeyboardInterrupt("task cancelled")
+        cw.interrupted = True
     return handler
 
 
