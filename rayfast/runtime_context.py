@@ -15,6 +15,24 @@ class JobID(BinaryID):
     __slots__ = ()
 
 
+def ref_job_id(ref):
+    """ObjectRef.job_id(): the JobID of the job that made it (every ref here is the one job's)."""
+    if ref.is_nil():
+        raise ValueError("TaskID is nil")   # Ray's words
+    return JobID.from_hex(JOB_ID)
+
+
+def ref_owner_address(ref):
+    """ObjectRef.owner_address(): the owner's address as Ray gives it, an rpc::Address in protobuf
+    wire form (node_id = 1, ip_address = 2; Ray's decodes it). The owner of an object, in Ray the
+    process that keeps its references and lineage, is here the node manager for every object
+    (object table, lineage), so the address is its node's; it has no port or worker id."""
+    from rayfast import core_worker
+    node = bytes(core_worker.current().node_info["node_id"])
+    ip = b"127.0.0.1"
+    return b"\x0a" + bytes((len(node),)) + node + b"\x12" + bytes((len(ip),)) + ip
+
+
 class RuntimeContext:
     def __init__(self, cw):
         self._cw = cw

@@ -241,3 +241,29 @@ def test_cancel_right_after_submit_always_cancels(cluster):
                 rayfast.get(r, timeout=10)
         assert time.monotonic() - start < 2, i
     assert rayfast.get([quick.remote() for _ in range(4)]) == [1] * 4   # the workers still serve
+
+
+# --- ObjectRef.job_id / owner_address / call_site ---------------------------------------------
+def test_object_ref_job_owner_call_site(cluster):
+    @rayfast.remote
+    def f():
+        return 1
+
+    @rayfast.remote
+    def inside(refs):
+        r = refs[0]
+        return r.job_id().hex(), r.owner_address(), r.call_site()
+
+    node_id = bytes.fromhex(rayfast.get_runtime_context().get_node_id())
+    ref, put = f.remote(), rayfast.put(5)
+    for r in (ref, put):
+        assert r.job_id().hex() == rayfast.get_runtime_context().get_job_id() == "01000000"
+        assert repr(r.job_id()) == "JobID(01000000)"
+        addr = r.owner_address()
+        # Ray's rpc::Address in protobuf wire form: node_id (field 1), ip_address (field 2)
+        assert isinstance(addr, bytes)
+        assert addr[:2] == b"\x0a\x1c" and addr[2:30] == node_id and addr[30:] == b"\x12\x09127.0.0.1"
+        assert r.call_site() == ""
+    assert rayfast.get(inside.remote([ref])) == ("01000000", ref.owner_address(), "")
+    with pytest.raises(ValueError, match="nil"):
+        rayfast.ObjectRef.nil().job_id()

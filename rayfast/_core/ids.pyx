@@ -225,6 +225,21 @@ cdef class ObjectRef(ObjectID):
             raise RuntimeError("await ObjectRef: no runtime hooks set (is rayfast initialised?)")
         return _await_fn(self).__await__()
 
+    def job_id(self):
+        """The JobID of the job that made this ref (Ray's)."""
+        from rayfast.runtime_context import ref_job_id
+        return ref_job_id(self)
+
+    def owner_address(self):
+        """The owner's address as Ray's: an rpc::Address, protobuf-encoded (bytes)."""
+        from rayfast.runtime_context import ref_owner_address
+        return ref_owner_address(self)
+
+    def call_site(self):
+        """Where the ref was made: "", as Ray's unless it records creation sites, which rayfast
+        does not."""
+        return ""
+
     def __reduce__(self):
         return (ObjectRef, (self.binary(),))
 
