@@ -123,8 +123,9 @@ class TaskExecutor:
                 # the task, so that message has arrived; read it in case it names this one.
                 cw.interrupted = False
                 cw.poll()
-            if spec[P.S_TASK_ID] in cw.cancelled:
-                raise KeyboardInterrupt("task cancelled")   # cancel() reached it before it started
+            if spec[P.S_TASK_ID] in cw.cancelled:   # cancel() reached it before it started
+                cw._keep_function(msg)   # (its message may carry this worker's first copy)
+                raise KeyboardInterrupt("task cancelled")
             if spec[P.S_KIND] == P.TASK_NORMAL:
                 fn = self.function(spec, pickled)
                 if spec[P.S_OPTIONS]:
