@@ -49,6 +49,7 @@ from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
 from rayfast.generator import ObjectRefGenerator
 from rayfast.id_types import BinaryID
 from rayfast.exceptions import PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
+from rayfast.node.actors import EXITED_BY_USER, dead_error_data
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, resource_shape, validate, warn_infeasible
 from rayfast.scheduling import placement_extras
@@ -622,7 +623,7 @@ class ActorTaskExecutor(TaskExecutor):
         self._handed = set()       # task ids handed to the event loop, not started yet
         self._cancelled = set()    # of those, the ones cancel() reached first
         self._shut_down = False    # run_shutdown_hooks has run
-        self._closing = False      # a threaded or async actor is ending: no call starts any more
+        self._ended = None         # a threaded or async actor ending: the error of calls it will not run
         cw.cancel_hook = self.cancel_call
 
     def execute(self, msg):
@@ -630,7 +631,8 @@ class ActorTaskExecutor(TaskExecutor):
         if kind == P.TASK_NORMAL:
             return super().execute(msg)
         if kind == P.TASK_ACTOR_METHOD:
-            if self._closing:   # (the caller learns of the actor's end when it has gone)
+            if self._ended is not None:
+                self._reply_now(msg, _failed(msg[2], self._ended))
                 return
             group = self._group_of(msg)
             if group is False:
@@ -668,7 +670,8 @@ class ActorTaskExecutor(TaskExecutor):
     def _run(self, msg, sequential):
         _, handle, spec, resolved, pickled = msg[:5]
         cw = self.cw
-        if not sequential and self._closing:
+        if not sequential and self._ended is not None:
+            self._reply_now(msg, _failed(spec, self._ended))
             return
         if sequential:
             cw.current_task_id = TaskID(spec[P.S_TASK_ID])
@@ -690,8 +693,8 @@ class ActorTaskExecutor(TaskExecutor):
             if sequential:
                 self._exiting(e)
                 raise
-            self._exit_when_idle(e)
-            return   # unanswered: its caller learns of the actor's end
+            self._exit_when_idle(e, msg)
+            return
         except BaseException as e:
             results = self.error_results(spec, e)
         finally:
@@ -758,20 +761,27 @@ class ActorTaskExecutor(TaskExecutor):
             self.cw.send((P.KILL_ACTOR, self.actor_id, True, True))
         self.run_shutdown_hooks()
 
-    def _exit_when_idle(self, e):
-        """SystemExit in a call of a threaded or async actor: as in Ray, the calls already running
-        finish and are answered, calls not started never start (they fail as the actor's end);
-        then the actor ends. The call that exited is not answered."""
-        self._closing = True
-        for call, _ in list(self._calls.values()):
-            if isinstance(call, concurrent.futures.Future):
-                call.cancel()   # queued in a pool, not started
-        threading.Thread(target=self._exit_after_running, args=(e,), name="rayfast-actor-exit",
-                         daemon=True).start()
+    def _exit_when_idle(self, e, msg):
+        """SystemExit in call msg of a threaded or async actor. Code 0 (exit_actor(),
+        __ray_terminate__) as in Ray: that call and every call not started yet fail at once with
+        the actor's end, the calls already running finish and are answered, then the process
+        ends. Any other code is a crash (max_restarts applies): the process ends now."""
+        if e.code != 0:
+            self._leave(e)
+        self._ended = dead_error_data(self.actor_id, type(self.actor).__name__, os.getpid(), self.namespace,
+                                      EXITED_BY_USER)
+        self._reply_now(msg, _failed(msg[2], self._ended))
+        for call, m in list(self._calls.values()):
+            if isinstance(call, concurrent.futures.Future) and call.cancel():   # queued in a pool
+                self._reply_now(m, _failed(m[2], self._ended))
+        threading.Thread(target=self._leave_when_idle, args=(e,), name="rayfast-actor-exit", daemon=True).start()
 
-    def _exit_after_running(self, e):
+    def _leave_when_idle(self, e):
         while self._calls or self._async_running:   # (the exiting call among them, until it returns)
             time.sleep(0.001)
+        self._leave(e)
+
+    def _leave(self, e):
         self._exiting(e)
         cw = self.cw
         try:
@@ -821,7 +831,8 @@ class ActorTaskExecutor(TaskExecutor):
         start = time.time()
         try:
             async with sem:
-                if self._closing:
+                if self._ended is not None:
+                    self._reply_now(msg, _failed(spec, self._ended))
                     return
                 start = time.time()
                 try:
@@ -840,7 +851,7 @@ class ActorTaskExecutor(TaskExecutor):
                 except asyncio.CancelledError:
                     raise
                 except SystemExit as e:
-                    self._exit_when_idle(e)
+                    self._exit_when_idle(e, msg)
                     return
                 except BaseException as e:
                     results = self.error_results(spec, e)
@@ -940,6 +951,11 @@ class ActorTaskExecutor(TaskExecutor):
             self.groups = {g: ThreadPoolExecutor(n, thread_name_prefix=f"rayfast-actor-{g}")
                            for g, n in groups.items()}
         return None
+
+
+def _failed(spec, data):
+    """The results of a call that fails with error data (pickled) without running."""
+    return tuple((oid, P.ERROR, data, ()) for oid in P.return_ids(spec[P.S_TASK_ID], max(spec[P.S_NUM_RETURNS], 1)))
 
 
 async def _pack_async_gen(executor, spec, agen):

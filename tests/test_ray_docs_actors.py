@@ -280,6 +280,33 @@ def test_graceful_end_of_a_concurrent_actor_lets_running_calls_finish(cluster, k
             ray.get(ref)
 
 
+def test_graceful_end_does_not_wait_on_a_blocked_call(cluster):
+    # The ending call fails at once, as in Ray, even while another call waits for ever.
+    import asyncio
+
+    @ray.remote
+    class Waiter:
+        def __init__(self):
+            self.event = asyncio.Event()
+
+        async def wait(self):
+            await self.event.wait()
+
+        async def ping(self):
+            return 1
+
+    w = Waiter.remote()
+    ray.get(w.ping.remote())
+    w.wait.remote()
+    t = time.monotonic()
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(w.__ray_terminate__.remote(), timeout=10)
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(w.ping.remote(), timeout=10)
+    assert time.monotonic() - t < 5
+    ray.kill(w)
+
+
 @pytest.mark.parametrize("code", [0, 1])
 def test_sys_exit_in_a_method_zero_ends_nonzero_crashes(cluster, code):
     # Ray: sys.exit(0) is the actor's own end (as exit_actor(): no restart); any other code is a

@@ -66,6 +66,18 @@ def _error_data(aid, message, cause_blob=None, unavailable=False):
     return pickle.dumps(_ErrorReducer(message, cause_blob, aid, unavailable), 5)
 
 
+def dead_error_data(aid, class_name, pid, namespace, reason):
+    """A dead actor's error as Ray words it: its base message, the actor, why it is dead.
+    (Also made by an ending actor's process for the calls it will not run: actor.py.)"""
+    return _error_data(aid, f"The actor died unexpectedly before finishing this task.\n"
+                            f"\tclass_name: {class_name}\n\tactor_id: {aid.hex()}\n\tpid: {pid}\n"
+                            f"\tnamespace: {namespace}\n"
+                            f"The actor is dead because {reason}.")
+
+
+EXITED_BY_USER = "its worker process has died: it exited by a user request (exit_actor() is called, or sys.exit(0))"
+
+
 def _lost_on_restart(a):
     """The error of a call the actor's process died running, with no retries left, while the actor
     restarts: Ray's ActorUnavailableError (the call may or may not have run)."""
@@ -533,8 +545,7 @@ class ActorManager:
         if a is None or a.state == DEAD:
             return
         if from_self:
-            self._die(a, self._dead(a, "its worker process has died: it exited by a user request "
-                                       "(exit_actor() is called, or sys.exit(0))"), kill=False)
+            self._die(a, self._dead(a, EXITED_BY_USER), kill=False)
             return
         if no_restart or a.worker is None:
             a.no_restart = True
@@ -589,11 +600,7 @@ class ActorManager:
                                        f"detached actors outlive their creator"))
 
     def _dead(self, a, reason):
-        """A dead actor's error as Ray words it: its base message, the actor, why it is dead."""
-        return _error_data(a.aid, f"The actor died unexpectedly before finishing this task.\n"
-                                  f"\tclass_name: {a.class_name}\n\tactor_id: {a.aid.hex()}\n\tpid: {a.pid}\n"
-                                  f"\tnamespace: {a.namespace or self.job_namespace}\n"
-                                  f"The actor is dead because {reason}.")
+        return dead_error_data(a.aid, a.class_name, a.pid, a.namespace or self.job_namespace, reason)
 
     # --- messages and requests -------------------------------------------------------------
     def handle(self, c, m):
