@@ -58,8 +58,9 @@ def is_initialized():
 
 def init(address=None, *, num_cpus=None, resources=None, object_store_memory=None,
          gcs_shards=DEFAULT_GCS_SHARDS, ignore_reinit_error=False, namespace=None,
-         object_spilling_directory=None, **kwargs):
-    """Start a local cluster (or connect to one) and make this process its driver."""
+         object_spilling_directory=None, labels=None, **kwargs):
+    """Start a local cluster (or connect to one) and make this process its driver. labels: the
+    node's labels (str -> str), for NodeLabelSchedulingStrategy."""
     unknown = set(kwargs) - _INIT_KWARGS
     if unknown:
         raise RuntimeError(f"Unknown keyword argument(s): {', '.join(sorted(unknown))}")   # as Ray
@@ -106,7 +107,12 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             raise ValueError(f"object_store_memory must be a positive integer, got {object_store_memory!r}")
         if not isinstance(gcs_shards, int) or gcs_shards < 1:
             raise ValueError(f"gcs_shards must be a positive integer, got {gcs_shards!r}")
+        if labels is not None and (not isinstance(labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in labels.items())):
+            raise ValueError(f"labels must be a dict of str -> str, got {labels!r}")
         if address not in (None, "local"):
+            if labels is not None:   # as Ray: they are the new node's
+                raise ValueError("When connecting to an existing cluster, labels must not be provided.")
             from rayfast.cluster import connect_driver
             node, conn, info = connect_driver(address)
         else:
@@ -115,7 +121,8 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             if system_config.get("automatic_object_spilling_enabled") is False:
                 spill = False   # Ray's switch: a full store raises ObjectStoreFullError
             node = start_local_node(int(num_cpus), res, int(object_store_memory), spill,
-                                    gcs_shards, kwargs.get("_temp_dir"), kwargs.get("log_to_driver", True))
+                                    gcs_shards, kwargs.get("_temp_dir"), kwargs.get("log_to_driver", True),
+                                    labels)
             try:
                 conn, info = _hello(node.socket_path)
             except BaseException:

@@ -64,13 +64,13 @@ def validate(options, allowed, what):
                                   "to select on); use custom resources, e.g. resources={'my_label': 0.01}")
     strategy = options.get("scheduling_strategy")
     if strategy is not None and not isinstance(strategy, str) and type(strategy).__name__ not in (
-            "PlacementGroupSchedulingStrategy", "NodeAffinitySchedulingStrategy"):
+            "PlacementGroupSchedulingStrategy", "NodeAffinitySchedulingStrategy", "NodeLabelSchedulingStrategy"):
         raise TypeError(f"scheduling_strategy must be 'DEFAULT', 'SPREAD' or a strategy object of "
                         f"rayfast.util.scheduling_strategies, got {type(strategy).__name__}")
     if isinstance(strategy, str) and strategy not in ("DEFAULT", "SPREAD"):
         raise ValueError(f"Invalid scheduling_strategy value {strategy!r}. Valid values are "
                          f"['DEFAULT' | 'SPREAD' | PlacementGroupSchedulingStrategy | "
-                         f"NodeAffinitySchedulingStrategy]")
+                         f"NodeAffinitySchedulingStrategy | NodeLabelSchedulingStrategy]")
     calls = options.get("max_calls")
     if calls is not None and (not isinstance(calls, int) or isinstance(calls, bool) or calls < 0):
         raise ValueError(f"max_calls only accepts None, 0 or a positive integer, got {calls!r}")
@@ -101,7 +101,7 @@ def _check_quantity(what, v):
 def resource_shape(options, default_cpus, what="the task"):
     """The sorted (name, amount) tuple a task or actor asks of a node (of a placement group's
     reservation if it is scheduled in one)."""
-    shape = _own_shape(options, default_cpus)
+    shape = _own_shape(options, default_cpus) + label_requirement(options)
     pg, index, _ = placement(options)
     if pg is None:
         return shape
@@ -126,6 +126,21 @@ def _own_shape(options, default_cpus):
     return tuple(sorted((k, v) for k, v in shape.items() if v > 0))
 
 
+LABELS = "node_labels:"   # the resource name prefix of hard label expressions the node does not meet
+
+
+def label_requirement(options):
+    """What a NodeLabelSchedulingStrategy asks beyond resources: () if the node's labels meet its
+    hard expressions, else a resource named after the unmet ones, which no node has (so the task
+    or actor stays pending, as an infeasible one; util/scheduling_strategies.py)."""
+    strategy = options.get("scheduling_strategy")
+    if type(strategy).__name__ != "NodeLabelSchedulingStrategy":
+        return ()
+    from rayfast import core_worker
+    unmet = strategy.unmet(core_worker.current().node_info["labels"])
+    return ((LABELS + unmet, 0.0001),) if unmet else ()
+
+
 def warn_infeasible(shape, total, what):
     """Warn, as Ray does, when no node has what shape asks for: the task or actor stays pending
     until one joins (or it is cancelled or killed); get(timeout=) and wait() see it as not ready."""
@@ -139,6 +154,8 @@ def _missing(shape, total):
     """What of shape no node has, as text; None if it fits. A placement group's resources exist
     only once it is placed: they are not checked."""
     for name, amount in shape:
+        if name.startswith(LABELS):
+            return f"a node whose labels meet {{{name[len(LABELS):]}}} but the cluster has none"
         have = total.get(name, 0)
         if amount > have + 1e-9 and "_group_" not in name:
             listed = ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if ":" not in k)

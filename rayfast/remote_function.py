@@ -194,12 +194,20 @@ class RemoteFunction:
         self._signature = _Signature(function)
         self._pickled = None
         self._function_id = None
-        self._defaults = self._compile(options)
+        self._defaults = self._compile_now_or_later(options)
         self.__doc__ = function.__doc__
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__qualname__ = getattr(function, "__qualname__", self.__name__)
         self.__module__ = function.__module__
         self.__wrapped__ = function
+
+    def _compile_now_or_later(self, options):
+        """_compile(options), or options themselves when they need the node's labels and there is no
+        cluster yet (decorated or .options() before init()): _remote compiles them then."""
+        if core_worker._current is None and \
+                type(options.get("scheduling_strategy")).__name__ == "NodeLabelSchedulingStrategy":
+            return dict(options)
+        return self._compile(options)
 
     def _compile(self, options):
         num_returns = options.get("num_returns")
@@ -249,7 +257,7 @@ class RemoteFunction:
                              "@remote(max_calls=...)")
         merged = dict(self._options)
         merged.update(options)
-        return _OptionsCall(self, self._compile(merged))
+        return _OptionsCall(self, self._compile_now_or_later(merged))
 
     def remote(self, *args, **kwargs):
         return self._remote(args, kwargs, self._defaults)
@@ -259,6 +267,8 @@ class RemoteFunction:
 
     def _remote(self, args, kwargs, compiled):
         cw = core_worker.current_or_init()
+        if type(compiled) is dict:
+            compiled = self._compile(compiled)
         num_returns, shape, retries, extras, capturable = compiled
         if cw.runtime_env is not None:   # the job's or the running task's: inherited
             extras = runtime_env.inherit(extras, cw.runtime_env)

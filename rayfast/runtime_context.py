@@ -131,8 +131,8 @@ class RuntimeContext:
         return spec is not None and self._cw.is_cancelled(spec[P.S_TASK_ID])
 
     def get_node_labels(self):
-        """The node's labels: Ray's default one, its node id (rayfast has no custom labels)."""
-        return {"ray.io/node-id": self.get_node_id()}   # (the key nodes()' "Labels" has too)
+        """The node's labels: Ray's default one (its node id) and init(labels=)'s."""
+        return dict(self._cw.node_info["labels"])
 
     def get_session_name(self):
         """The session's name: its directory's."""

@@ -70,7 +70,7 @@ def _remove_leftovers(session_dir):
 
 
 def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_shards, temp_dir=None,
-                     log_to_driver=True):
+                     log_to_driver=True, labels=None):
     """spill_dir: None = inside the session dir; False = spilling off; a path =
     a directory of this session's own below it (only that is removed at the end).
     log_to_driver=False: the node's and its workers' output goes to <session_dir>/logs/, not
@@ -95,7 +95,8 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
     cmd = [sys.executable, "-m", "rayfast.node.main", "--session-dir", session_dir,
            "--num-cpus", str(num_cpus), "--resources", json.dumps(resources or {}),
            "--object-store-memory", str(object_store_memory), "--spill-dir", spill_dir,
-           "--gcs-shards", str(gcs_shards), "--head", "--remove-session-dir", "--ready-fd", str(w)]
+           "--gcs-shards", str(gcs_shards), "--head", "--remove-session-dir", "--ready-fd", str(w),
+           "--labels", json.dumps(labels or {})]
     env = dict(os.environ)
     # Workers unpickle functions by reference to the driver's modules: give them its path.
     path = [_package_root()] + [p or os.getcwd() for p in sys.path]

@@ -267,3 +267,59 @@ def test_object_ref_job_owner_call_site(cluster):
     assert rayfast.get(inside.remote([ref])) == ("01000000", ref.owner_address(), "")
     with pytest.raises(ValueError, match="nil"):
         rayfast.ObjectRef.nil().job_id()
+
+
+# --- NodeLabelSchedulingStrategy (keep last: it starts a cluster of its own) --------------------
+def test_node_label_scheduling(fresh, capfd):
+    from rayfast.util.scheduling_strategies import DoesNotExist, Exists, In, NodeLabelSchedulingStrategy, NotIn
+
+    # decorated before init(): the labels are looked at when it is called
+    @rayfast.remote(scheduling_strategy=NodeLabelSchedulingStrategy({"region": In("us", "eu")}))
+    def labels():
+        return rayfast.get_runtime_context().get_node_labels()
+
+    @rayfast.remote
+    class Actor:
+        def labels(self):
+            return rayfast.get_runtime_context().get_node_labels()
+
+    rayfast.init(num_cpus=1, labels={"region": "us", "tier": "gold"})
+    node_id = rayfast.get_runtime_context().get_node_id()
+    expected = {"ray.io/node-id": node_id, "region": "us", "tier": "gold"}
+    assert rayfast.nodes()[0]["Labels"] == expected
+    assert rayfast.get_runtime_context().get_node_labels() == expected
+    assert rayfast.get(labels.remote()) == expected
+    met = [NodeLabelSchedulingStrategy({"zone": DoesNotExist(), "tier": Exists()}),
+           NodeLabelSchedulingStrategy({"region": NotIn("eu")}, soft={"zone": Exists()}),   # soft: a preference
+           NodeLabelSchedulingStrategy({}, soft={"region": In("eu")})]
+    for s in met:
+        assert rayfast.get(labels.options(scheduling_strategy=s).remote(), timeout=10) == expected
+    a = Actor.options(scheduling_strategy=met[0]).remote()
+    assert rayfast.get(a.labels.remote(), timeout=10) == expected
+    capfd.readouterr()
+
+    unmet = NodeLabelSchedulingStrategy({"region": In("eu")})
+    ref = labels.options(scheduling_strategy=unmet).remote()
+    pending = Actor.options(scheduling_strategy=NodeLabelSchedulingStrategy({"gpu": Exists()})).remote()
+    ready, _ = rayfast.wait([ref, pending.labels.remote()], num_returns=1, timeout=1)
+    assert ready == []                                  # pending, as an infeasible resource request
+    err = capfd.readouterr().err
+    assert "Task labels asks for a node whose labels meet {region: In('eu')}" in err
+    assert "Actor Actor asks for a node whose labels meet {gpu: Exists()}" in err
+    assert rayfast.get(labels.remote()) == expected     # and the node goes on with other work
+    rayfast.cancel(ref)
+    with pytest.raises(rayfast.exceptions.TaskCancelledError):
+        rayfast.get(ref, timeout=10)
+    rayfast.kill(pending)
+
+    with pytest.raises(ValueError, match="cannot both be empty"):
+        NodeLabelSchedulingStrategy({})
+    with pytest.raises(ValueError, match="must be one of the `In`"):
+        NodeLabelSchedulingStrategy({"a": "b"})
+    with pytest.raises(ValueError, match="non-empty tuple"):
+        In()
+    with pytest.raises(ValueError, match="must be str"):
+        NotIn(1)
+    rayfast.shutdown()
+    with pytest.raises(ValueError, match="labels must be a dict"):
+        rayfast.init(num_cpus=1, labels={"a": 1})

@@ -84,7 +84,7 @@ def run_node(args):
         else:
             addresses = args.gcs_address.split(",")
         nm = NodeManager(os.path.join(session_dir, "node.sock"), node_id, resources, store,
-                         addresses, session_dir)
+                         addresses, session_dir, json.loads(args.labels))
         nm.start_workers(max(args.num_cpus, 1))
         from rayfast.node.gcs_link import NodeGcs
         gcs = NodeGcs(addresses)
@@ -95,7 +95,7 @@ def run_node(args):
             # Whoever knows only shard 0's HOST:PORT finds the other shards here (rayfast.cluster).
             gcs.gcs.client.execute(0, "SET", "rayfast:gcs_shards",
                                    json.dumps([s.tcp_address for s in shards]))
-        gcs.register_node(node_id, {"resources": resources, "session_dir": session_dir,
+        gcs.register_node(node_id, {"resources": resources, "labels": nm.labels, "session_dir": session_dir,
                                     "pid": os.getpid(), "store": store_name, "head": bool(args.head),
                                     "hostname": socket.gethostname()})
         _attach_actor_manager(nm)

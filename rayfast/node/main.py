@@ -15,6 +15,7 @@ def parse_args(argv=None):
     p.add_argument("--session-dir", required=True)
     p.add_argument("--num-cpus", type=int, required=True)
     p.add_argument("--resources", default="{}")
+    p.add_argument("--labels", default="{}", help="the node's labels, a JSON object of strings")
     p.add_argument("--object-store-memory", type=int, required=True)
     p.add_argument("--spill-dir", default=None)
     p.add_argument("--gcs-shards", type=int, default=2)

@@ -115,9 +115,10 @@ def _fits_in(shape, have):
 
 
 class NodeManager:
-    def __init__(self, socket_path, node_id, resources, store, gcs_addresses=(), session_dir=None):
+    def __init__(self, socket_path, node_id, resources, store, gcs_addresses=(), session_dir=None, labels=None):
         self.socket_path = socket_path
         self.node_id = node_id
+        self.labels = {"ray.io/node-id": node_id.hex(), **(labels or {})}   # Ray's default label and init()'s
         self.total = dict(resources)
         self.avail = dict(resources)
         self.num_cpus = int(resources.get("CPU", 1))
@@ -167,7 +168,8 @@ class NodeManager:
         self.ep.register(sock.fileno(), _EPOLLIN)
 
     def node_info(self):
-        return {"node_id": self.node_id, "resources": dict(self.total), "store_name": self.store.name,
+        return {"node_id": self.node_id, "resources": dict(self.total), "labels": self.labels,
+                "store_name": self.store.name,
                 "store_capacity": self.store.capacity, "socket": self.socket_path,
                 "session_dir": self.session_dir,
                 "gcs_addresses": self.gcs_addresses}
@@ -1102,7 +1104,7 @@ class NodeManager:
 
     def node_record(self):
         return {"NodeID": self.node_id.hex(), "Alive": True, "NodeManagerAddress": "127.0.0.1",
-                "NodeManagerHostname": socket.gethostname(), "Resources": dict(self.total),
+                "NodeManagerHostname": socket.gethostname(), "Resources": dict(self.total), "Labels": self.labels,
                 "alive": True, "ObjectStoreSocketName": self.store.name,
                 "NodeManagerPort": 0, "MetricsExportPort": 0}
 

@@ -3,7 +3,8 @@
 "DEFAULT" and "SPREAD" are the string forms (on one node both place a task on
 that node). A PlacementGroupSchedulingStrategy runs the task inside a
 placement group's reservation; a NodeAffinitySchedulingStrategy pins it to a
-node (rayfast/scheduling.py and rayfast/options.py turn both into what the task asks of the node).
+node (rayfast/scheduling.py and rayfast/options.py turn both into what the task asks of the node);
+a NodeLabelSchedulingStrategy asks for a node whose labels match (see below).
 """
 from __future__ import annotations
 
@@ -32,3 +33,99 @@ class NodeAffinitySchedulingStrategy:
 
     def __repr__(self):
         return f"NodeAffinitySchedulingStrategy(node_id={self.node_id!r}, soft={self.soft})"
+
+
+# --- node labels ---------------------------------------------------------------------------------
+# A task or actor whose hard label expressions its node does not meet asks for a resource named
+# after them (options.resource_shape), which no node offers: it stays pending like any infeasible
+# request. With one node, the caller decides that against the node's labels; soft expressions are
+# preferences and change nothing there.
+def _check_values(values, operator):
+    if not values:
+        raise ValueError(f"The variadic parameter of the {operator} operator must be a non-empty tuple: "
+                         f'e.g. {operator}("value1", "value2").')
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise ValueError(f'Type of value in position {i} for the {operator} operator must be str '
+                             f'(e.g. {operator}("value1", "value2")) but got {v!r} of type {type(v).__name__}.')
+
+
+class In:
+    """The label exists and has one of these values."""
+
+    def __init__(self, *values):
+        _check_values(values, "In")
+        self.values = list(values)
+
+    def matches(self, labels, key):
+        return labels.get(key) in self.values
+
+    def __repr__(self):
+        return f"In({', '.join(map(repr, self.values))})"
+
+
+class NotIn:
+    """The label is missing or has none of these values."""
+
+    def __init__(self, *values):
+        _check_values(values, "NotIn")
+        self.values = list(values)
+
+    def matches(self, labels, key):
+        return labels.get(key) not in self.values
+
+    def __repr__(self):
+        return f"NotIn({', '.join(map(repr, self.values))})"
+
+
+class Exists:
+    def matches(self, labels, key):
+        return key in labels
+
+    def __repr__(self):
+        return "Exists()"
+
+
+class DoesNotExist:
+    def matches(self, labels, key):
+        return key not in labels
+
+    def __repr__(self):
+        return "DoesNotExist()"
+
+
+def _expressions(expressions, param):
+    """{key: operator} checked as Ray checks it."""
+    if expressions is None:
+        return {}
+    if not isinstance(expressions, dict):
+        raise ValueError(f'The {param} parameter must be a map (e.g. {{"key1": In("value1")}}) but got type '
+                         f'{type(expressions).__name__}.')
+    for key, op in expressions.items():
+        if not isinstance(key, str):
+            raise ValueError(f'The map key of the {param} parameter must be of type str (e.g. '
+                             f'{{"key1": In("value1")}}) but got {key!r} of type {type(key).__name__}.')
+        if not isinstance(op, (In, NotIn, Exists, DoesNotExist)):
+            raise ValueError(f"The map value for key {key} of the {param} parameter must be one of the `In`, "
+                             f'`NotIn`, `Exists` or `DoesNotExist` operator (e.g. {{"key1": In("value1")}}) '
+                             f"but got {op!r} of type {type(op).__name__}.")
+    return dict(expressions)
+
+
+class NodeLabelSchedulingStrategy:
+    """Run on a node whose labels meet every `hard` expression (preferring one that also meets
+    `soft`): `NodeLabelSchedulingStrategy({"region": In("us"), "gpu": Exists()})`."""
+
+    def __init__(self, hard, *, soft=None):
+        self.hard = _expressions(hard, "hard")
+        self.soft = _expressions(soft, "soft")
+        if not (self.hard or self.soft):
+            raise ValueError("The `hard` and `soft` parameter of NodeLabelSchedulingStrategy cannot both be "
+                             "empty.")
+
+    def unmet(self, labels):
+        """The hard expressions labels do not meet, as text ("" if they meet all)."""
+        return ", ".join(f"{k}: {op!r}" for k, op in sorted(self.hard.items()) if not op.matches(labels, k))
+
+    def __repr__(self):
+        return f"NodeLabelSchedulingStrategy(hard={self.hard!r}, soft={self.soft!r})"
