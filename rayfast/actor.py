@@ -51,7 +51,7 @@ from rayfast.id_types import BinaryID
 from rayfast.exceptions import PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
 from rayfast.node.actors import EXITED_BY_USER, dead_error_data
 from rayfast.node.worker import TaskExecutor
-from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, resource_shape, validate, warn_infeasible
+from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, label_requirement, resource_shape, validate, warn_infeasible
 from rayfast.scheduling import placement_extras
 from rayfast.remote_function import _task_extras, encode_call_args as _encode
 
@@ -327,7 +327,7 @@ class ActorClass:
         explicit = any(opts.get(k) is not None for k in _RESOURCE_KEYS)
         # Ray's rule: an actor with no resources given needs 1 CPU to be placed and holds none.
         hold = resource_shape(opts, 0)
-        placement = hold if explicit else (("CPU", 1.0),)
+        placement = hold if explicit else (("CPU", 1.0),) + label_requirement(opts)
         if placement not in cw.feasible_shapes:
             warn_infeasible(placement, cw.node_info["resources"], f"Actor {self.__name__}")
             cw.feasible_shapes.add(placement)
