@@ -811,8 +811,17 @@ def decode_value(store, key, kind, data):
     raise err
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def format_exception(exc):
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    """The traceback text of an exception a task raised, as Ray shows it: from the user's first
+    frame, without the worker's own frames that led into the call (all of them if the user's code
+    has none, e.g. a bad num_returns)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 _current = None

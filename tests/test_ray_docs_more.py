@@ -269,6 +269,42 @@ def test_object_ref_job_owner_call_site(cluster):
         rayfast.ObjectRef.nil().job_id()
 
 
+# --- remote tracebacks --------------------------------------------------------------------------
+def _divide(x):
+    return 1 / x
+
+
+def test_remote_traceback_shows_user_frames(cluster):
+    @rayfast.remote
+    def task(x):
+        return _divide(x)
+
+    @rayfast.remote
+    class Actor:
+        def call(self, x):
+            return _divide(x)
+
+    @rayfast.remote
+    def gen():
+        yield 1
+        _divide(0)
+
+    refs = [task.remote(0), Actor.remote().call.remote(0), list(gen.remote())[1]]
+    for ref, fn in zip(refs, ("task", "call", "gen")):
+        with pytest.raises(ZeroDivisionError) as info:
+            rayfast.get(ref)
+        text = str(info.value)
+        # as Ray's: the user's frames, from the task's function down, and none of rayfast's
+        frames = [line for line in text.splitlines() if line.startswith("  File ")]
+        assert frames[0].endswith(f"in {fn}") and frames[1].endswith("in _divide"), text
+        assert len(frames) == 2 and "rayfast" not in text.split("Traceback")[1].replace(__file__, ""), text
+    with Pool(1) as pool:
+        with pytest.raises(ZeroDivisionError) as info:
+            pool.apply(_divide, (0,))
+        cause = str(info.value.__cause__)
+        assert "in _divide" in cause and "multiprocessing/pool.py" not in cause
+
+
 # --- NodeLabelSchedulingStrategy (keep last: it starts a cluster of its own) --------------------
 def test_node_label_scheduling(fresh, capfd):
     from rayfast.util.scheduling_strategies import DoesNotExist, Exists, In, NodeLabelSchedulingStrategy, NotIn

@@ -37,6 +37,7 @@ from multiprocessing import TimeoutError
 from multiprocessing.pool import RemoteTraceback
 
 import rayfast
+from rayfast.core_worker import format_exception
 from rayfast.exceptions import RayError
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class _PoolActor:
             try:
                 out.append(func(*item) if star else func(item))
             except Exception as e:
-                out.append(_Failed(e, '\n"""\n' + "".join(traceback.format_exception(e)) + '"""'))
+                out.append(_Failed(e, '\n"""\n' + format_exception(e) + '"""'))
         return out
 
 
