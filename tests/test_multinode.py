@@ -123,6 +123,27 @@ def test_values_cross_both_ways(two_nodes):
     assert np.array_equal(mixed["a"], big) and mixed["b"] == [1, "x"]
 
 
+@rayfast.remote(resources={"peer": 1})
+def puts_there(n):
+    return [rayfast.put(np.full(n, 7.0)), rayfast.put("small")]
+
+
+@rayfast.remote(resources={"peer": 1})
+def reads_nested(refs):
+    return [float(np.sum(v)) if isinstance(v, np.ndarray) else v for v in rayfast.get(refs)]
+
+
+def test_refs_inside_values_cross_too(two_nodes):
+    """A result holding refs to objects put there; an argument holding refs to objects here."""
+    big_ref, small_ref = rayfast.get(puts_there.remote(1_000_000), timeout=30)
+    assert rayfast.get(small_ref, timeout=30) == "small"
+    assert np.array_equal(rayfast.get(big_ref, timeout=30), np.full(1_000_000, 7.0))
+    here = [rayfast.put(np.ones(1_000_000)), rayfast.put(3)]
+    assert rayfast.get(reads_nested.remote(here), timeout=30) == [1_000_000.0, 3]
+    # the peer's own puts, handed back to it inside an argument
+    assert rayfast.get(reads_nested.remote([big_ref, small_ref]), timeout=30) == [7_000_000.0, "small"]
+
+
 def test_many_tasks_at_once(two_nodes):
     arrays = [np.full(300_000, i, dtype=np.int64) for i in range(8)]   # 2.4 MB each
     refs = [double.remote(i) for i in range(300)] + [double.remote(a) for a in arrays]
@@ -163,12 +184,18 @@ def test_objects_are_freed_on_both_nodes(two_nodes):
 
     # what the earlier tests left there is gone once their refs are (released a little later)
     assert wait_for(lambda: peer_objects() == (0, 0), timeout=5), peer_objects()
+    def head_objects():
+        s = core_worker.current().request("statistics")
+        return s["objects"]["objects"], s["store"]["num_objects"]
+
+    head_base = head_objects()
     big = np.ones(1_000_000)
     refs = [double.remote(big) for _ in range(3)]
     assert all(np.array_equal(r, big * 2) for r in rayfast.get(refs, timeout=30))
     assert peer_objects() == (3, 3)        # its results stay there while we hold them (arguments are gone)
     del refs
     assert wait_for(lambda: peer_objects() == (0, 0), timeout=5), peer_objects()
+    assert wait_for(lambda: head_objects() == head_base, timeout=5), (head_objects(), head_base)
 
 
 def test_no_node_has_it_stays_pending(two_nodes, capfd):

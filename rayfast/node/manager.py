@@ -376,7 +376,7 @@ class NodeManager:
             elif t == P.REQUEST:
                 self._request(c, m[1], m[2], m[3])
             elif t == P.OBJ:          # from another node (rayfast/node/peers.py)
-                self.peers.on_obj(c, m[1], m[2], m[3])
+                self.peers.on_obj(c, m[1], m[2], m[3], m[4] if len(m) > 4 else ())
             elif t == P.WELCOME:
                 self.peers.welcome(c)
             elif t == P.PULL:
@@ -441,9 +441,11 @@ class NodeManager:
         if kind == P.STORE and self.warmer is not None:
             self.warmer.used()
         if subs:
-            msg = (P.OBJ, e.oid, kind, data)
+            msg = (P.OBJ, e.oid, kind, data, contained) if contained else (P.OBJ, e.oid, kind, data)
             for s in subs:
                 self.send(s, msg)
+            if contained and self.peers is not None and self.peers.links:
+                self.peers.push_contained(subs, contained)   # another node gets those too
         for handle in self.deps.mark_ready(e.oid):
             rec = self.tasks.get(handle)
             if rec is None:
@@ -459,7 +461,12 @@ class NodeManager:
         for oid in oids:
             e = objects.entry(oid)
             if e.state == READY:
-                self.send(c, (P.OBJ, oid, e.kind, e.data))
+                if e.contains:
+                    self.send(c, (P.OBJ, oid, e.kind, e.data, e.contains))
+                    if c.kind == "peer":
+                        self.peers.push_contained((c,), e.contains)
+                else:
+                    self.send(c, (P.OBJ, oid, e.kind, e.data))
             else:
                 if e.subscribers is None:
                     e.subscribers = [c]

@@ -226,58 +226,84 @@ class Peers:
         if link is not None:
             link.up = True
 
-    def on_obj(self, c, oid, kind, data):
+    def on_obj(self, c, oid, kind, data, contained):
         """An object's value (or, STORE, its size: pull it) from the node at the other end of c:
-        a result of a task we forwarded there, or an argument of a task it forwarded here."""
+        a result of a task we forwarded there, or an object it pushed to us (an argument of a
+        task it forwarded here, or one that a value it sent refers to). Refs inside the value
+        (contained), whose values it pushes next, are held here for c until the value holding
+        them is ready here (and counts them)."""
+        nm = self.nm
+        if contained:
+            nm.objects.add_holders(contained, c)
         f = self.forwarded.get(oid[:16])
         if f is not None and f.link is c:
-            self._result(f, oid, kind, data)
+            self._result(f, oid, kind, data, contained)
             return
-        e = self.nm.objects.get(oid)
+        e = nm.objects.get(oid)
         if e is None or e.state == READY:   # nothing here needs it, or a copy is here
-            return
-        if kind == P.STORE:
+            self._received(c, oid)
+        elif kind == P.STORE:
             self.transfers.pull(oid, data, self.links[c].address,
-                                lambda ok: self._arg_pulled(oid, data, ok))
+                                lambda ok: self._pushed_pulled(c, oid, data, contained, ok))
         else:
-            self.nm._object_ready(e, kind, data, ())
+            nm._object_ready(e, kind, data, contained)
+            self._received(c, oid, contained)
 
-    def _arg_pulled(self, oid, size, ok):
+    def push_contained(self, subs, contained):
+        """A value sent to another node refers to these objects: push them too, held here for that
+        node until it has them (it answers with a release: _received)."""
+        nm = self.nm
+        for s in subs:
+            if s in self.links:
+                nm.objects.add_holders(contained, s)
+                nm._subscribe(s, contained)
+
+    def _received(self, c, oid, contained=()):
+        """A pushed object is here (or not needed): the sender's hold of it for us goes, and so
+        does ours of the refs inside it (its value counts them now)."""
+        self.nm.send(c, (P.REFS, (), (oid,)))
+        if contained:
+            self.nm.objects.release_holders(contained, c)
+
+    def _pushed_pulled(self, c, oid, size, contained, ok):
         nm = self.nm
         e = nm.objects.get(oid)
         if e is None or e.state == READY:
             if ok:
                 nm.store.release(oid)       # nobody here needs it any more
-            return
-        if ok:
-            nm._object_ready(e, P.STORE, size, ())
+        elif ok:
+            nm._object_ready(e, P.STORE, size, contained)
         else:
             nm._object_ready(e, P.ERROR, _lost(oid, "its copy could not be pulled from the node holding it"), ())
+        if not c.closed:
+            self._received(c, oid, contained)
 
-    def _result(self, f, oid, kind, data):
+    def _result(self, f, oid, kind, data, contained):
         nm = self.nm
         c = f.link
         if kind != P.STORE:
             nm.send(c, (P.REFS, (), (oid,)))   # its value is in this message: the peer's copy goes
-            self._got(f, (oid, kind, data, ()))
+            self._got(f, (oid, kind, data, contained))
             return
         e = nm.objects.get(oid)
         if e is None or not (nm.objects.referenced(oid) or e.subscribers):   # nothing to pull it for
             nm.send(c, (P.REFS, (), (oid,)))
-            self._got(f, (oid, P.ERROR, _lost(oid, "it was dropped before it was made"), ()))
+            self._got(f, (oid, P.ERROR, _lost(oid, "it was dropped before it was made"), contained))
             return
         self.copies[oid] = c
-        self.transfers.pull(oid, data, self.links[c].address, lambda ok: self._result_pulled(f, oid, data, ok))
+        self.transfers.pull(oid, data, self.links[c].address,
+                            lambda ok: self._result_pulled(f, oid, data, contained, ok))
 
-    def _result_pulled(self, f, oid, size, ok):
+    def _result_pulled(self, f, oid, size, contained, ok):
         if self.forwarded.get(f.rec.spec[P.S_TASK_ID]) is not f:
             if ok:      # its node died meanwhile and the task is retried: this copy is not used
                 self.nm.store.release(oid)
             return
         if ok:
-            self._got(f, (oid, P.STORE, size, ()))
+            self._got(f, (oid, P.STORE, size, contained))
         else:
-            self._got(f, (oid, P.ERROR, _lost(oid, "it could not be pulled from the node that made it"), ()))
+            self._got(f, (oid, P.ERROR, _lost(oid, "it could not be pulled from the node that made it"),
+                          contained))
 
     def _got(self, f, result):
         f.results.append(result)
@@ -288,6 +314,9 @@ class Peers:
             if link is not None:
                 link.forwarded -= 1
             self.nm._finish(f.rec, f.results)
+            for r in f.results:       # the values count the refs inside them now (on_obj held them)
+                if r[3]:
+                    self.nm.objects.release_holders(r[3], f.link)
 
     def object_freed(self, oid):
         """We freed oid: the peer holding a copy for us lets it go too."""
@@ -315,6 +344,11 @@ class Peers:
                 nm.gcs.write(link.node_id, "HSET", "node:dead", link.node_id, repr(time.time()))
         for oid in [o for o, h in self.copies.items() if h is c]:
             del self.copies[oid]
+        objects = nm.objects
+        for oid in list(c.held):   # values we were waiting for from it (refs inside what it sent)
+            e = objects.get(oid)
+            if e is not None and e.state != READY and e.producer is None:
+                nm._object_ready(e, P.ERROR, _lost(oid, f"the node holding it ({link.address}) died"), ())
         lost = [f for f in self.forwarded.values() if f.link is c]
         for f in lost:
             rec = f.rec
