@@ -49,10 +49,13 @@ class _AsyncShard:
                  "reads")
 
     def __init__(self, address):
-        family, addr = parse_address(address)
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.connect(addr)
-        self.sock.setblocking(False)
+        """address None: the buffers only, no connection (tests of the packing)."""
+        self.sock = None
+        if address is not None:
+            family, addr = parse_address(address)
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.connect(addr)
+            self.sock.setblocking(False)
         # Commands not yet sent, as a queue of buffers: appending to one bytearray that the
         # shard drains from the front moved megabytes per append while the shard lagged.
         self.out = collections.deque()
