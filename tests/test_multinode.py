@@ -24,6 +24,9 @@ from conftest import alive, wait_for
 from test_cli import cli, free_port, _shm_segment
 
 
+PEER_RESOURCES = '{"peer": 1, "peer_actor": 2}'   # (actors hold peer_actor, tasks ask for peer)
+
+
 def _start(root, *args):
     before = set(os.listdir(root / "nodes")) if (root / "nodes").exists() else set()
     cli(root, "start", *args, "--num-cpus", "1", "--object-store-memory", "200M")
@@ -58,7 +61,7 @@ def two_nodes(tmp_path_factory):
     nodes = {}
     try:
         nodes["head"] = _start(root, "--head", "--port", str(port))
-        nodes["peer"] = _start(root, "--address", f"127.0.0.1:{port}", "--resources", '{"peer": 1}')
+        nodes["peer"] = _start(root, "--address", f"127.0.0.1:{port}", "--resources", PEER_RESOURCES)
         rayfast.init(address=f"127.0.0.1:{port}")
         yield {"root": root, "port": port, "nodes": nodes}
     finally:
@@ -215,6 +218,58 @@ def test_no_node_has_it_stays_pending(two_nodes, capfd):
     assert "peer" not in capfd.readouterr().err
 
 
+@rayfast.remote(resources={"peer_actor": 1}, num_cpus=0)
+class Counter:
+    def __init__(self, start):
+        self.n = start
+
+    def add(self, k):
+        self.n += k
+        return self.n
+
+    def where(self):
+        return rayfast.get_runtime_context().get_node_id(), os.getpid()
+
+    def scale(self, a):
+        return a * self.n
+
+    def fail(self):
+        raise KeyError("not here")
+
+
+def test_actor_on_the_other_node(two_nodes):
+    here = rayfast.get_runtime_context().get_node_id()
+    c = Counter.remote(10)
+    node, pid = rayfast.get(c.where.remote(), timeout=30)
+    assert node != here
+    assert rayfast.get([c.add.remote(1) for _ in range(50)], timeout=30) == list(range(11, 61))
+    a = np.arange(1_000_000, dtype=np.float64)
+    assert np.array_equal(rayfast.get(c.scale.remote(a), timeout=30), a * 60)
+    with pytest.raises(KeyError, match="not here"):
+        rayfast.get(c.fail.remote(), timeout=30)
+    assert rayfast.get(c.add.remote(0), timeout=30) == 60      # the error did not end it
+    del c                                                        # its last handle: it ends there
+    assert wait_for(lambda: not alive(pid), timeout=10)
+
+    k = Counter.remote(0)
+    rayfast.get(k.add.remote(1), timeout=30)
+    rayfast.kill(k)
+    with pytest.raises(rayfast.exceptions.ActorDiedError, match="killed"):
+        rayfast.get(k.add.remote(1), timeout=30)
+
+    @rayfast.remote(resources={"peer_actor": 1}, num_cpus=0)
+    class BadInit:
+        def __init__(self):
+            raise ValueError("no init")
+
+        def f(self):
+            return 1
+
+    b = BadInit.remote()
+    with pytest.raises(rayfast.exceptions.ActorDiedError, match="creation task"):
+        rayfast.get(b.f.remote(), timeout=30)
+
+
 def test_peer_killed_mid_task(two_nodes):
     """SIGKILL of the node running a task: with no retries it fails with NodeDiedError; with
     retries it runs again on a node that joins later. Never a hang."""
@@ -232,6 +287,8 @@ def test_peer_killed_mid_task(two_nodes):
             time.sleep(60)
         return rayfast.get_runtime_context().get_node_id()
 
+    actor = Counter.remote(1)
+    assert rayfast.get(actor.add.remote(1), timeout=30) == 2
     marker = str(two_nodes["root"] / "ran-once")
     once = slow_once.remote()
     retried = slow_retried.remote(marker)
@@ -241,11 +298,13 @@ def test_peer_killed_mid_task(two_nodes):
     with pytest.raises(NodeDiedError, match="died"):
         rayfast.get(once, timeout=20)
     assert time.monotonic() - t0 < 10
+    with pytest.raises(rayfast.exceptions.ActorDiedError, match="node"):
+        rayfast.get(actor.add.remote(1), timeout=20)
     # no node can run the retry now: it waits, as an infeasible task does
     with pytest.raises(GetTimeoutError):
         rayfast.get(retried, timeout=0.5)
     assert not [n for n in rayfast.nodes() if n["Alive"] and n["NodeID"] != rayfast.get_runtime_context().get_node_id()]
-    third = _start(two_nodes["root"], "--address", f"127.0.0.1:{two_nodes['port']}", "--resources", '{"peer": 1}')
+    third = _start(two_nodes["root"], "--address", f"127.0.0.1:{two_nodes['port']}", "--resources", PEER_RESOURCES)
     two_nodes["nodes"]["third"] = third
     node = rayfast.get(retried, timeout=30)
     assert node not in (rayfast.get_runtime_context().get_node_id(),)

@@ -79,7 +79,7 @@ class Actor:
                  "max_restarts", "hold", "placement", "holding", "name", "namespace", "detached",
                  "out_of_scope", "dead_data", "pinned", "num_restarts", "class_name", "live_oid",
                  "live_freed", "no_restart", "pid", "max_task_retries", "last_call", "channel_waiters",
-                 "gpu_ids")
+                 "gpu_ids", "remote")
 
     def __init__(self, rec):
         spec = rec.spec
@@ -112,6 +112,7 @@ class Actor:
         self.pid = None
         self.last_call = {}         # caller client id -> handle of its latest call through here
         self.channel_waiters = []   # (client, req_id, handle): channel requests answered once that call is done
+        self.remote = None          # the link to the node it lives on, if only another node could place it
 
 
 class ActorManager:
@@ -219,8 +220,8 @@ class ActorManager:
         caller's last call through here is done, so direct calls cannot overtake it."""
         a = self.actors.get(aid)
         w = c.worker
-        if a is None or a.state == DEAD or (w is not None and w.actor_id == aid):
-            return None
+        if a is None or a.state == DEAD or (w is not None and w.actor_id == aid) or a.remote is not None:
+            return None   # (an actor on another node is called through the nodes)
         waiter = (c, req_id, a.last_call.get(c.id))
         if not self._answer_waiter(a, waiter):
             a.channel_waiters.append(waiter)
@@ -274,6 +275,9 @@ class ActorManager:
 
     def _forward(self, a, rec):
         nm = self.nm
+        if a.remote is not None:   # its node runs the call, in the order it gets them (peers.py)
+            nm.peers.forward(rec, a.remote)
+            return
         if rec.deps:
             resolved, failed = nm._resolve(rec)
             if failed is not None:
@@ -287,6 +291,8 @@ class ActorManager:
 
     # --- placement and creation ---------------------------------------------------------
     def _place(self, a):
+        if not self.nm._fits_total(a.placement) and self._place_elsewhere(a):
+            return
         if self.pending or not self.nm._fits(a.placement):
             if a not in self.pending:
                 self.pending.append(a)
@@ -304,9 +310,30 @@ class ActorManager:
         for a in self.pending:
             if a.state == PENDING and fits(a.placement):
                 self._start(a)
-            elif a.state == PENDING:
+            elif a.state == PENDING and not (not self.nm._fits_total(a.placement) and self._place_elsewhere(a)):
                 still.append(a)
         self.pending = still
+
+    def _place_elsewhere(self, a):
+        """An actor this node can never place is created on a live node that can (as a task is
+        spilled: rayfast/node/peers.py); this node keeps its record and sends its calls there, in
+        order. True if it went."""
+        peers = self.nm.peers
+        link = peers.link_for(a.placement) if peers is not None else None
+        if link is None:
+            return False
+        a.remote = link
+        a.state = ALIVE
+        peers.forward(a.create, link)
+        self._record(a)
+        self._pump_all(a)
+        return True
+
+    def node_died(self, link, why):
+        """The node an actor of ours lived on is gone: the actor is dead (its calls in flight
+        there fail in peers.link_closed)."""
+        for a in [a for a in self.actors.values() if a.remote is link and a.state != DEAD]:
+            self._die(a, _error_data(a.aid, f"The actor {a.class_name} died because {why}."), kill=False)
 
     def _start(self, a, restart=False):
         nm = self.nm
@@ -525,6 +552,9 @@ class ActorManager:
         if from_self:
             self._die(a, _error_data(a.aid, f"The actor {a.class_name} exited (exit_actor())."), kill=False)
             return
+        if a.remote is not None:
+            self.nm.send(a.remote, (P.KILL_ACTOR, aid, no_restart))
+            return
         if no_restart or a.worker is None:
             a.no_restart = True
             self._die(a, _error_data(a.aid, f"The actor {a.class_name} was killed by rayfast.kill()."), kill=True)
@@ -558,7 +588,11 @@ class ActorManager:
 
     def _maybe_end(self, a):
         if a.out_of_scope and a.state == ALIVE and not a.inflight and not a.queues:
-            self._end(a)
+            if a.remote is not None:   # its node ends it once its calls are done (the liveness object's release)
+                self._die(a, _error_data(a.aid, f"The actor {a.class_name} ended: every handle to it went out "
+                                                f"of scope."), kill=False)
+            else:
+                self._end(a)
 
     def _end(self, a):
         self._die(a, _error_data(a.aid, f"The actor {a.class_name} ended: every handle to it went out of scope."),

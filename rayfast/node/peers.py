@@ -41,7 +41,7 @@ import socket
 import time
 
 from rayfast import protocol as P
-from rayfast.exceptions import NodeDiedError, ObjectLostError, TaskUnschedulableError
+from rayfast.exceptions import ActorDiedError, NodeDiedError, ObjectLostError, TaskUnschedulableError
 from rayfast._core.objects import READY
 from rayfast.gcs.tables import NODE_TABLE_COMMANDS, dumps, parse_nodes
 from rayfast.node.object_transfer import Transfers
@@ -149,12 +149,11 @@ class Peers:
     def spill(self, shape, q):
         """Forward the tasks of q (a shape this node can never run) to live peers that can;
         they stay queued here if none can (as infeasible), and the node table is read again."""
-        live = [n for n in self._live() if _fits_in(shape, n["resources"])]
-        if not live:
-            self.read_nodes()
-            return
         tasks = self.nm.tasks
         while len(q):
+            link = self.link_for(shape)
+            if link is None:
+                return
             rec = tasks.get(q.pop())
             if rec is None or rec.done:
                 continue
@@ -164,8 +163,16 @@ class Peers:
                     f"{rec.spec[P.S_NAME]} is a generator task that only another node could run "
                     f"(it asks for {dict(shape)}); generator tasks do not cross nodes yet."))
                 continue
-            target = min(live, key=lambda n: self._load_of(n["node_id"]))
-            self._forward(rec, self._link_to(target))
+            self.forward(rec, link)
+
+    def link_for(self, shape):
+        """A link to the live node with the fewest of our tasks that can run shape; None if no
+        node can (the node table is read again)."""
+        live = [n for n in self._live() if _fits_in(shape, n["resources"])]
+        if not live:
+            self.read_nodes()
+            return None
+        return self._link_to(min(live, key=lambda n: self._load_of(n["node_id"])))
 
     def _load_of(self, node_id):
         c = self.out.get(node_id)
@@ -189,12 +196,14 @@ class Peers:
         nm.send(c, (P.HELLO, "peer", None, None, False, nm.node_id, self.address))
         return c
 
-    def _forward(self, rec, c):
+    def forward(self, rec, c):
+        """Send rec (a task, an actor's creation or one of its calls) to the node at the other
+        end of c, which runs it for us."""
         nm = self.nm
         link = self.links[c]
         spec = rec.spec
         fid = spec[P.S_FUNCTION_ID]
-        if fid not in link.functions:
+        if fid not in link.functions and fid in nm.functions:
             link.functions.add(fid)
             nm.send(c, (P.EXPORT, fid, nm.functions.get(fid)))
         nm.send(c, (P.SUBMIT, spec))
@@ -282,7 +291,10 @@ class Peers:
         nm = self.nm
         c = f.link
         if kind != P.STORE:
-            nm.send(c, (P.REFS, (), (oid,)))   # its value is in this message: the peer's copy goes
+            if f.rec.spec[P.S_KIND] == P.TASK_ACTOR_CREATE:
+                self.copies[oid] = c   # the actor's liveness object: its node holds it while we do
+            else:
+                nm.send(c, (P.REFS, (), (oid,)))   # its value is in this message: the peer's copy goes
             self._got(f, (oid, kind, data, contained))
             return
         e = nm.objects.get(oid)
@@ -350,12 +362,18 @@ class Peers:
             if e is not None and e.state != READY and e.producer is None:
                 nm._object_ready(e, P.ERROR, _lost(oid, f"the node holding it ({link.address}) died"), ())
         lost = [f for f in self.forwarded.values() if f.link is c]
+        if nm.actors is not None:
+            nm.actors.node_died(c, f"the node it lived on ({link.address}) died")
         for f in lost:
             rec = f.rec
             del self.forwarded[rec.spec[P.S_TASK_ID]]
             if rec.done:
                 continue
-            if rec.cancelled:
+            if rec.spec[P.S_KIND] != P.TASK_NORMAL:
+                nm.fail_task(rec, ActorDiedError(
+                    f"The actor that {rec.spec[P.S_NAME]} was sent to died: the node it lived on "
+                    f"({link.address}) died.", actor_id=(rec.spec[P.S_ACTOR_ID] or b"").hex()))
+            elif rec.cancelled:
                 nm.fail_task(rec, NodeDiedError(
                     f"The node running {rec.spec[P.S_NAME]} ({link.address}) died while it was being cancelled."))
             elif not link.up or rec.retries_left != 0:
