@@ -198,7 +198,8 @@ def test_objects_are_freed_on_both_nodes(two_nodes):
     assert peer_objects() == (3, 3)        # its results stay there while we hold them (arguments are gone)
     del refs
     assert wait_for(lambda: peer_objects() == (0, 0), timeout=5), peer_objects()
-    assert wait_for(lambda: head_objects() == head_base, timeout=5), (head_objects(), head_base)
+    assert wait_for(lambda: all(n <= b for n, b in zip(head_objects(), head_base)), timeout=5), \
+        (head_objects(), head_base)   # (what earlier tests left may go meanwhile)
 
 
 def test_no_node_has_it_stays_pending(two_nodes, capfd):

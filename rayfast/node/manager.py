@@ -1215,7 +1215,7 @@ class NodeManager:
         if not idle and len(self.events) < GCS_BATCH and gcs.queued() < GCS_BATCH:
             return
         if idle and self.peers is not None:
-            self.peers.publish_load()
+            self.peers.on_idle()
         if self.events:   # (a turn packs GCS_CHUNK at most: the loop pauses a few ms, not ~100)
             self._events_to_gcs(GCS_CHUNK)
         if gcs.dirty or gcs.queued():

@@ -48,6 +48,7 @@ from rayfast.node.object_transfer import Transfers
 from rayfast import serialization
 
 REFRESH_EVERY = 1.0       # seconds a copy of the node table is used for spilling at most
+READ_GIVE_UP = 2.0        # seconds after which a node table read with no answer is given up (GCS gone)
 LOAD_EVERY = 0.5          # seconds between this node's writes of its free resources to the GCS at most
 _EPOLLIN = 1
 
@@ -102,6 +103,7 @@ class Peers:
         self.copies = {}            # oid -> Client: a peer holds a copy of our object for us
         self._read_at = 0.0
         self._reading = False
+        self._read_id = None
         self._after_read = []
         self._load = None
         self._load_at = 0.0
@@ -116,14 +118,22 @@ class Peers:
         if self._reading or gcs is None or (then is None and time.monotonic() - self._read_at < REFRESH_EVERY):
             return
         self._reading = True
-        gcs.read_all_shards(NODE_TABLE_COMMANDS, self._got_nodes)
+        self._read_at = time.monotonic()
+        read = self._read_id = object()
+        gcs.read_all_shards(NODE_TABLE_COMMANDS, lambda replies: self._got_nodes(read, replies))
         self.nm.send_gcs_now()
 
-    def _got_nodes(self, replies):
-        self._reading = False
-        self._read_at = time.monotonic()
+    def _got_nodes(self, read, replies):
+        if read is not self._read_id:
+            return                  # given up on (on_idle)
         me = self.nm.node_id
         self.nodes = {n["node_id"]: n for n in parse_nodes(replies) if n["node_id"] != me}
+        self._read_done()
+
+    def _read_done(self):
+        self._reading = False
+        self._read_id = None
+        self._read_at = time.monotonic()
         after, self._after_read = self._after_read, []
         for then in after:
             then()
@@ -132,10 +142,13 @@ class Peers:
         return [n for nid, n in self.nodes.items()
                 if n["alive"] and nid not in self.dead and n.get("peer_address")]
 
-    def publish_load(self):
-        """Write this node's free resources to the GCS when they changed (LOAD_EVERY at most):
-        what available_resources() shows of it elsewhere."""
+    def on_idle(self):
+        """When the loop is idle: a node table read that the GCS never answered is given up (its
+        waiters get the last copy); this node's free resources go to the GCS when they changed
+        (LOAD_EVERY at most: what available_resources() shows of it elsewhere)."""
         now = time.monotonic()
+        if self._reading and now - self._read_at > READ_GIVE_UP:
+            self._read_done()
         if now - self._load_at < LOAD_EVERY or self.nm.gcs is None:
             return
         self._load_at = now
