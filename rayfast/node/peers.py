@@ -115,7 +115,10 @@ class Peers:
         if then is not None:
             self._after_read.append(then)
         gcs = self.nm.gcs
-        if self._reading or gcs is None or (then is None and time.monotonic() - self._read_at < REFRESH_EVERY):
+        if gcs is None:             # (no GCS: nothing but this node to know of)
+            self._read_done()
+            return
+        if self._reading or (then is None and time.monotonic() - self._read_at < REFRESH_EVERY):
             return
         self._reading = True
         self._read_at = time.monotonic()
