@@ -312,6 +312,33 @@ def test_peer_killed_mid_task(two_nodes):
     assert wait_for(lambda: not _processes_of(peer["session_dir"]), timeout=5)
 
 
+def test_a_node_gone_before_any_link_is_skipped(two_nodes):
+    """A node the GCS still lists as alive (SIGKILLed before anyone linked to it): the link is
+    refused, the node is marked dead, and the task, which never reached it, costs no retry and
+    waits as infeasible (no other node has "ghost")."""
+    ghost = _start(two_nodes["root"], "--address", f"127.0.0.1:{two_nodes['port']}", "--resources", '{"ghost": 1}')
+    two_nodes["nodes"]["ghost"] = ghost
+    os.kill(ghost["pid"], signal.SIGKILL)
+    assert wait_for(lambda: not alive(ghost["pid"]), timeout=5)
+
+    @rayfast.remote(resources={"ghost": 1}, max_retries=0)
+    def haunt():
+        return 1
+
+    ref = haunt.remote()
+    with pytest.raises(GetTimeoutError):
+        rayfast.get(ref, timeout=1.5)
+    gid = None
+    for n in rayfast.nodes():
+        if n["Resources"].get("ghost"):
+            gid = n["NodeID"]
+            assert not n["Alive"]
+    assert gid is not None and "ghost" not in rayfast.cluster_resources()
+    rayfast.cancel(ref)
+    with pytest.raises(rayfast.exceptions.TaskCancelledError):
+        rayfast.get(ref, timeout=10)
+
+
 def test_stop_leaves_nothing(two_nodes):
     nodes = list(two_nodes["nodes"].values())
     assert rayfast.get(on_peer.remote(1), timeout=30)[1] == 1

@@ -22,6 +22,7 @@ competing for the GIL, no call that waits. Each readiness event moves up to
 BUDGET bytes, so a 100 MB transfer shares the loop with the node's other work
 instead of holding it for the whole copy.
 """
+import select
 import socket
 import struct
 
@@ -30,8 +31,9 @@ from rayfast import protocol as P
 BUDGET = 16 << 20          # bytes a transfer moves per readiness event at most
 SOCK_BUF = 4 << 20         # socket buffers: fewer wakeups per MB
 _SIZE = struct.Struct("<q")
-_EPOLLIN = 1
-_EPOLLOUT = 4
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+_BROKEN = select.EPOLLERR | select.EPOLLHUP
 
 
 def _tcp(sock):
@@ -152,8 +154,10 @@ class Transfers:
         sock = x.sock
         try:
             if x.request:
+                if ev & _BROKEN:        # refused, or the holder is gone before it heard us
+                    return self._pulled(x, False)
                 if not ev & _EPOLLOUT:
-                    return self._pulled(x, False) if ev & ~_EPOLLIN else None
+                    return
                 n = sock.send(x.request)
                 x.request = x.request[n:]
                 if x.request:

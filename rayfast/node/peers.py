@@ -37,6 +37,7 @@ if it was reached, and are spilled again to another node that can run them,
 or wait as infeasible if none can; with no retries left they fail with
 `NodeDiedError`. The node is marked dead in the GCS.
 """
+import select
 import socket
 import time
 
@@ -44,20 +45,13 @@ from rayfast import protocol as P
 from rayfast.exceptions import ActorDiedError, NodeDiedError, ObjectLostError, TaskUnschedulableError
 from rayfast._core.objects import READY
 from rayfast.gcs.tables import NODE_TABLE_COMMANDS, dumps, parse_nodes
+from rayfast.node.manager import _fits_in
 from rayfast.node.object_transfer import Transfers
 from rayfast import serialization
 
 REFRESH_EVERY = 1.0       # seconds a copy of the node table is used for spilling at most
 READ_GIVE_UP = 2.0        # seconds after which a node table read with no answer is given up (GCS gone)
 LOAD_EVERY = 0.5          # seconds between this node's writes of its free resources to the GCS at most
-_EPOLLIN = 1
-
-
-def _fits_in(shape, have):
-    for name, amount in shape:
-        if have.get(name, 0) < amount - 1e-9:
-            return False
-    return True
 
 
 class _Link:
@@ -93,7 +87,7 @@ class Peers:
         sock.setblocking(False)
         self.listener = sock
         self.address = "%s:%d" % (host, sock.getsockname()[1])
-        nm.ep.register(sock.fileno(), _EPOLLIN)
+        nm.ep.register(sock.fileno(), select.EPOLLIN)
         self.transfers = Transfers(nm.store, nm.ep)
         self.links = {}             # Client -> _Link (both directions)
         self.out = {}               # node id -> Client: our link to that node
