@@ -150,9 +150,11 @@ def test_refs_inside_values_cross_too(two_nodes):
 def test_many_tasks_at_once(two_nodes):
     arrays = [np.full(300_000, i, dtype=np.int64) for i in range(8)]   # 2.4 MB each
     refs = [double.remote(i) for i in range(300)] + [double.remote(a) for a in arrays]
+    shared = rayfast.put(arrays[0])                     # one object as argument of many tasks at once
+    refs += [double.remote(shared) for _ in range(6)]
     out = rayfast.get(refs, timeout=60)
     assert out[:300] == [2 * i for i in range(300)]
-    for a, b in zip(arrays, out[300:]):
+    for a, b in zip(arrays + [arrays[0]] * 6, out[300:]):
         assert np.array_equal(a * 2, b)
 
 

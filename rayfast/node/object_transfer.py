@@ -123,8 +123,9 @@ class Transfers:
     # --- pulling: we need an object another node holds ------------------------------
     def pull(self, oid, size, address, callback):
         """Copy oid (size bytes) from the node whose peer listener is address into our store;
-        callback(ok) when it is sealed here (True) or could not be had (False). Pulls of one
-        object share one transfer."""
+        callback(ok) when it is sealed here (True) or could not be had (False); with True the
+        caller owns one reference to the copy (store.release gives it back). Pulls of one object
+        share one transfer, each caller with a reference of its own."""
         x = self.pulls.get(oid)
         if x is not None:
             x.callbacks.append(callback)
@@ -199,6 +200,8 @@ class Transfers:
         x.buf = None
         if ok:
             self.pulls_done += 1
+            for _ in x.callbacks[1:]:
+                self.store.incref(x.oid)   # (the first caller has the creation reference)
         else:
             self.pulls_failed += 1
         for cb in x.callbacks:
