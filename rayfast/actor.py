@@ -329,7 +329,7 @@ class ActorClass:
         hold = resource_shape(opts, 0)
         placement = hold if explicit else (("CPU", 1.0),) + label_requirement(opts)
         if placement not in cw.feasible_shapes:
-            warn_infeasible(placement, cw.node_info["resources"], f"Actor {self.__name__}")
+            warn_infeasible(placement, cw, f"Actor {self.__name__}")
             cw.feasible_shapes.add(placement)
         max_concurrency = opts.get("max_concurrency")
         if max_concurrency is None:

@@ -141,10 +141,13 @@ def label_requirement(options):
     return ((LABELS + unmet, 0.0001),) if unmet else ()
 
 
-def warn_infeasible(shape, total, what):
+def warn_infeasible(shape, cw, what):
     """Warn, as Ray does, when no node has what shape asks for: the task or actor stays pending
-    until one joins (or it is cancelled or killed); get(timeout=) and wait() see it as not ready."""
-    missing = _missing(shape, total)
+    until one joins (or it is cancelled or killed); get(timeout=) and wait() see it as not ready.
+    The cluster's totals are asked for only when the local node lacks something (once per shape)."""
+    if _missing(shape, cw.node_info["resources"]) is None:
+        return
+    missing = _missing(shape, cw.request("cluster_resources"))
     if missing is not None:
         print(f"Warning: {what} asks for {missing}: it stays pending until a node with the resources "
               f"joins (cancel() it to give up).", file=sys.stderr, flush=True)

@@ -38,6 +38,13 @@ LEASE_RETURN = 16  # (LEASE_RETURN, worker_id)
 DIRECT_DONE = 17   # (DIRECT_DONE, spec, results, start, end, worker_id, pid)  a task run on a lease
 PIN = 18           # (PIN, oids)  a leased worker's results contain these refs: hold them for the result
 RETURN = 14        # (RETURN, handles)  queued tasks a worker hands back unstarted (it blocked, or they were cancelled)
+# --- node manager <-> node manager (rayfast/node/peers.py, rayfast/node/object_transfer.py) -------------
+# A link is a TCP connection framed as above, opened by the node that forwards tasks over it, which
+# says (HELLO, "peer", None, None, False, node_id, address) and then is a client of the other node:
+# SUBMIT, EXPORT, REFS and CANCEL as a driver's, plus OBJ both ways for an object's value (INLINE,
+# ERROR) or its size when it is in the sender's store (STORE: pull it). A pull is a TCP connection
+# of its own: (PULL, oid) in one frame, answered by an 8-byte size (-1: not here) and the raw bytes.
+PULL = 30          # (PULL, oid)
 # --- node manager -> client -------------------------------------------------
 OBJ = 20           # (OBJ, oid, kind, data)
 TASK = 21          # (TASK, handle, spec, resolved, function)   resolved: tuple of (oid, kind, data)

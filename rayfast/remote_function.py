@@ -276,7 +276,7 @@ class RemoteFunction:
             shape, extras = captured(shape, extras, cw.capture_pg, self._name)
         self._signature.check(self.__name__, args, kwargs)
         if shape not in cw.feasible_shapes:
-            warn_infeasible(shape, cw.node_info["resources"], f"Task {self.__name__}")
+            warn_infeasible(shape, cw, f"Task {self.__name__}")
             cw.feasible_shapes.add(shape)
         fid = self._export(cw)
         payload, arg_refs, borrowed = encode_call_args(cw, args, kwargs)

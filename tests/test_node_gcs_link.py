@@ -6,13 +6,11 @@ import pickle
 import hiredis
 
 from rayfast.gcs.client import shard_for
-from rayfast.node.gcs_link import NodeGcs
+from rayfast.node.gcs_link import NodeGcs, _AsyncShard
 
 
-class _Shard:
-    def __init__(self):
-        self.out = collections.deque()
-        self.pending = 0
+def _Shard():
+    return _AsyncShard(None)   # its buffers only
 
 
 def _spec(i):

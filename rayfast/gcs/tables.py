@@ -62,6 +62,36 @@ def loads(data):
     return json.loads(data, object_hook=_hook)
 
 
+# What get_nodes reads on every shard (the node manager sends the same without waiting:
+# rayfast/node/peers.py), and how the replies make the node list.
+NODE_TABLE_COMMANDS = [("HGETALL", "node:info"), ("HGETALL", "node:hb"), ("HGETALL", "node:load"),
+                       ("HGETALL", "node:dead")]
+
+
+def parse_nodes(shard_replies, heartbeat_timeout: Optional[float] = None) -> List[dict]:
+    """The node list from each shard's replies to NODE_TABLE_COMMANDS: each node's info dict plus
+    node_id, last_heartbeat, load, alive, death_time."""
+    now = time.time()
+    out = []
+    for replies in shard_replies:
+        info, hb, load, dead = (_pairs(r) for r in replies)
+        for node_id, raw in info.items():
+            d = loads(raw)
+            if not isinstance(d, dict):
+                d = {"info": d}
+            last = float(hb[node_id]) if node_id in hb else None
+            d["node_id"] = node_id
+            d["last_heartbeat"] = last
+            d["load"] = loads(load.get(node_id))
+            d["death_time"] = float(dead[node_id]) if node_id in dead else None
+            alive = node_id not in dead
+            if alive and heartbeat_timeout is not None:
+                alive = last is not None and now - last <= heartbeat_timeout
+            d["alive"] = alive
+            out.append(d)
+    return out
+
+
 def _s(x) -> bytes:
     return x.encode() if isinstance(x, str) else bytes(x)
 
@@ -166,28 +196,8 @@ class Gcs:
 
         alive = not marked dead (and, if heartbeat_timeout is given, heard from within it).
         """
-        cmds = [("HGETALL", "node:info"), ("HGETALL", "node:hb"), ("HGETALL", "node:load"),
-                ("HGETALL", "node:dead")]
-        replies = self.client.execute_all({s: cmds for s in range(self.num_shards)})
-        now = time.time()
-        out = []
-        for s in range(self.num_shards):
-            info, hb, load, dead = (_pairs(r) for r in replies[s])
-            for node_id, raw in info.items():
-                d = loads(raw)
-                if not isinstance(d, dict):
-                    d = {"info": d}
-                last = float(hb[node_id]) if node_id in hb else None
-                d["node_id"] = node_id
-                d["last_heartbeat"] = last
-                d["load"] = loads(load.get(node_id))
-                d["death_time"] = float(dead[node_id]) if node_id in dead else None
-                alive = node_id not in dead
-                if alive and heartbeat_timeout is not None:
-                    alive = last is not None and now - last <= heartbeat_timeout
-                d["alive"] = alive
-                out.append(d)
-        return out
+        replies = self.client.execute_all({s: NODE_TABLE_COMMANDS for s in range(self.num_shards)})
+        return parse_nodes([replies[s] for s in range(self.num_shards)], heartbeat_timeout)
 
     # ------------------------------------------------------------------ actors
 

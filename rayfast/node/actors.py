@@ -91,7 +91,7 @@ class Actor:
                  "max_restarts", "hold", "placement", "holding", "name", "namespace", "detached",
                  "out_of_scope", "dead_data", "pinned", "num_restarts", "class_name", "live_oid",
                  "live_freed", "no_restart", "pid", "max_task_retries", "last_call", "channel_waiters",
-                 "gpu_ids", "unordered")
+                 "gpu_ids", "unordered", "remote")
 
     def __init__(self, rec):
         spec = rec.spec
@@ -128,6 +128,7 @@ class Actor:
         # sequential actor runs each caller's calls in submission order (unless allow_out_of_order_execution).
         self.unordered = bool(ex.get("is_async") or (ex.get("max_concurrency") or 1) > 1
                               or ex.get("concurrency_groups") or ex.get("out_of_order"))
+        self.remote = None          # the link to the node it lives on, if only another node could place it
 
 
 class ActorManager:
@@ -236,8 +237,8 @@ class ActorManager:
         caller's last call through here is done, so direct calls cannot overtake it."""
         a = self.actors.get(aid)
         w = c.worker
-        if a is None or a.state == DEAD or (w is not None and w.actor_id == aid):
-            return None
+        if a is None or a.state == DEAD or (w is not None and w.actor_id == aid) or a.remote is not None:
+            return None   # (an actor on another node is called through the nodes)
         waiter = (c, req_id, a.last_call.get(c.id))
         if not self._answer_waiter(a, waiter):
             a.channel_waiters.append(waiter)
@@ -298,6 +299,9 @@ class ActorManager:
 
     def _forward(self, a, rec):
         nm = self.nm
+        if a.remote is not None:   # its node runs the call, in the order it gets them (peers.py)
+            nm.peers.forward(rec, a.remote)
+            return
         if rec.deps:
             resolved, failed = nm._resolve(rec)
             if failed is not None:
@@ -311,6 +315,8 @@ class ActorManager:
 
     # --- placement and creation ---------------------------------------------------------
     def _place(self, a):
+        if not self.nm._fits_total(a.placement) and self._place_elsewhere(a):
+            return
         if self.pending or not self.nm._fits(a.placement):
             if a not in self.pending:
                 self.pending.append(a)
@@ -328,9 +334,30 @@ class ActorManager:
         for a in self.pending:
             if a.state == PENDING and fits(a.placement):
                 self._start(a)
-            elif a.state == PENDING:
+            elif a.state == PENDING and not (not self.nm._fits_total(a.placement) and self._place_elsewhere(a)):
                 still.append(a)
         self.pending = still
+
+    def _place_elsewhere(self, a):
+        """An actor this node can never place is created on a live node that can (as a task is
+        spilled: rayfast/node/peers.py); this node keeps its record and sends its calls there, in
+        order. True if it went."""
+        peers = self.nm.peers
+        link = peers.link_for(a.placement) if peers is not None else None
+        if link is None:
+            return False
+        a.remote = link
+        a.state = ALIVE
+        peers.forward(a.create, link)
+        self._record(a)
+        self._pump_all(a)
+        return True
+
+    def node_died(self, link, why):
+        """The node an actor of ours lived on is gone: the actor is dead (its calls in flight
+        there fail in peers.link_closed)."""
+        for a in [a for a in self.actors.values() if a.remote is link and a.state != DEAD]:
+            self._die(a, _error_data(a.aid, f"The actor {a.class_name} died because {why}."), kill=False)
 
     def _start(self, a, restart=False):
         nm = self.nm
@@ -547,6 +574,9 @@ class ActorManager:
         if from_self:
             self._die(a, self._dead(a, EXITED_BY_USER), kill=False)
             return
+        if a.remote is not None:
+            self.nm.send(a.remote, (P.KILL_ACTOR, aid, no_restart))
+            return
         if no_restart or a.worker is None:
             a.no_restart = True
             self._die(a, self._dead(a, "it was killed by `ray.kill`"), kill=True)
@@ -580,7 +610,10 @@ class ActorManager:
 
     def _maybe_end(self, a):
         if a.out_of_scope and a.state == ALIVE and not a.inflight and not a.queues:
-            self._end(a)
+            if a.remote is not None:   # its node ends it once its calls are done (the liveness object's release)
+                self._die(a, self._dead(a, "all references to the actor were removed"), kill=False)
+            else:
+                self._end(a)
 
     def _end(self, a):
         self._die(a, self._dead(a, "all references to the actor were removed"), kill=True, graceful=True)

@@ -45,13 +45,17 @@ def _command(args):
 
 
 class _AsyncShard:
-    __slots__ = ("sock", "out", "reader", "pending", "errors", "sent", "want_write")
+    __slots__ = ("sock", "out", "reader", "pending", "errors", "sent", "want_write", "issued", "answered",
+                 "reads")
 
     def __init__(self, address):
-        family, addr = parse_address(address)
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.connect(addr)
-        self.sock.setblocking(False)
+        """address None: the buffers only, no connection (tests of the packing)."""
+        self.sock = None
+        if address is not None:
+            family, addr = parse_address(address)
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.connect(addr)
+            self.sock.setblocking(False)
         # Commands not yet sent, as a queue of buffers: appending to one bytearray that the
         # shard drains from the front moved megabytes per append while the shard lagged.
         self.out = collections.deque()
@@ -60,6 +64,16 @@ class _AsyncShard:
         self.errors = 0
         self.sent = 0
         self.want_write = False
+        # Replies come in command order: a read's callback waits for the reply of its number.
+        self.issued = self.answered = 0
+        self.reads = collections.deque()   # (command number, callback(reply))
+
+    def queue(self, command, callback=None):
+        if callback is not None:
+            self.reads.append((self.issued, callback))
+        self.out.append(command)
+        self.issued += 1
+        self.pending += 1
 
     def send(self):
         """Write what the socket takes now (OSError if the connection is gone)."""
@@ -103,9 +117,29 @@ class NodeGcs:
     # --- writes (buffered) -------------------------------------------------
     def write(self, key, *args):
         sh = self.shards[self._shard(key)]
-        sh.out.append(_command(args))
-        sh.pending += 1
+        sh.queue(_command(args))
         self.dirty.add(sh)
+
+    def read_all_shards(self, commands, callback):
+        """Send commands to every shard without waiting; callback(per shard: its replies) once
+        every reply is in (never, if a shard's connection is lost)."""
+        got = [None] * len(self.shards)
+        left = [len(self.shards) * len(commands)]
+
+        def reply(i, j):
+            def on_reply(r):
+                if got[i] is None:
+                    got[i] = [None] * len(commands)
+                got[i][j] = r
+                left[0] -= 1
+                if not left[0]:
+                    callback(got)
+            return on_reply
+
+        for i, sh in enumerate(self.shards):
+            for j, c in enumerate(commands):
+                sh.queue(_command(c), reply(i, j))
+            self.dirty.add(sh)
 
     def export_function_async(self, function_id, pickled):
         self.write(function_id, "SET", b"fn:" + function_id, pickled, "NX")
@@ -171,8 +205,7 @@ class NodeGcs:
                 _TASK_PAIR % (len(task_id) + 5, task_id, len(value), value))
         for sh, p in zip(self.shards, pairs):
             if p:
-                sh.out.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(p)) + b"".join(p))
-                sh.pending += 1
+                sh.queue(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(p)) + b"".join(p))
                 self.dirty.add(sh)
 
     def _pack_drops(self):
@@ -186,8 +219,7 @@ class NodeGcs:
             keys[shard_for(task_id, n) if n > 1 else 0].append(b"task:" + task_id)
         for sh, k in zip(self.shards, keys):
             if k:
-                sh.out.append(_command(["DEL"] + k))
-                sh.pending += 1
+                sh.queue(_command(["DEL"] + k))
                 self.dirty.add(sh)
 
     def send_some(self, limit=None):
@@ -223,9 +255,13 @@ class NodeGcs:
             if reply is False:
                 break
             sh.pending -= 1
+            n = sh.answered
+            sh.answered = n + 1
             if isinstance(reply, hiredis.ReplyError):
                 sh.errors += 1
                 logger.warning("GCS write failed: %s", reply)
+            if sh.reads and sh.reads[0][0] == n:
+                sh.reads.popleft()[1](reply)
 
     def fds(self):
         return list(self.by_fd) + self.gcs_fds()

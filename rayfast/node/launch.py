@@ -43,6 +43,8 @@ def run_node(args):
         if nm is not None and nm.warmer is not None:
             nm.warmer.stop()
         if gcs is not None:
+            # other nodes stop sending us work (a node killed outright is marked by the first peer to see its link close)
+            gcs.write(node_id, "HSET", "node:dead", node_id, repr(time.time()))
             gcs.close()
         if shards:
             stop_shards(shards)
@@ -89,6 +91,8 @@ def run_node(args):
         from rayfast.node.gcs_link import NodeGcs
         gcs = NodeGcs(addresses)
         nm.attach_gcs(gcs)
+        from rayfast.node.peers import Peers
+        nm.peers = Peers(nm, os.environ.get("RAYFAST_NODE_IP", "127.0.0.1"))
         if shards:
             with open(os.path.join(session_dir, "gcs_addresses"), "w") as f:
                 json.dump({"unix": addresses, "tcp": [s.tcp_address for s in shards]}, f)
@@ -97,7 +101,7 @@ def run_node(args):
                                    json.dumps([s.tcp_address for s in shards]))
         gcs.register_node(node_id, {"resources": resources, "labels": nm.labels, "session_dir": session_dir,
                                     "pid": os.getpid(), "store": store_name, "head": bool(args.head),
-                                    "hostname": socket.gethostname()})
+                                    "hostname": socket.gethostname(), "peer_address": nm.peers.address})
         _attach_actor_manager(nm)
         nm.listen()
         nm.warmer = StoreWarmer(store, WARM_BYTES)

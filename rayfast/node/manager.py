@@ -47,6 +47,7 @@ GCS_CHUNK = 2_000            # of which a loop turn packs and sends this many
 GC_IDLE_MIN = 1_000          # an idle loop collects cycles once this many objects were made since
 GC_BUSY_MAX = 200_000        # a loop that is never idle collects once this many were
 GC_FULL_EVERY = 10           # every this many collections go over the long-lived objects too
+_CLUSTER_QUERIES = ("nodes", "cluster_resources", "available_resources")
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 
@@ -153,6 +154,7 @@ class NodeManager:
         self.listener = None
         self.pool = None
         self.actors = None                 # ActorManager, attached by rayfast.node.actors
+        self.peers = None                  # links to other nodes (rayfast/node/peers.py), attached at start
         self.pgs = PlacementGroups(self)   # placement groups (rayfast/node/placement_groups.py)
         self.gpus = GpuIds(resources.get("GPU", 0))
         self._exits = {}                   # pidfd -> pid of a disconnected process not yet exited
@@ -187,6 +189,8 @@ class NodeManager:
         fds.extend(self._exits)
         if self.gcs is not None:
             fds.extend(self.gcs.fds())
+        if self.peers is not None:
+            fds.extend(self.peers.fds())
         return fds
 
     def _spawn_worker(self):
@@ -263,10 +267,10 @@ class NodeManager:
         if young > least:
             gc.collect(2 if collections >= GC_FULL_EVERY else 1)
 
-    def _accept(self):
+    def _accept(self, listener=None):
         while True:
             try:
-                sock, _ = self.listener.accept()
+                sock, _ = (listener or self.listener).accept()
             except (BlockingIOError, InterruptedError):
                 return
             self._add_client(sock)
@@ -379,12 +383,21 @@ class NodeManager:
                 self._cancel(m[1], m[2], m[3])
             elif t == P.REQUEST:
                 self._request(c, m[1], m[2], m[3])
+            elif t == P.OBJ:          # from another node (rayfast/node/peers.py)
+                self.peers.on_obj(c, m[1], m[2], m[3], m[4] if len(m) > 4 else ())
+            elif t == P.WELCOME:
+                self.peers.welcome(c)
+            elif t == P.PULL:
+                self.peers.serve_pull(c, m[1])
             elif self.actors is not None and self.actors.handle(c, m):
                 pass
             else:
                 raise ValueError(f"unknown message {t}")
 
     def _hello(self, c, m):
+        if m[1] == "peer":
+            self.peers.hello(c, m)
+            return
         c.kind = m[1]
         c.pid = m[2]
         if c.kind == "worker":
@@ -436,9 +449,11 @@ class NodeManager:
         if kind == P.STORE and self.warmer is not None:
             self.warmer.used()
         if subs:
-            msg = (P.OBJ, e.oid, kind, data)
+            msg = (P.OBJ, e.oid, kind, data, contained) if contained else (P.OBJ, e.oid, kind, data)
             for s in subs:
                 self.send(s, msg)
+            if contained and self.peers is not None and self.peers.links:
+                self.peers.push_contained(subs, contained)   # another node gets those too
         for handle in self.deps.mark_ready(e.oid):
             rec = self.tasks.get(handle)
             if rec is None:
@@ -454,7 +469,12 @@ class NodeManager:
         for oid in oids:
             e = objects.entry(oid)
             if e.state == READY:
-                self.send(c, (P.OBJ, oid, e.kind, e.data))
+                if e.contains:
+                    self.send(c, (P.OBJ, oid, e.kind, e.data, e.contains))
+                    if c.kind == "peer":
+                        self.peers.push_contained((c,), e.contains)
+                else:
+                    self.send(c, (P.OBJ, oid, e.kind, e.data))
             else:
                 if e.subscribers is None:
                     e.subscribers = [c]
@@ -517,7 +537,10 @@ class NodeManager:
                     w = self._pipeline_target(shape, q)
                     if w is None:
                         if not self._fits_total(shape):
-                            break      # infeasible (Ray keeps it pending): nothing to free for it
+                            # never here: to a node that can run it, else pending (as Ray)
+                            if self.peers is not None:
+                                self.peers.spill(shape, q)
+                            break
                         waiting = True
                         if not idle and self._fits(shape) and self.starting == 0 and self._may_grow():
                             self._spawn_worker()
@@ -859,6 +882,8 @@ class NodeManager:
         if w is not None and w.pipeline and w.pipeline[0] is not rec:
             self.send(w.client, (P.CANCEL_QUEUED, rec.handle))   # queued there, not started
         elif w is None:
+            if self.peers is not None and self.peers.cancel(rec, force, recursive):
+                return   # it runs on another node, which answers with its results
             self.unqueue(rec)
             self._finish(rec, cancelled_results(rec.spec))
         elif force:
@@ -895,6 +920,8 @@ class NodeManager:
                 self._lease_return(wid)
                 if not c.owner:
                     self._end_leased(lease[0])
+        if c.kind == "peer" and self.peers is not None:
+            self.peers.link_closed(c)
         if w is None and not c.owner:
             self._end_tasks_of(c)
         cid = c.id
@@ -988,16 +1015,31 @@ class NodeManager:
             elif rec.retries_left != 0:
                 if rec.retries_left > 0:
                     rec.retries_left -= 1
-                q = self.queues.get(rec.shape)
-                if q is None:
-                    q = self.queues[rec.shape] = TaskQueue()
-                q.push_front(rec.handle)
+                self.requeue_front(rec)
             else:
                 self.fail_task(rec, WorkerCrashedError(
                     f"The worker running {rec.spec[P.S_NAME]} (pid {w.pid}) died unexpectedly "
                     f"and no retries were left (max_retries={rec.spec[P.S_MAX_RETRIES]})."))
         if self._running and self._count_task_workers() < self.num_cpus:
             self._spawn_worker()
+
+    def requeue_front(self, rec):
+        """A task whose run was cut short goes back to the front of its queue."""
+        q = self.queues.get(rec.shape)
+        if q is None:
+            q = self.queues[rec.shape] = TaskQueue()
+        q.push_front(rec.handle)
+
+    def take_over(self, c):
+        """c's socket leaves the loop's clients (a pull's connection: rayfast/node/object_transfer.py)."""
+        c.closed = True
+        self.clients.pop(c.fd, None)
+        self._dirty.discard(c)
+        try:
+            self.ep.unregister(c.fd)
+        except (OSError, ValueError):
+            pass
+        return c.sock
 
     def _not_busy(self, w):
         try:
@@ -1044,6 +1086,8 @@ class NodeManager:
 
     def _on_object_freed(self, oid):
         self.deps.mark_missing(oid)
+        if self.peers is not None and self.peers.copies:
+            self.peers.object_freed(oid)   # a copy another node holds for us
         if self._lineage:
             self._return_freed(oid)
         actors = self.actors
@@ -1062,9 +1106,20 @@ class NodeManager:
                 value = self.actors.answer(what, args, c, req_id)
                 if value is DEFERRED:
                     return
+            elif what in _CLUSTER_QUERIES and self.peers is not None:
+                # answered from a fresh copy of the GCS node table, read without waiting
+                self.peers.read_nodes(lambda: self._answer_later(c, req_id, what, args))
+                return
             else:
                 value = self.answer(what, args, c)
         except Exception as e:  # the caller re-raises it
+            value = e
+        self.send(c, (P.REPLY, req_id, value))
+
+    def _answer_later(self, c, req_id, what, args):
+        try:
+            value = self.answer(what, args, c)
+        except Exception as e:
             value = e
         self.send(c, (P.REPLY, req_id, value))
 
@@ -1073,12 +1128,17 @@ class NodeManager:
             return True
         if what.startswith("pg_"):
             return self.pgs.answer(what, args)
+        peers = self.peers
         if what == "cluster_resources":
-            return dict(self.total)
+            total = dict(self.total)
+            return peers.add_totals(total) if peers is not None else total
         if what == "available_resources":
-            return {k: v for k, v in self.available().items() if v > 0}
+            avail = self.available()
+            if peers is not None:
+                peers.add_available(avail)
+            return {k: v for k, v in avail.items() if v > 0}
         if what == "nodes":
-            return [self.node_record()]
+            return [self.node_record()] + (peers.node_records() if peers is not None else [])
         if what == "statistics":
             return self.statistics()
         if what == "timeline":
@@ -1103,7 +1163,8 @@ class NodeManager:
         return avail
 
     def node_record(self):
-        return {"NodeID": self.node_id.hex(), "Alive": True, "NodeManagerAddress": "127.0.0.1",
+        host = self.peers.address.rsplit(":", 1)[0] if self.peers is not None else "127.0.0.1"
+        return {"NodeID": self.node_id.hex(), "Alive": True, "NodeManagerAddress": host,
                 "NodeManagerHostname": socket.gethostname(), "Resources": dict(self.total), "Labels": self.labels,
                 "alive": True, "ObjectStoreSocketName": self.store.name,
                 "NodeManagerPort": 0, "MetricsExportPort": 0}
@@ -1118,6 +1179,7 @@ class NodeManager:
                 "queues": {str(k): q.statistics() for k, q in self.queues.items()},
                 "store": self.store.statistics(), "functions": self.stats.summary(),
                 "store_warmer": self.warmer.statistics() if self.warmer is not None else {},
+                "peers": self.peers.statistics() if self.peers is not None else {},
                 "gcs": self.gcs.statistics() if self.gcs is not None else {}}
 
     def _gcs_pending(self):
@@ -1129,6 +1191,13 @@ class NodeManager:
             self.ep.register(fd, _EPOLLIN)
 
     def _other_event(self, fd, ev):
+        peers = self.peers
+        if peers is not None:
+            if fd == peers.listener.fileno():
+                self._accept(peers.listener)
+                return
+            if peers.transfers.on_event(fd, ev):
+                return
         pid = self._exits.pop(fd, None)
         if pid is not None:                # a disconnected driver's process has exited
             self.ep.unregister(fd)
@@ -1152,10 +1221,19 @@ class NodeManager:
         gcs = self.gcs
         if not idle and len(self.events) < GCS_BATCH and gcs.queued() < GCS_BATCH:
             return
+        if idle and self.peers is not None:
+            self.peers.on_idle()
         if self.events:   # (a turn packs GCS_CHUNK at most: the loop pauses a few ms, not ~100)
             self._events_to_gcs(GCS_CHUNK)
         if gcs.dirty or gcs.queued():
             for sh in gcs.send_some(GCS_CHUNK):
+                sh.want_write = True
+                self.ep.modify(sh.sock.fileno(), _EPOLLIN | _EPOLLOUT)
+
+    def send_gcs_now(self):
+        """Send what is queued for the GCS now (a read someone waits for is among it)."""
+        for sh in self.gcs.send_some(GCS_CHUNK):
+            if not sh.want_write:
                 sh.want_write = True
                 self.ep.modify(sh.sock.fileno(), _EPOLLIN | _EPOLLOUT)
 
@@ -1205,6 +1283,8 @@ class NodeManager:
                 pass
         for c in list(self.clients.values()):
             c.sock.close()
+        if self.peers is not None:
+            self.peers.close()
         if self.listener is not None:
             self.listener.close()
             try:
