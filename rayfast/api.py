@@ -52,8 +52,10 @@ class RayContext(dict):
 
 
 def is_initialized():
-    cw = _state["cw"]
-    return cw is not None and core_worker._current is cw   # (a forked child has none: core_worker)
+    """True in a driver after init() and in every task and actor (a worker is connected from
+    birth, as Ray's); a forked child has no CoreWorker (core_worker forgets it at the fork)."""
+    cw = core_worker._current
+    return cw is not None and (cw is _state["cw"] or cw.mode != "driver")
 
 
 def init(address=None, *, num_cpus=None, resources=None, object_store_memory=None,
@@ -69,7 +71,7 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
     with _lock:
         if is_initialized():
             if ignore_reinit_error:
-                return RayContext.of(_state["cw"].node_info)
+                return RayContext.of(core_worker._current.node_info)
             raise RuntimeError("Maybe you called rayfast.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'rayfast.shutdown()' prior to 'rayfast.init()'.")

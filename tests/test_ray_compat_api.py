@@ -513,3 +513,20 @@ def test_runtime_context_actor_name_gcs_address_session():
     assert (name, gcs, session) == ("ctx_named", here.gcs_address, here.get_session_name())
     assert ray.get(_Named.remote().context.remote())[0] == ""    # an actor without a name
     assert ray.get(_context_in_task.remote()) == (None, here.gcs_address)
+
+
+def test_inside_a_task_rayfast_is_initialized_and_init_is_refused(cluster):
+    """Library code doing `if not ray.is_initialized(): ray.init()` must not start a cluster per worker."""
+    @ray.remote
+    def inside():
+        out = [ray.is_initialized()]
+        try:
+            ray.init()
+            out.append("started")
+        except RuntimeError as e:
+            out.append("twice" in str(e))
+        out.append(ray.init(ignore_reinit_error=True) is not None)
+        return out
+
+    assert ray.get(inside.remote()) == [True, True, True]
+    assert ray.is_initialized()
