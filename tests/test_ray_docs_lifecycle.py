@@ -8,6 +8,7 @@ import pytest
 import rayfast
 
 from conftest import alive, run_driver, wait_for
+from test_cli import free_port
 
 pytestmark = pytest.mark.usefixtures("fresh")
 
@@ -160,15 +161,6 @@ def _node_gone(info, procs):
             and not os.path.exists(seg) and not os.path.exists(info["socket"]))
 
 
-def _free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_cli_start_block_until_sigterm_and_stop_force(tmp_path):
     import json
     import signal
@@ -177,7 +169,7 @@ def test_cli_start_block_until_sigterm_and_stop_force(tmp_path):
     from conftest import descendants
 
     # `start --block` stays in the foreground; SIGTERM (docker stop, Ctrl-C) stops its node.
-    p = _cli(tmp_path, "start", "--head", "--port", str(_free_port()), "--num-cpus", "1", "--num-gpus", "1",
+    p = _cli(tmp_path, "start", "--head", "--port", str(free_port()), "--num-cpus", "1", "--num-gpus", "1",
              "--object-store-memory", "64M", "--block", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert wait_for(lambda: (tmp_path / "session_latest.json").exists() or p.poll() is not None,
@@ -199,7 +191,7 @@ def test_cli_start_block_until_sigterm_and_stop_force(tmp_path):
             p.wait()
 
     # `stop --force` kills at once and still leaves nothing behind.
-    r = _cli(tmp_path, "start", "--head", "--port", str(_free_port()), "--num-cpus", "1",
+    r = _cli(tmp_path, "start", "--head", "--port", str(free_port()), "--num-cpus", "1",
              "--object-store-memory", "64M")
     assert r.returncode == 0, r.stderr
     info = json.loads((tmp_path / "session_latest.json").read_text())
