@@ -48,8 +48,8 @@ class StoreWarmer:
         self._thread.join()
 
     def _run(self):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        try:   # only a core nobody else wants, as the store's copy helper (csrc/memcopy.c)
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
         except (OSError, AttributeError):
             pass
         while True:
