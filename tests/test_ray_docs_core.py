@@ -90,10 +90,10 @@ def test_assigned_resources_inside_a_placement_group_are_what_the_task_asked_for
 
 
 def test_util_as_completed_and_map_unordered(cluster):
-    refs = [sleeper.remote(x) for x in (0.8, 0.0, 0.3)]
+    # each as it finishes: a value that exists already comes before a task still sleeping,
+    # whatever the order given (which worker runs the sleepers is not this test's business)
+    refs = [sleeper.remote(0.8), ray.put(0.0), sleeper.remote(0.3)]
     got = list(ray.util.as_completed(refs, chunk_size=1))
-    # each as it finishes: the instant one first (on 2 CPUs the other two may share a worker,
-    # as brief tasks are queued behind one another, so their order is not the test's business)
     assert got[0] == 0.0 and sorted(got) == [0.0, 0.3, 0.8]
     assert sorted(ray.get(list(ray.util.as_completed(refs, yield_obj_refs=True)))) == [0.0, 0.3, 0.8]
     assert list(ray.util.as_completed([])) == []
