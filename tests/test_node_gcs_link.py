@@ -60,6 +60,7 @@ def test_pack_tasks_packs_at_most_limit():
 def test_dropped_lineage_is_forgotten_if_unwritten_else_deleted_after_its_write():
     g = NodeGcs.__new__(NodeGcs)
     g.shards, g.dirty, g._tasks, g._dropped = [_Shard(), _Shard()], set(), {}, []
+    g._shard = lambda key: shard_for(key, 2)
     written, unwritten = _spec(1), _spec(2)
     g.put_task_async(written)
     g.pack_tasks()

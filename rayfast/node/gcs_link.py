@@ -213,10 +213,9 @@ class NodeGcs:
         if not dropped:
             return
         self._dropped = []
-        n = len(self.shards)
         keys = [[] for _ in self.shards]
         for task_id in dropped:
-            keys[shard_for(task_id, n) if n > 1 else 0].append(b"task:" + task_id)
+            keys[self._shard(task_id)].append(b"task:" + task_id)
         for sh, k in zip(self.shards, keys):
             if k:
                 sh.queue(_command(["DEL"] + k))
