@@ -428,18 +428,27 @@ class NodeClient:
             self.conn = P.connect(socket_path)
         except OSError as e:
             raise ConnectionError(f"could not connect to the rayfast node at {socket_path}: {e}") from None
-        self.conn.send((P.HELLO, "cli", os.getpid(), None, False))
-        self.conn.flush()
+        self._send((P.HELLO, "cli", os.getpid(), None, False))
         self.info = self._wait(lambda m: m[0] == P.WELCOME)[1]
         self._next = 0
+
+    _CLOSED = "the rayfast node closed the connection (was it stopped?)"
+
+    def _send(self, msg):
+        # A node that closed first shows up as EPIPE/ECONNRESET on the write, not on the read.
+        try:
+            self.conn.send(msg)
+            self.conn.flush()
+        except (BrokenPipeError, ConnectionResetError, self._P.ConnectionClosed):
+            raise ConnectionError(self._CLOSED) from None
 
     def _wait(self, pred):
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             try:
                 msgs = self.conn.recv(max(0.0, deadline - time.monotonic()))
-            except self._P.ConnectionClosed:
-                raise ConnectionError("the rayfast node closed the connection (was it stopped?)") from None
+            except (self._P.ConnectionClosed, ConnectionResetError):
+                raise ConnectionError(self._CLOSED) from None
             for m in msgs:
                 if pred(m):
                     return m
@@ -449,8 +458,7 @@ class NodeClient:
         P = self._P
         self._next += 1
         rid = self._next
-        self.conn.send((P.REQUEST, rid, what, args))
-        self.conn.flush()
+        self._send((P.REQUEST, rid, what, args))
         value = self._wait(lambda m: m[0] == P.REPLY and m[1] == rid)[2]
         if isinstance(value, BaseException):
             raise value
