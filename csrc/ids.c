@@ -197,6 +197,13 @@ int rf_reftable_drain(rf_reftable *rt, const uint8_t **added, size_t *n_added,
     return RF_OK;
 }
 
+int rf_reftable_next_held(const rf_reftable *rt, size_t *pos, const uint8_t **oid) {
+    rf_idval *v;
+    while (rf_idtable_next(rt->table, pos, oid, &v))
+        if (v->i64 > 0) return 1;
+    return 0;
+}
+
 void rf_reftable_get_stats(const rf_reftable *rt, rf_reftable_stats *out) {
     out->live_ids = rt->live_ids;
     out->entries = rf_idtable_len(rt->table);

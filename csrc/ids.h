@@ -72,4 +72,8 @@ int rf_reftable_drain(rf_reftable *rt, const uint8_t **added, size_t *n_added,
 
 void rf_reftable_get_stats(const rf_reftable *rt, rf_reftable_stats *out);
 
+/* Iterate over the ids held now (count > 0): start with *pos = 0; returns 1 and
+ * sets *oid (valid until the table changes) while there is one, then 0. */
+int rf_reftable_next_held(const rf_reftable *rt, size_t *pos, const uint8_t **oid);
+
 #endif

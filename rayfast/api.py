@@ -6,6 +6,7 @@ import numbers
 import os
 import threading
 import time
+import uuid
 
 from rayfast import core_worker
 from rayfast import protocol as P
@@ -61,8 +62,12 @@ def is_initialized():
 def init(address=None, *, num_cpus=None, resources=None, object_store_memory=None,
          gcs_shards=DEFAULT_GCS_SHARDS, ignore_reinit_error=False, namespace=None,
          object_spilling_directory=None, labels=None, **kwargs):
-    """Start a local cluster (or connect to one) and make this process its driver. labels: the
-    node's labels (str -> str), for NodeLabelSchedulingStrategy."""
+    """Start a local cluster (or connect to one) and make this process its driver.
+
+    address: None (as Ray's: the cluster RAYFAST_ADDRESS names, else the latest one `rayfast start`
+    left running on this machine, else a new local one), "local" (always a new local one), "auto"
+    (a running one, else ConnectionError), "HOST:PORT" (the head's GCS) or a node's socket path.
+    labels: the new node's labels (str -> str), for NodeLabelSchedulingStrategy."""
     unknown = set(kwargs) - _INIT_KWARGS
     if unknown:
         raise RuntimeError(f"Unknown keyword argument(s): {', '.join(sorted(unknown))}")   # as Ray
@@ -75,6 +80,8 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             raise RuntimeError("Maybe you called rayfast.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'rayfast.shutdown()' prior to 'rayfast.init()'.")
+        if address is None:
+            address = _running_cluster()
         if address not in (None, "local"):
             given = [k for k, v in (("num_cpus", num_cpus), ("resources", resources),
                                     ("object_store_memory", object_store_memory)) if v is not None]
@@ -105,8 +112,10 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
                 res["GPU"] = float(gpus)
         if object_store_memory is None:
             object_store_memory = default_object_store_memory()
-        elif not isinstance(object_store_memory, numbers.Integral) or object_store_memory <= 0:
-            raise ValueError(f"object_store_memory must be a positive integer, got {object_store_memory!r}")
+        elif (not isinstance(object_store_memory, numbers.Real) or isinstance(object_store_memory, bool)
+              or not object_store_memory >= 1):
+            # Ray takes a float (100e6) and uses its whole bytes
+            raise ValueError(f"object_store_memory must be a positive number of bytes, got {object_store_memory!r}")
         if not isinstance(gcs_shards, int) or gcs_shards < 1:
             raise ValueError(f"gcs_shards must be a positive integer, got {gcs_shards!r}")
         if labels is not None and (not isinstance(labels, dict) or not all(
@@ -135,10 +144,11 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
         store = ObjectStore.attach(info["store_name"])
         cw = CoreWorker(conn, "driver", store, info)
         cw.direct = DriverChannel(cw)
-        cw.namespace = namespace or "default"
+        # Without one, a job gets an anonymous namespace of its own (Ray's: a UUID), so the
+        # named actors of two such jobs never collide or see each other.
+        cw.namespace = namespace if namespace is not None else str(uuid.uuid4())
         cw.runtime_env = job_env
-        if namespace is not None:
-            cw.request("job_namespace", namespace)
+        cw.request("job_namespace", cw.namespace)
         _state.update(node=node, cw=cw, namespace=cw.namespace)
         core_worker.set_current(cw)
         return RayContext.of(info)
@@ -178,6 +188,16 @@ def shutdown(_exiting_interpreter=False):
 
 
 atexit.register(shutdown, True)
+
+
+def _running_cluster():
+    """What init() without an address joins, as Ray's: the cluster RAYFAST_ADDRESS names, else the
+    latest one `rayfast start` left running on this machine; None: start a local one."""
+    env = os.environ.get("RAYFAST_ADDRESS")
+    if env:
+        return env
+    from rayfast.cluster import live_session
+    return "auto" if live_session() is not None else None
 
 
 def _check_refs(object_refs, what):

@@ -2,7 +2,8 @@
 
 `rayfast start --head` runs a node manager (with the GCS shards) detached
 from the terminal. Each such node is recorded in a file under the session
-root (`/tmp/rayfast` unless `RAYFAST_SESSION_ROOT` says otherwise):
+root (`/tmp/rayfast_clusters` unless `RAYFAST_SESSION_ROOT` says otherwise; not `/tmp/rayfast`,
+which `import rayfast` run from /tmp would take for the package):
 
     <root>/nodes/<pid>.json     one per node started by `rayfast start`
     <root>/session_latest.json  the last head node started: what address="auto" finds
@@ -30,7 +31,7 @@ _SHARDS_KEY = "rayfast:gcs_shards"
 
 # --- where things are -------------------------------------------------------
 def session_root():
-    return os.environ.get("RAYFAST_SESSION_ROOT") or os.path.join(tempfile.gettempdir(), "rayfast")
+    return os.environ.get("RAYFAST_SESSION_ROOT") or os.path.join(tempfile.gettempdir(), "rayfast_clusters")
 
 
 def _nodes_dir():

@@ -27,7 +27,7 @@ from collections import deque
 
 from rayfast import protocol as P
 from rayfast import serialization
-from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, local_ref_count, set_ref_hooks
+from rayfast._core.ids import ObjectRef, TaskID, drain_ref_changes, held_ref_keys, local_ref_count, set_ref_hooks
 from rayfast._core.store import ObjectExistsError
 from rayfast.config import INLINE_THRESHOLD
 from rayfast.direct import HOT_WAIT, WRITABLE, recv_any, recv_hot
@@ -58,6 +58,9 @@ class CoreWorker:
         self._results = {}                    # oid -> (kind, data)
         self._failures = 0                    # ERROR values delivered so far (get() stops at one)
         self._subscribed = set()
+        # Refs this process still held when this session began: they belong to an earlier one
+        # (before shutdown()/init()), whose node and objects are gone. Waiting on one would never end.
+        self.stale_keys = frozenset(held_ref_keys()) if mode == "driver" else frozenset()
         self._callbacks = {}                  # oid -> [fn(kind, data)]  for futures / asyncio
         self._inbox = deque()                 # TASK messages (workers)
         self._replies = {}
@@ -486,6 +489,8 @@ class CoreWorker:
                 return True
         new = [k for k in missing if k not in self._subscribed]
         if new:
+            if self.stale_keys:
+                self.refuse_stale(new)
             self._subscribed.update(new)
             self.conn.send((P.GET, tuple(new)))
         blocked = self.in_task and self.mode == "worker" and not self._blocked
@@ -536,6 +541,14 @@ class CoreWorker:
             if blocked and block_at is None:
                 self._blocked = False
                 self.send((P.UNBLOCKED,))
+
+    def refuse_stale(self, keys):
+        """ValueError (Ray's, for a ref whose owner it does not know) if any of keys is an earlier session's."""
+        stale = next((k for k in keys if k in self.stale_keys), None)
+        if stale is not None:
+            raise ValueError(f"ObjectRef({stale.hex()}) belongs to an earlier rayfast session: it was made "
+                             "before the last shutdown()/init(), and its object went with that session. "
+                             "Refs are valid only in the session that made them.")
 
     def _failed(self, keys):
         """The first of keys whose value is an error, or None."""

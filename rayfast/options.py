@@ -71,12 +71,15 @@ def validate(options, allowed, what):
         raise ValueError(f"Invalid scheduling_strategy value {strategy!r}. Valid values are "
                          f"['DEFAULT' | 'SPREAD' | PlacementGroupSchedulingStrategy | "
                          f"NodeAffinitySchedulingStrategy | NodeLabelSchedulingStrategy]")
-    calls = options.get("max_calls")
-    if calls is not None and (not isinstance(calls, int) or isinstance(calls, bool) or calls < 0):
-        raise ValueError(f"max_calls only accepts None, 0 or a positive integer, got {calls!r}")
-    mc = options.get("max_concurrency")
-    if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
-        raise ValueError(f"max_concurrency must be a positive integer, got {mc!r}")
+    for key, low, what in (("max_calls", 0, "None, 0 or a positive integer"),
+                           ("max_concurrency", 1, "a positive integer")):
+        v = options.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool):   # Ray: TypeError for the type
+            raise _TypeOrValueError(f"{key} must be {what}, got {type(v).__name__} {v!r}")
+        if v < low:
+            raise ValueError(f"{key} must be {what}, got {v!r}")
     lt = options.get("lifetime")
     if lt is not None and lt not in ("detached", "non_detached"):
         raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lt!r}")

@@ -71,8 +71,16 @@ def encode_call_args(cw, args, kwargs, keep=None):
 
     A big numpy array inlined in a spec would be copied through every message
     and into the GCS lineage; as a ref it is written once into shared memory
-    and read by the actor as a zero-copy view.
+    and read by the actor as a zero-copy view. A ref of an earlier session is
+    refused here: the call would wait for it forever.
     """
+    out = _encode_call_args(cw, args, kwargs, keep)
+    if cw.stale_keys and (out[1] or out[2]):
+        cw.refuse_stale([k for _, k in out[1]] + list(out[2]))
+    return out
+
+
+def _encode_call_args(cw, args, kwargs, keep):
     if not args and not kwargs:
         return _NO_ARGS, (), ()   # (calls without arguments are common: encoded once)
     big = False

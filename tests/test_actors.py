@@ -455,7 +455,7 @@ def test_runtime_context():
     m = Me.remote()
     aid, ns, node = rayfast.get(m.info.remote())
     assert aid == m._actor_id.hex()
-    assert ns == "default"
+    assert ns == rayfast.get_runtime_context().namespace   # the job's anonymous one
     assert rayfast.get_runtime_context().get_actor_id() is None
     same = rayfast.get(m.via_self.remote())
     assert same == m and rayfast.get(same.ping.remote()) == "pong"

@@ -298,6 +298,16 @@ def test_max_calls_gives_each_call_batch_a_fresh_worker():
         once.options(max_calls=3)
     with pytest.raises(ValueError):
         ray.remote(max_calls=-1)(lambda: 0)
+    with pytest.raises(TypeError, match="max_calls"):   # Ray: the type is a TypeError
+        ray.remote(max_calls=1.5)(lambda: 0)
+
+    class A:
+        pass
+
+    with pytest.raises(TypeError, match="max_concurrency"):
+        ray.remote(max_concurrency=1.5)(A)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        ray.remote(max_concurrency=0)(A)
 
 
 def test_actor_runtime_env_for_its_life_and_its_calls():

@@ -66,7 +66,11 @@ def test_an_object_store_that_cannot_be_made_is_a_value_error_saying_why(tmp_pat
     p = run_driver("import sys; from rayfast import cli; sys.exit(cli.main(['start', '--head', '--port', '0', "
                    "'--object-store-memory', '10']))")
     assert p.returncode != 0 and "at least" in p.stderr, p.stderr
-    ctx = rayfast.init(num_cpus=1, object_store_memory=64 << 20)   # and a good value still works
+    for bad in ("64M", -1.0, True):
+        with pytest.raises(ValueError, match="object_store_memory"):
+            rayfast.init(num_cpus=1, object_store_memory=bad)
+    ctx = rayfast.init(num_cpus=1, object_store_memory=64e6)   # a good value still works; a float too, as Ray
+    assert rayfast.available_resources()["object_store_memory"] == 64e6
     assert rayfast.get(sleepy.remote(0)) > 0
     rayfast.shutdown()
 
@@ -422,3 +426,101 @@ def test_the_default_object_store_fits_a_small_dev_shm(monkeypatch):
     assert 0 < session.default_object_store_memory() <= 0.8 * 64_000_000
     monkeypatch.setattr(session.os, "statvfs", lambda path: Big)
     assert session.default_object_store_memory() >= 64 << 20   # 30% of RAM, 64 MiB at least
+
+
+# --- sessions: refs of an earlier one, anonymous namespaces, init() finding a running cluster --
+def test_refs_of_an_earlier_session_raise_at_once():
+    # Ray: "You are trying to access Ray objects whose owner is unknown" (ValueError), never a hang.
+    rayfast.init(num_cpus=1)
+    old = rayfast.put(41)
+    old_task = sleepy.remote(0)
+    rayfast.get(old_task)
+    rayfast.shutdown()
+    rayfast.init(num_cpus=1)
+
+    @rayfast.remote
+    def inc(x):
+        return x + 1
+
+    t0 = time.monotonic()
+    for call in (lambda: rayfast.get(old), lambda: rayfast.get([old_task]), lambda: rayfast.get(old, timeout=30),
+                 lambda: rayfast.wait([old], timeout=30), lambda: inc.remote(old),
+                 lambda: inc.remote([old_task])):
+        with pytest.raises(ValueError, match="earlier rayfast session"):
+            call()
+    assert time.monotonic() - t0 < 5
+    new = rayfast.put(1)   # this session's refs are not affected
+    assert rayfast.get(inc.remote(new)) == 2 and rayfast.get(rayfast.wait([new])[0][0]) == 1
+
+
+def test_each_job_without_a_namespace_gets_an_anonymous_one_of_its_own(tmp_path, monkeypatch):
+    # Ray's namespaces page: two jobs that give no namespace may both name an actor "my_actor".
+    import uuid
+
+    monkeypatch.setenv("RAYFAST_SESSION_ROOT", str(tmp_path))
+    monkeypatch.delenv("RAYFAST_ADDRESS", raising=False)
+    r = _cli(tmp_path, "start", "--head", "--port", str(free_port()), "--num-cpus", "1",
+             "--object-store-memory", "64M")
+    assert r.returncode == 0, r.stderr
+    try:
+        @rayfast.remote(num_cpus=0)
+        class Actor:
+            def ping(self):
+                return rayfast.get_runtime_context().namespace
+
+        namespaces = []
+        for _ in range(2):
+            rayfast.init()   # joins the running cluster (Ray: the latest `ray start` on this machine)
+            ns = rayfast.get_runtime_context().namespace
+            uuid.UUID(ns)   # an anonymous namespace is a UUID
+            a = Actor.options(name="my_actor", lifetime="detached").remote()
+            assert rayfast.get(a.ping.remote()) == ns
+            assert rayfast.get_actor("my_actor") == a
+            namespaces.append(ns)
+            rayfast.shutdown()
+        assert namespaces[0] != namespaces[1]
+        rayfast.init(namespace=namespaces[0])   # an anonymous namespace can be joined by name
+        rayfast.kill(rayfast.get_actor("my_actor"))
+        rayfast.kill(rayfast.get_actor("my_actor", namespace=namespaces[1]))
+        rayfast.shutdown()
+    finally:
+        if rayfast.is_initialized():
+            rayfast.shutdown()
+        r = _cli(tmp_path, "stop")
+        assert r.returncode == 0, r.stderr
+
+
+def test_init_without_an_address_joins_the_running_cluster(tmp_path, monkeypatch):
+    # Ray's init(): RAY_ADDRESS first, then the latest `ray start` on this machine, else a new one.
+    import json
+
+    monkeypatch.setenv("RAYFAST_SESSION_ROOT", str(tmp_path))
+    monkeypatch.delenv("RAYFAST_ADDRESS", raising=False)
+    port = free_port()
+    r = _cli(tmp_path, "start", "--head", "--port", str(port), "--num-cpus", "1", "--resources",
+             '{"joined": 1}', "--object-store-memory", "64M")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "session_latest.json").read_text())
+    try:
+        ctx = rayfast.init()
+        assert rayfast.cluster_resources().get("joined") == 1
+        assert rayfast.get(sleepy.remote(0)) != os.getpid()
+        rayfast.shutdown()
+        assert alive(info["pid"])   # a driver that joined leaves the cluster running
+        with pytest.raises(ValueError, match="num_cpus"):
+            rayfast.init(num_cpus=2)   # as Ray: the joined node's resources are its own
+        ctx = rayfast.init("local", num_cpus=1)   # "local": always a new cluster of its own
+        assert "joined" not in rayfast.cluster_resources()
+        assert ctx["session_dir"] != info["session_dir"]
+        rayfast.shutdown()
+        monkeypatch.setenv("RAYFAST_ADDRESS", f"127.0.0.1:{port}")
+        monkeypatch.setenv("RAYFAST_SESSION_ROOT", str(tmp_path / "elsewhere"))   # no record to find
+        rayfast.init()
+        assert rayfast.cluster_resources().get("joined") == 1
+        rayfast.shutdown()
+    finally:
+        if rayfast.is_initialized():
+            rayfast.shutdown()
+        monkeypatch.setenv("RAYFAST_SESSION_ROOT", str(tmp_path))
+        r = _cli(tmp_path, "stop")
+        assert r.returncode == 0, r.stderr

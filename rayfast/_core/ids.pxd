@@ -46,6 +46,7 @@ cdef extern from "ids.h" nogil:
     int rf_reftable_drain(rf_reftable *rt, const uint8_t **added, size_t *n_added,
                           const uint8_t **released, size_t *n_released)
     void rf_reftable_get_stats(const rf_reftable *rt, rf_reftable_stats *out)
+    int rf_reftable_next_held(const rf_reftable *rt, size_t *pos, const uint8_t **oid)
 
 
 cdef class TaskID:

@@ -300,6 +300,16 @@ def drain_ref_changes():
     return _unpack_ids(added, na), _unpack_ids(released, nr)
 
 
+def held_ref_keys():
+    """The id bytes of every object this process holds a ref to now."""
+    cdef size_t pos = 0
+    cdef const uint8_t *oid
+    out = []
+    while rf_reftable_next_held(_reftable, &pos, &oid):
+        out.append(PyBytes_FromStringAndSize(<const char *>oid, 20))
+    return out
+
+
 def ref_table_statistics():
     cdef rf_reftable_stats s
     rf_reftable_get_stats(_reftable, &s)

@@ -131,6 +131,25 @@ static void test_reftable_model(void) {
             CHECK(na == want_a && nr == want_r);
         }
         CHECK(rf_reftable_count(rt, id) == count[k]);
+        if (step % 97 == 0) { /* next_held: exactly the ids with a count, each once */
+            int seen[K] = {0}, n = 0;
+            size_t pos = 0;
+            const uint8_t *held;
+            while (rf_reftable_next_held(rt, &pos, &held)) {
+                int j = -1;
+                for (int i = 0; i < K && j < 0; i++) {
+                    uint8_t jd[20];
+                    oid(jd, 3, (uint32_t)i + 1);
+                    if (memcmp(jd, held, 20) == 0) j = i;
+                }
+                CHECK(j >= 0 && count[j] > 0 && !seen[j]);
+                if (j >= 0) seen[j] = 1;
+                n++;
+            }
+            int want = 0;
+            for (int i = 0; i < K; i++) want += count[i] > 0;
+            CHECK(n == want);
+        }
     }
     rf_reftable_free(rt);
 }
