@@ -54,6 +54,40 @@ def test_a_departed_drivers_tasks_end_and_give_their_cpus_back():
     assert len(set(pids)) == 2 and time.monotonic() - t < 5   # both workers free, side by side
 
 
+def test_a_departed_drivers_placement_groups_go_unless_detached():
+    # Ray: a placement group lives as long as the driver (or detached actor) that made it, unless
+    # lifetime="detached".
+    from rayfast.util import get_placement_group, placement_group_table
+
+    ctx = rayfast.init(num_cpus=2)
+    p = run_driver(f"""
+        import rayfast
+        from rayfast.util import placement_group
+
+        rayfast.init(address={ctx["address"]!r}, namespace="pg")
+        placement_group([{{"CPU": 1}}], name="scoped").ready()
+        placement_group([{{"CPU": 0.5}}], name="kept", lifetime="detached").ready()
+
+        @rayfast.remote(num_cpus=0, lifetime="detached", name="maker")
+        class Maker:
+            def make(self):
+                placement_group([{{"CPU": 0.25}}], name="actor_scoped")
+                return True
+
+        rayfast.get(Maker.remote().make.remote())
+        placement_group([{{"CPU": 0.25}}], name="pending", lifetime=None)   # does not fit: PENDING
+    """)
+    assert p.returncode == 0, p.stderr
+    states = lambda: {row["name"]: row["state"] for row in placement_group_table().values()}
+    assert wait_for(lambda: states()["scoped"] == "REMOVED" and states()["pending"] == "REMOVED", timeout=5)
+    assert states()["kept"] == "CREATED" and states()["actor_scoped"] == "CREATED"
+    assert rayfast.available_resources()["CPU"] == 2 - 0.5 - 0.25
+    rayfast.kill(rayfast.get_actor("maker", namespace="pg"))   # the detached actor's group goes with it
+    assert wait_for(lambda: states()["actor_scoped"] == "REMOVED", timeout=5)
+    assert rayfast.available_resources()["CPU"] == 1.5
+    get_placement_group("kept")
+
+
 def test_an_object_store_that_cannot_be_made_is_a_value_error_saying_why(tmp_path, monkeypatch):
     # Ray refuses such an object_store_memory with ValueError; the node's reason used to be lost
     # with its session dir ("exit code 1").
@@ -488,6 +522,38 @@ def test_each_job_without_a_namespace_gets_an_anonymous_one_of_its_own(tmp_path,
             rayfast.shutdown()
         r = _cli(tmp_path, "stop")
         assert r.returncode == 0, r.stderr
+
+
+def test_a_tasks_namespace_is_its_own_jobs_while_other_jobs_come_and_go():
+    ctx = rayfast.init(num_cpus=2)
+    mine = rayfast.get_runtime_context().namespace
+
+    @rayfast.remote
+    def task_namespace():
+        return rayfast.get_runtime_context().namespace
+
+    @rayfast.remote(num_cpus=0)
+    class Named:
+        def namespace(self):
+            return rayfast.get_runtime_context().namespace
+
+    @rayfast.remote
+    def make_named(name):
+        a = Named.options(name=name, lifetime="detached").remote()
+        return rayfast.get(a.namespace.remote())
+
+    p = run_driver(f"""
+        import rayfast
+        rayfast.init(address={ctx["address"]!r}, namespace="visitor")
+    """)
+    assert p.returncode == 0, p.stderr
+    assert rayfast.get(task_namespace.remote()) == mine   # not the job that joined last
+    assert rayfast.get(make_named.remote("from_task")) == mine
+    a = rayfast.get_actor("from_task")   # made by our task: in our namespace
+    assert rayfast.get(a.namespace.remote()) == mine
+    with pytest.raises(ValueError):
+        rayfast.get_actor("from_task", namespace="visitor")
+    rayfast.kill(a)
 
 
 def test_init_without_an_address_joins_the_running_cluster(tmp_path, monkeypatch):

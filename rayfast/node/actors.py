@@ -648,13 +648,13 @@ class ActorManager:
             return self._create_named(c, args[0])
         if what == "get_actor":
             return self._get_actor(c, args[0], args[1])
-        if what == "job_namespace":   # set by a driver's init(namespace=); read by its tasks' code
+        if what == "job_namespace":   # set by a driver's init(); read by its tasks' code
             if args:
-                self.job_namespace = args[0]
-            return self.job_namespace
+                c.namespace = self.job_namespace = args[0]
+            return self.namespace_of(c)
         if what == "list_named_actors":
             ns, all_ns = args
-            ns = ns or self.job_namespace
+            ns = ns or self.namespace_of(c)
             if all_ns:
                 return [{"name": n, "namespace": s} for (s, n) in self.names]
             return sorted(n for (s, n) in self.names if s == ns)
@@ -671,9 +671,36 @@ class ActorManager:
             return rec is not None and rec.spec[P.S_KIND] == P.TASK_ACTOR_METHOD
         raise ValueError(f"unknown request {what!r}")
 
+    def namespace_of(self, c):
+        """The namespace of the job c acts for: a driver's own (from its init()); a worker's is
+        that of the driver its task or actor comes from, up the chain of submitters. The node's
+        latest job's when the chain ends without one (a driver that has left)."""
+        nm = self.nm
+        for _ in range(100):   # chains are short; the bound only guards against a cycle
+            if c is None:
+                break
+            if c.namespace is not None:
+                return c.namespace
+            w = c.worker
+            if w is None:
+                break
+            if w.actor_id is not None:
+                a = self.actors.get(w.actor_id)
+                if a is None:
+                    break
+                if a.namespace:
+                    return a.namespace
+                c = a.create.owner
+            elif w.task is not None:
+                c = w.task.owner
+            else:
+                lease = nm.leases.get(w.worker_id)   # running a leased driver's task directly
+                c = lease[1] if lease is not None else None
+        return self.job_namespace
+
     def _create_named(self, c, spec):
         ex = spec[P.S_OPTIONS]
-        ns = ex.get("namespace") or self.job_namespace
+        ns = ex.get("namespace") or self.namespace_of(c)
         name = ex["name"]
         aid = self.names.get((ns, name))
         if aid is not None:
@@ -704,7 +731,7 @@ class ActorManager:
         return spec[P.S_ACTOR_ID], ex["meta"], bool(ex.get("detached"))
 
     def _get_actor(self, c, ns, name):
-        ns = ns or self.job_namespace
+        ns = ns or self.namespace_of(c)
         aid = self.names.get((ns, name))
         a = self.actors.get(aid) if aid is not None else None
         if a is None or a.state == DEAD:

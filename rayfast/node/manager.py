@@ -55,7 +55,7 @@ _EPOLLOUT = select.EPOLLOUT
 
 class Client:
     __slots__ = ("id", "sock", "fd", "rbuf", "out", "wbuf", "kind", "pid", "worker", "held",
-                 "owner", "closed", "actor_handles", "writing")
+                 "owner", "closed", "actor_handles", "writing", "namespace")
 
     def __init__(self, cid, sock):
         self.id = cid
@@ -72,6 +72,7 @@ class Client:
         self.closed = False
         self.actor_handles = {}
         self.writing = False
+        self.namespace = None         # a driver's job namespace (rayfast/node/actors.py namespace_of)
 
 
 class TaskRecord:
@@ -915,6 +916,8 @@ class NodeManager:
             self._release_store_holds(c)
         if self.actors is not None:
             self.actors.client_gone(c)
+        if self.pgs.scoped:
+            self.pgs.creator_gone(c)
         for wid, lease in list(self.leases.items()):
             if lease[1] is c:
                 self._lease_return(wid)
@@ -1127,7 +1130,7 @@ class NodeManager:
         if what == "ping":
             return True
         if what.startswith("pg_"):
-            return self.pgs.answer(what, args)
+            return self.pgs.answer(what, args, c)
         peers = self.peers
         if what == "cluster_resources":
             total = dict(self.total)

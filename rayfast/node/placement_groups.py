@@ -12,6 +12,11 @@ runs only inside the reservation. Removing the group gives the reservation
 back and takes the names away; as in Ray, its tasks end: those still waiting
 fail with TaskPlacementGroupRemovedError, running ones are killed (as by
 cancel(force=True)), and what they held never comes back to the node.
+
+Lifetime, as Ray's: a group that is not `lifetime="detached"` is removed when
+the driver that created it leaves, or the detached actor that created it dies.
+One made by another task or actor lives as long as the node (Ray scopes it to
+the job, whose driver a worker here does not know).
 """
 from rayfast import protocol as P
 from rayfast.exceptions import TaskPlacementGroupRemovedError
@@ -37,10 +42,15 @@ class PlacementGroups:
         self.nm = nm
         self.groups = {}       # pg hex -> record dict (the table row)
         self.pending = []      # pg hexes waiting for resources, in creation order
+        self.scoped = {}       # client whose end removes the group -> [pg hex] (see lifetime above)
 
-    def answer(self, what, args):
+    def answer(self, what, args, c):
         if what == "pg_create":
-            return self.create(*args)
+            pg_hex, bundles, strategy, name, detached = args
+            self.create(pg_hex, bundles, strategy, name)
+            if not detached and self._scopes(c):
+                self.scoped.setdefault(c, []).append(pg_hex)
+            return True
         if what == "pg_remove":
             return self.remove(args[0])
         if what == "pg_table":
@@ -56,7 +66,7 @@ class PlacementGroups:
         raise ValueError(f"unknown request {what!r}")
 
     def create(self, pg_hex, bundles, strategy, name):
-        if name and self.answer("pg_by_name", (name,)) is not None:
+        if name and self.answer("pg_by_name", (name,), None) is not None:
             raise ValueError(f"A placement group named {name!r} already exists")
         self.groups[pg_hex] = {"placement_group_id": pg_hex, "name": name, "strategy": strategy,
                                "bundles": dict(enumerate(bundles)), "state": "PENDING",
@@ -64,6 +74,19 @@ class PlacementGroups:
         self.pending.append(pg_hex)
         self.schedule()
         return True
+
+    def _scopes(self, c):
+        """Whether c's end ends the non-detached groups it creates: a driver's, a detached actor's."""
+        w = c.worker
+        if w is None:
+            return c.kind == "driver"
+        actors = self.nm.actors
+        a = actors.actors.get(w.actor_id) if actors is not None and w.actor_id is not None else None
+        return a is not None and a.detached
+
+    def creator_gone(self, c):
+        for pg_hex in self.scoped.pop(c, ()):
+            self.remove(pg_hex)
 
     def schedule(self):
         """Place the pending groups that fit now (called from the node's scheduling pass).

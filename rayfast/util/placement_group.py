@@ -97,7 +97,7 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_targ
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     cw = core_worker.current_or_init()
     pg_hex = os.urandom(18).hex()
-    cw.request("pg_create", pg_hex, specs, strategy, name)
+    cw.request("pg_create", pg_hex, specs, strategy, name, lifetime == "detached")
     return PlacementGroup(PlacementGroupID.from_hex(pg_hex), specs)
 
 
