@@ -6,12 +6,17 @@ import json
 import os
 
 from rayfast import protocol as P
+from rayfast._core.ids import TaskID
 from rayfast.id_types import BinaryID
 
 JOB_ID = "01000000"
 
 
 class JobID(BinaryID):
+    __slots__ = ()
+
+
+class NodeID(BinaryID):
     __slots__ = ()
 
 
@@ -78,9 +83,10 @@ class RuntimeContext:
         nid = self._cw.node_info.get("node_id")
         return nid.hex() if isinstance(nid, bytes) else nid
 
+    # Ray's deprecated properties give id objects (hex() of them is what get_*_id() returns).
     @property
     def node_id(self):
-        return self.get_node_id()
+        return NodeID.from_hex(self.get_node_id())
 
     def get_task_id(self):
         """The running task's id (hex); None in the driver."""
@@ -91,7 +97,8 @@ class RuntimeContext:
 
     @property
     def task_id(self):
-        return self.get_task_id()
+        tid = self.get_task_id()
+        return None if tid is None else TaskID.from_hex(tid)
 
     def get_worker_id(self):
         """This process's worker id: 56 hex digits, as Ray's (the driver has one too)."""
@@ -109,7 +116,9 @@ class RuntimeContext:
 
     @property
     def actor_id(self):
-        return self.get_actor_id()
+        from rayfast.actor import ActorID
+        aid = self.get_actor_id()
+        return None if aid is None else ActorID.from_hex(aid)
 
     def get_actor_name(self):
         """This actor's name ("" if it has none); None outside an actor (as Ray's)."""
@@ -251,9 +260,10 @@ class RuntimeContext:
         return bool(spec is not None and spec[P.S_OPTIONS] and spec[P.S_OPTIONS].get("capture_pg"))
 
     def get(self):
-        out = {"job_id": JOB_ID, "node_id": self.get_node_id(), "namespace": self.namespace}
+        """Ray's (deprecated) summary dict, with id objects as its values."""
+        out = {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace}
         if not self._in_driver():
-            out["task_id"] = self.get_task_id()
+            out["task_id"] = self.task_id
         if self.get_actor_id() is not None:
-            out["actor_id"] = self.get_actor_id()
+            out["actor_id"] = self.actor_id
         return out

@@ -257,6 +257,24 @@ def test_runtime_context_task_name_and_function_name():
     ctx = ray.get_runtime_context()
     assert ctx.get_task_name() is None and ctx.get_task_function_name() is None
     assert set(ctx.get()) == {"job_id", "node_id", "namespace"}
+    # Ray's deprecated properties are id objects, whose hex() the get_*_id() methods give
+    assert ctx.get()["node_id"] == ctx.node_id and ctx.node_id.hex() == ctx.get_node_id()
+    assert ctx.job_id.hex() == ctx.get_job_id() and ctx.task_id is None and ctx.actor_id is None
+    assert d["task_id"].hex() != ctx.get_task_id() and d["node_id"].hex() == ctx.get_node_id()
+
+    @ray.remote
+    class Ids:
+        def ids(self):
+            c = ray.get_runtime_context()
+            return c.actor_id, c.get_actor_id(), c.task_id.hex() == c.get_task_id()
+
+    actor = Ids.remote()
+    aid, aid_hex, same = ray.get(actor.ids.remote())
+    assert aid.hex() == aid_hex == actor._actor_id.hex() and type(aid).__name__ == "ActorID" and same
+
+    def typed(x: ray.ObjectRef[int]) -> ray.ObjectRef[int]:   # Ray's ObjectRef is generic
+        return x
+    assert typed.__annotations__["x"].__origin__ is ray.ObjectRef
     with pytest.raises(AssertionError):   # Ray: only in a worker
         ctx.get_assigned_resources()
     assert len(ctx.get_worker_id()) == 56

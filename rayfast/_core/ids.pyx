@@ -5,6 +5,7 @@ object id is its task's id plus a 4-byte little-endian index (1..N for
 returns, high bit set for put objects).
 """
 import os
+import types
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint32_t
@@ -208,6 +209,10 @@ cdef class ObjectRef(ObjectID):
 
     def __repr__(self):
         return f"ObjectRef({self.hex()})"
+
+    def __class_getitem__(cls, item):
+        """ObjectRef[int] in annotations, as Ray's generic ObjectRef."""
+        return types.GenericAlias(cls, item)
 
     def future(self):
         """A concurrent.futures.Future for the object's value (runtime hook)."""
