@@ -123,11 +123,13 @@ def _method_signature(cls, name):
 class _Meta:
     """What a handle knows of its actor's class: name and per-method (num_returns, is_async, check)."""
 
-    __slots__ = ("class_name", "methods", "is_async", "blob")
+    __slots__ = ("class_name", "methods", "is_async", "blob", "task_names")
 
     def __init__(self, class_name, methods, is_async):
         self.class_name = class_name
         self.methods = methods          # name -> (num_returns, is_async, _Check, _CallOptions)
+        # a call's task name, as Ray's: Class.method (timeline, statistics, errors)
+        self.task_names = {n: f"{class_name}.{n}" for n in methods}
         self.is_async = is_async
         self.blob = None
 
@@ -463,8 +465,8 @@ class ActorHandle:
         payload, arg_refs, borrowed = _encode(cw, args, kwargs, keep)
         tb = cw.next_task_id().binary()
         # retries None: the actor's max_task_retries (filled in by the node manager, known to the actor)
-        spec = (tb, P.TASK_ACTOR_METHOD, b"", name, payload, arg_refs, borrowed, num_returns, (), options[0],
-                self._aid, name, options[1])
+        spec = (tb, P.TASK_ACTOR_METHOD, b"", self._meta.task_names.get(name, name), payload, arg_refs, borrowed,
+                num_returns, (), options[0], self._aid, name, options[1])
         # The refs exist before the call is sent (a result received first would be dropped), and
         # we are subscribed: the results come to us either way, get() asks for nothing.
         if self._max_pending > 0 and num_returns > 0:

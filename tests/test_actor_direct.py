@@ -87,7 +87,7 @@ def test_calls_go_over_the_channel():
     assert ac.statistics()["channels"] >= 1
     # the node manager recorded them afterwards (DIRECT_DONE): statistics and timeline know the calls
     deadline = time.monotonic() + 5
-    while core_worker.current().request("summary").get("add", {}).get("finished", 0) < 1001:
+    while core_worker.current().request("summary").get("Log.add", {}).get("finished", 0) < 1001:
         assert time.monotonic() < deadline, core_worker.current().request("summary")
         time.sleep(0.02)
 
