@@ -56,7 +56,16 @@ def __getattr__(name):
     if name in ("get_actor", "kill", "method", "ActorHandle", "ActorClass"):
         from rayfast import actor
         return getattr(actor, name)
-    if name in ("util", "actor"):
+    if name in ("JobID", "NodeID"):
+        from rayfast import runtime_context
+        return getattr(runtime_context, name)
+    if name == "ActorID":
+        from rayfast.actor import ActorID
+        return ActorID
+    if name == "PlacementGroupID":
+        from rayfast.util.placement_group import PlacementGroupID
+        return PlacementGroupID
+    if name in ("util", "actor", "job_config", "runtime_env"):
         import importlib
         return importlib.import_module(f"rayfast.{name}")
     if name == "cloudpickle":   # Ray's ray.cloudpickle (`from ray import cloudpickle`)

@@ -337,7 +337,7 @@ class ActorClass:
         if max_concurrency is None:
             max_concurrency = DEFAULT_ASYNC_CONCURRENCY if self._meta.is_async else 1
         groups = _check_groups(opts.get("concurrency_groups"))
-        detached = opts.get("lifetime") == "detached"
+        detached = (opts.get("lifetime") or cw.default_actor_lifetime) == "detached"
         fid = self._export(cw)
         payload, arg_refs, borrowed = _encode(cw, args, kwargs)
         tb = cw.next_task_id().binary()

@@ -91,7 +91,15 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
         if kwargs.get("local_mode"):
             raise RuntimeError("local_mode is not supported (nor by Ray since 2.x): run with a local "
                                "cluster, e.g. init(num_cpus=1), and debug tasks there.")
-        job_env = runtime_env.validate(kwargs.get("runtime_env"), job_level=True)
+        job_config = kwargs.get("job_config")
+        job_env = kwargs.get("runtime_env")
+        if job_config is not None:   # as Ray: init's own runtime_env and namespace come first
+            from rayfast.job_config import JobConfig
+            if not isinstance(job_config, JobConfig):
+                raise TypeError(f"job_config must be a rayfast.job_config.JobConfig, got {type(job_config).__name__}")
+            job_env = job_env if job_env is not None else job_config.runtime_env
+            namespace = namespace if namespace is not None else job_config.ray_namespace
+        job_env = runtime_env.validate(job_env, job_level=True)
         if num_cpus is None:
             num_cpus = os.cpu_count() or 1
         if not isinstance(num_cpus, numbers.Integral) or isinstance(num_cpus, bool) or num_cpus < 0:
@@ -148,6 +156,8 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
         # named actors of two such jobs never collide or see each other.
         cw.namespace = namespace if namespace is not None else str(uuid.uuid4())
         cw.runtime_env = job_env
+        if job_config is not None:
+            cw.default_actor_lifetime = job_config.default_actor_lifetime
         cw.request("job_namespace", cw.namespace)
         _state.update(node=node, cw=cw, namespace=cw.namespace)
         core_worker.set_current(cw)

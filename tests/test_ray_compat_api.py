@@ -270,7 +270,8 @@ def test_runtime_context_task_name_and_function_name():
 
     actor = Ids.remote()
     aid, aid_hex, same = ray.get(actor.ids.remote())
-    assert aid.hex() == aid_hex == actor._actor_id.hex() and type(aid).__name__ == "ActorID" and same
+    assert aid.hex() == aid_hex == actor._actor_id.hex() and type(aid) is ray.ActorID and same
+    assert type(ctx.node_id) is ray.NodeID and type(ctx.job_id) is ray.JobID
 
     def typed(x: ray.ObjectRef[int]) -> ray.ObjectRef[int]:   # Ray's ObjectRef is generic
         return x

@@ -590,3 +590,48 @@ def test_init_without_an_address_joins_the_running_cluster(tmp_path, monkeypatch
         monkeypatch.setenv("RAYFAST_SESSION_ROOT", str(tmp_path))
         r = _cli(tmp_path, "stop")
         assert r.returncode == 0, r.stderr
+
+
+def test_job_config_gives_the_jobs_runtime_env_namespace_and_actor_lifetime():
+    from rayfast.job_config import JobConfig
+
+    @rayfast.remote
+    def env_var():
+        return os.environ.get("RF_JOB_CONFIG")
+
+    @rayfast.remote(num_cpus=0)
+    class Kept:
+        def ping(self):
+            return True
+
+    config = JobConfig(runtime_env={"env_vars": {"RF_JOB_CONFIG": "yes"}}, ray_namespace="jc",
+                       metadata={"team": "x"}, default_actor_lifetime="detached")
+    assert config.metadata == {"team": "x"}
+    ctx = rayfast.init(num_cpus=1, job_config=config)
+    assert rayfast.get(env_var.remote()) == "yes"
+    assert rayfast.get_runtime_context().namespace == "jc"
+    Kept.options(name="kept").remote()                                  # detached: the job's default
+    short = Kept.options(name="short", lifetime="non_detached").remote()
+    assert rayfast.get(short.ping.remote())
+    p = run_driver(f"""
+        import rayfast
+        rayfast.init(address={ctx["address"]!r}, namespace="jc")
+        print(sorted(rayfast.util.list_named_actors()))
+    """)
+    assert p.returncode == 0, p.stderr
+    assert "'kept'" in p.stdout   # its handle here was dropped at once: only a detached actor stays
+    kept = rayfast.get_actor("kept")
+    assert kept._detached and not short._detached and rayfast.get(kept.ping.remote())
+    rayfast.kill(kept)
+    rayfast.shutdown()
+    # init's own arguments win over the config's, as in Ray
+    rayfast.init(num_cpus=1, job_config=config, namespace="mine", runtime_env={"env_vars": {"RF_JOB_CONFIG": "own"}})
+    assert rayfast.get_runtime_context().namespace == "mine" and rayfast.get(env_var.remote()) == "own"
+    rayfast.shutdown()
+    with pytest.raises(ValueError, match="default_actor_lifetime|lifetime"):
+        JobConfig(default_actor_lifetime="forever")
+    with pytest.raises(ValueError, match="Python only"):
+        JobConfig(code_search_path=["/opt/jars"])
+    with pytest.raises(TypeError, match="JobConfig"):
+        rayfast.init(num_cpus=1, job_config={"runtime_env": {}})
+    assert JobConfig.from_json('{"ray_namespace": "n"}').ray_namespace == "n"
