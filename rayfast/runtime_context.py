@@ -20,6 +20,13 @@ class NodeID(BinaryID):
     __slots__ = ()
 
 
+def worker_id_hex(node_id, worker_id):
+    """A process's worker id as Ray shows it (56 hex digits), from its node's id and its number
+    there (None: a driver)."""
+    who = b"driver" if worker_id is None else str(worker_id).encode()
+    return hashlib.blake2b(bytes(node_id or b"") + who, digest_size=28).hexdigest()
+
+
 def ref_job_id(ref):
     """ObjectRef.job_id(): the JobID of the job that made it (every ref here is the one job's)."""
     if ref.is_nil():
@@ -103,9 +110,7 @@ class RuntimeContext:
     def get_worker_id(self):
         """This process's worker id: 56 hex digits, as Ray's (the driver has one too)."""
         cw = self._cw
-        who = b"driver" if cw.worker_id is None else str(cw.worker_id).encode()
-        node = cw.node_info.get("node_id") or b""
-        return hashlib.blake2b(bytes(node) + who, digest_size=28).hexdigest()
+        return worker_id_hex(cw.node_info.get("node_id"), cw.worker_id)
 
     def get_actor_id(self):
         """This actor's id (hex); None outside an actor."""

@@ -17,6 +17,7 @@ are done, unless it is detached.
 """
 from __future__ import annotations
 
+import collections
 import pickle
 import signal
 import time
@@ -135,6 +136,7 @@ class ActorManager:
     def __init__(self, nm):
         self.nm = nm
         self.actors = {}            # actor id -> Actor (until dead and unreferenced)
+        self.dead_list = collections.deque(maxlen=1000)   # the latest dead, for the state API (node/state.py)
         self.by_live = {}           # liveness object id -> Actor
         self.names = {}             # (namespace, name) -> actor id
         self.waiting = set()        # task handles whose arguments are not ready yet
@@ -474,6 +476,7 @@ class ActorManager:
         nm = self.nm
         a.state = DEAD
         a.dead_data = data
+        self.dead_list.append(a)
         if a in self.pending:
             self.pending.remove(a)
         inflight = list(a.inflight.values())

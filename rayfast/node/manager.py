@@ -33,6 +33,7 @@ from rayfast.exceptions import TaskCancelledWorkerCrashedError, WorkerCrashedErr
 from rayfast.node.actors import DEFERRED
 from rayfast.node.gpus import GpuIds
 from rayfast.node.placement_groups import PlacementGroups
+from rayfast.node.state import snapshot as state_rows, task_failed
 from rayfast.direct import cancelled_results, error_results, worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool, kill_children
 from rayfast.node.stats import FunctionStats
@@ -146,6 +147,7 @@ class NodeManager:
         self.stats = FunctionStats()
         self.events = []                   # timeline events not yet written to the GCS
         self.timeline = collections.deque(maxlen=200_000)
+        self.failed_tasks = collections.OrderedDict()   # task id -> error data, the latest (node/state.py)
         self._lineage = {}                 # task id -> its returned objects not freed yet (_lineage_written)
         self._next_handle = 0
         self._next_client = 0
@@ -610,6 +612,8 @@ class NodeManager:
         """A task ran over a lease: record it as if it had passed through here."""
         name = spec[P.S_NAME]
         objects = self.objects
+        if results and results[0][1] == P.ERROR:
+            task_failed(self, spec[P.S_TASK_ID], results[0][2])
         self._lineage_written(spec, len(results))   # (first: a result may be freed at once below)
         for oid, kind, data, contained, held in results:
             if not held and not contained and kind != P.STORE and objects.get(oid) is None:
@@ -831,6 +835,8 @@ class NodeManager:
         if self.task_by_id.get(tid) == rec.handle:
             del self.task_by_id[tid]
         objects = self.objects
+        if results and results[0][1] == P.ERROR:
+            task_failed(self, tid, results[0][2])
         for oid, kind, data, contained in results:
             e = objects.get(oid)
             if e is None:
@@ -1148,6 +1154,8 @@ class NodeManager:
             return list(self.timeline) + self.events
         if what == "summary":
             return self.stats.summary()
+        if what == "state":
+            return state_rows(self, args[0])
         if what == "shutdown":
             self._running = False
             return True
