@@ -104,6 +104,9 @@ class CoreWorker:
         channels = self.channels
         if channels is not None and channels.push():
             self._arm_timer(0.001)   # an actor's replies still wait for the caller to read
+        direct = self.direct
+        if direct is not None and direct.push():
+            self._arm_timer(0.001)   # a task (its large function) still waits for the leased worker to read
         added, released = drain_ref_changes()
         for oid in released:
             self._results.pop(oid, None)
@@ -194,8 +197,8 @@ class CoreWorker:
         try:
             hot = self._hot
             if hot is not None:
-                if ac is not None and ac.dirty:
-                    hot = None
+                if hot.wbuf or (ac is not None and ac.dirty):
+                    hot = None   # (bytes still to write: wait for writability too, below)
                 elif not (ac is not None and hot in ac.by_conn) and not (
                         self.direct is not None and self.direct.lease is not None and hot is self.direct.lease.conn):
                     hot = None   # the channel closed meanwhile
@@ -226,6 +229,7 @@ class CoreWorker:
             if batches is None:
                 if self.direct is not None and self.direct.lease is not None:
                     extra = (extra or []) + self.direct.connections()
+                    writers = writers + self.direct.writers() if writers else self.direct.writers()
                 if ac is not None and ac.conns:
                     extra = (extra or []) + ac.conns
                     writers = writers + ac.writers() if writers else ac.writers()
@@ -259,6 +263,8 @@ class CoreWorker:
                     else:
                         self.channels.on_messages(self, source, batch)
                         self._hot_in = source if batch is not None else None
+                elif batch is WRITABLE:
+                    self.direct.push()
                 else:
                     self.direct.on_messages(batch)
         elif msgs:

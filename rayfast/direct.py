@@ -256,6 +256,28 @@ class DriverChannel:
     def connections(self):
         return [self.lease.conn] if self.lease is not None else []
 
+    def writers(self):
+        """The lease's channel while part of a task waits to be written (a task that carries a
+        large function does not fit the socket at once)."""
+        lease = self.lease
+        return [lease.conn] if lease is not None and lease.conn.wbuf else []
+
+    def push(self):
+        """Write what waits for the leased worker (the reader calls it when the socket is
+        writable, CoreWorker.flush on every flush); True if some still waits."""
+        lease = self.lease
+        if lease is None or not lease.conn.wbuf:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return True   # a submission is writing to it: the flush timer comes back
+        try:
+            lease.conn.flush()
+        except OSError:
+            lease.conn.wbuf.clear()   # the worker is gone: the reader sees the close (_lost)
+        finally:
+            self._lock.release()
+        return bool(lease.conn.wbuf)
+
     def hot_conn(self, keys):
         """The lease's channel if every key is a result of the task in flight on it."""
         lease = self.lease

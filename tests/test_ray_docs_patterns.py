@@ -1,0 +1,76 @@
+"""Ray Core's "Design Patterns & Anti-patterns" pages and the ray.util helpers they lead to
+(ActorPool, ray.util.queue.Queue, as_completed/map_unordered), each page's example shrunk and
+checked for what the page (and Ray 2.x, where the page leaves it open) says it does.
+
+tests/test_ray_compat_patterns.py has the plain runs of several of these pages; these tests check
+what those leave out."""
+import asyncio
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+import weakref
+
+import numpy as np
+import pytest
+
+import rayfast as ray
+from rayfast.exceptions import GetTimeoutError, RayTaskError
+from rayfast.util import ActorPool
+from rayfast.util.queue import Empty, Full, Queue
+
+from conftest import wait_for
+
+pytestmark = pytest.mark.usefixtures("cluster")   # conftest: init(num_cpus=2), leak check after
+
+
+# --- Anti-pattern: closure capturing large objects ------------------------------------------------
+def test_large_objects_by_closure_by_put_or_made_inside(cluster):
+    large_object = np.zeros(1024 * 1024)   # 8 MB
+
+    @ray.remote
+    def f1():
+        return len(large_object)   # travels with f1
+
+    large_object_ref = ray.put(np.zeros(1024 * 1024))
+
+    @ray.remote
+    def f2(large_object):
+        return len(large_object)
+
+    large_object_creator = lambda: np.zeros(1024 * 1024)  # noqa: E731
+
+    @ray.remote
+    def f3():
+        return len(large_object_creator())
+
+    assert ray.get([f1.remote(), f2.remote(large_object_ref), f3.remote()]) == [1024 * 1024] * 3
+
+
+def test_a_lone_call_of_a_function_with_a_large_closure_runs(cluster, tmp_path):
+    # Lone calls go to a leased worker directly; a call that carries an 8 MB function does not
+    # fit that socket at once, and must still arrive, while the driver waits or does other things.
+    @ray.remote
+    def small():
+        return 1
+
+    large_object = np.zeros(1024 * 1024)
+    done = tmp_path / "done"
+
+    @ray.remote
+    def f1():
+        done.write_text("ran")
+        return len(large_object)
+
+    for _ in range(3):
+        assert ray.get(small.remote()) == 1   # (the lease)
+    assert ray.get(f1.remote(), timeout=20) == 1024 * 1024
+
+    large_object = np.ones(1024 * 1024)   # another closure: f1 travels again
+    done.unlink()
+    assert ray.get(small.remote()) == 1
+    ref = f1.remote()
+    assert wait_for(done.exists, timeout=20)   # no get() yet
+    assert ray.get(ref) == 1024 * 1024
