@@ -26,6 +26,58 @@ from conftest import wait_for
 pytestmark = pytest.mark.usefixtures("cluster")   # conftest: init(num_cpus=2), leak check after
 
 
+# --- Pattern: generators to reduce heap memory --------------------------------------------------
+def _tracked(i, seen):
+    value = np.full(300_000, i, dtype=np.uint8)    # large enough for the store
+    seen.append(weakref.ref(value))
+    return value
+
+
+def test_generator_with_num_returns_stores_each_value_as_it_is_yielded(cluster):
+    @ray.remote(num_returns=4)
+    def large_values_generator():
+        seen, freed = [], []
+        for i in range(3):
+            yield _tracked(i, seen)
+            # back here, the value just yielded must be stored and dropped already: that is
+            # the page's point (peak heap is one value, not num_returns of them)
+            freed.append(seen[-1]() is None)
+        yield freed
+
+    *values, freed = large_values_generator.remote()
+    assert [int(ray.get(v)[0]) for v in values] == [0, 1, 2]
+    assert ray.get(freed) == [True, True, True]
+
+
+def test_generator_yielding_another_count_than_num_returns(cluster):
+    @ray.remote(num_returns=3)
+    def too_few():
+        yield "a"
+        yield "b"
+
+    @ray.remote(num_returns=2)
+    def too_many():
+        yield from range(5)
+
+    @ray.remote(num_returns=3)
+    def fails_midway():
+        yield "a"
+        raise KeyError("boom")
+
+    # As in Ray: what was yielded is kept, the missing ones fail
+    a, b, c = too_few.remote()
+    assert ray.get([a, b]) == ["a", "b"]
+    with pytest.raises(ValueError, match=r"returned 2 .*num_returns=3"):
+        ray.get(c)
+    # the first num_returns values are the results (Ray only logs the extra ones)
+    assert ray.get(too_many.remote()) == [0, 1]
+    a, b, c = fails_midway.remote()
+    assert ray.get(a) == "a"
+    for ref in (b, c):
+        with pytest.raises(KeyError):
+            ray.get(ref)
+
+
 # --- Anti-pattern: closure capturing large objects ------------------------------------------------
 def test_large_objects_by_closure_by_put_or_made_inside(cluster):
     large_object = np.zeros(1024 * 1024)   # 8 MB

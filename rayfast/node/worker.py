@@ -260,7 +260,7 @@ class TaskExecutor:
                 from rayfast.generator import run_generator
                 out = run_generator(self.cw, spec, out, lambda e: self.error_data(spec, e))
             elif n > 1:
-                out = tuple(out)   # a generator yielding num_returns values (Ray allows it)
+                return self.pack_yielded(spec, out, n)
             elif n == 1:   # num_returns=1 given: its one value (Ray's rule: the first, warning if more)
                 items = tuple(out)
                 if not items:
@@ -284,14 +284,43 @@ class TaskExecutor:
                     f"Task {spec[P.S_NAME]} returned {got} values, but num_returns={n}: return a tuple "
                     f"or list of exactly {n} values.")
             values = out
+        return tuple(self.pack_value(oid, v) for oid, v in zip(P.return_ids(spec[P.S_TASK_ID], n), values))
+
+    def pack_value(self, oid, v):
+        inline, parts, contained = serialization.serialize(v, INLINE_THRESHOLD)
+        if inline is not None:
+            return oid, P.INLINE, inline, contained
+        self.cw.write_to_store(oid, parts, replace=True)
+        return oid, P.STORE, parts[3], contained
+
+    def pack_yielded(self, spec, gen, n):
+        """The results of a generator task with num_returns=n > 1, each packed (stored) as it is
+        yielded, so this process holds one value at a time: Ray's pattern for large values. As in
+        Ray, an error in the generator, or too few values, fails the results not yielded yet,
+        and values past the n-th are left unread (with a message)."""
+        ids = P.return_ids(spec[P.S_TASK_ID], n)
         results = []
-        for oid, v in zip(P.return_ids(spec[P.S_TASK_ID], n), values):
-            inline, parts, contained = serialization.serialize(v, INLINE_THRESHOLD)
-            if inline is not None:
-                results.append((oid, P.INLINE, inline, contained))
-            else:
-                self.cw.write_to_store(oid, parts, replace=True)
-                results.append((oid, P.STORE, parts[3], contained))
+        try:
+            for v in gen:
+                if len(results) == n:
+                    print(f"Task {spec[P.S_NAME]} returned more than num_returns={n} objects: the "
+                          f"first {n} are its results", file=sys.stderr, flush=True)
+                    break
+                results.append(self.pack_value(ids[len(results)], v))
+                v = None   # (stored: not held while the generator makes the next one)
+            if len(results) < n:
+                raise ValueError(f"Task {spec[P.S_NAME]} returned {len(results)} objects, but "
+                                 f"num_returns={n}.")
+        except Exception as e:
+            data = self.error_data(spec, e)
+            results += [(oid, P.ERROR, data, ()) for oid in ids[len(results):]]
+        except BaseException:   # cancelled: every result fails, so what was stored goes
+            for r in results:
+                if r[1] == P.STORE:
+                    self.cw.store.delete(r[0])
+            raise
+        finally:
+            gen.close()
         return tuple(results)
 
     def error_results(self, spec, exc):
