@@ -297,6 +297,10 @@ class ActorClass:
             def remote(self, *args, **kwargs):
                 return parent._remote(args, kwargs, merged)
 
+            def bind(self, *args, **kwargs):
+                from rayfast.dag import ClassNode
+                return ClassNode(self, args, kwargs, merged)
+
             def __call__(self, *args, **kwargs):
                 return parent(*args, **kwargs)
 
@@ -306,7 +310,9 @@ class ActorClass:
         return self._remote(args, kwargs, self._options)
 
     def bind(self, *args, **kwargs):
-        raise NotImplementedError("rayfast does not support DAGs (bind)")
+        """A node of a lazy DAG (rayfast.dag): the actor is made when the DAG is executed."""
+        from rayfast.dag import ClassNode
+        return ClassNode(self, args, kwargs)
 
     def _export(self, cw):
         if self._pickled is None:
@@ -547,6 +553,11 @@ class ActorMethod:
             if "retry_exceptions" in options and "retry_exceptions" not in (given[1] or {}):
                 extras.pop("retry_exceptions", None)   # retry_exceptions=False
         return ActorMethod(self._handle, self._name, nr, self._check, (retries, extras or None))
+
+    def bind(self, *args, **kwargs):
+        """A node of a lazy DAG (rayfast.dag) that calls this method (with these options) when executed."""
+        from rayfast.dag import ClassMethodNode
+        return ClassMethodNode(self, self._name, args, kwargs)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "

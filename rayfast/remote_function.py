@@ -183,6 +183,11 @@ class _OptionsCall:
     def remote(self, *args, **kwargs):
         return self._parent._remote(args, kwargs, self._compiled)
 
+    def bind(self, *args, **kwargs):
+        """A node of a lazy DAG (rayfast.dag) that calls .remote() with these options when executed."""
+        from rayfast.dag import FunctionNode
+        return FunctionNode(self, args, kwargs)
+
     def __call__(self, *args, **kwargs):
         return self._parent(*args, **kwargs)
 
@@ -271,7 +276,9 @@ class RemoteFunction:
         return self._remote(args, kwargs, self._defaults)
 
     def bind(self, *args, **kwargs):
-        raise NotImplementedError("rayfast does not support Ray DAGs (bind); call .remote() instead")
+        """A node of a lazy DAG (rayfast.dag): the task is submitted when the DAG is executed."""
+        from rayfast.dag import FunctionNode
+        return FunctionNode(self, args, kwargs)
 
     def _remote(self, args, kwargs, compiled):
         cw = core_worker.current_or_init()
