@@ -65,7 +65,7 @@ def __getattr__(name):
     if name == "PlacementGroupID":
         from rayfast.util.placement_group import PlacementGroupID
         return PlacementGroupID
-    if name in ("util", "actor", "job_config", "runtime_env"):
+    if name in ("util", "actor", "job_config", "runtime_env", "dag"):
         import importlib
         return importlib.import_module(f"rayfast.{name}")
     if name == "cloudpickle":   # Ray's ray.cloudpickle (`from ray import cloudpickle`)
