@@ -48,11 +48,11 @@ from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
 from rayfast.generator import ObjectRefGenerator
 from rayfast.id_types import BinaryID
-from rayfast.exceptions import PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
+from rayfast.exceptions import ActorUnschedulableError, PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
 from rayfast.node.actors import EXITED_BY_USER, dead_error_data
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, label_requirement, resource_shape, validate, warn_infeasible
-from rayfast.scheduling import placement_extras
+from rayfast.scheduling import pick_node, placement_extras
 from rayfast.remote_function import _task_extras, encode_call_args as _encode
 
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")
@@ -336,6 +336,9 @@ class ActorClass:
         # Ray's rule: an actor with no resources given needs 1 CPU to be placed and holds none.
         hold = resource_shape(opts, 0)
         placement = hold if explicit else (("CPU", 1.0),) + label_requirement(opts)
+        where = placement_extras(opts)
+        if "node_affinity" in where or "spread" in where:
+            placement, where = pick_node(cw, placement, where)
         if placement not in cw.feasible_shapes:
             warn_infeasible(placement, cw, f"Actor {self.__name__}")
             cw.feasible_shapes.add(placement)
@@ -363,8 +366,10 @@ class ActorClass:
             "class_name": self.__name__,
             # its own over the creator's (the job's, or the creating task's), applied for its life
             "runtime_env": runtime_env.merge(cw.runtime_env, runtime_env.validate(opts.get("runtime_env"))),
-            "placement_group": placement_extras(opts).get("placement_group"),
+            "placement_group": where.get("placement_group"),
         }
+        if "unschedulable" in where:   # hard node affinity to a node that cannot have it: its creation fails
+            extras["unschedulable"] = where["unschedulable"]
         spec = (tb, P.TASK_ACTOR_CREATE, fid, f"{self.__name__}.__init__", payload, arg_refs, borrowed, 1,
                 hold, 0, tb, None, extras)
         max_pending = opts.get("max_pending_calls")
@@ -917,6 +922,8 @@ class ActorTaskExecutor(TaskExecutor):
 
     def _create(self, spec, resolved, pickled):
         extras = spec[P.S_OPTIONS]
+        if "unschedulable" in extras:
+            raise ActorUnschedulableError(extras["unschedulable"])
         self.actor_id = spec[P.S_ACTOR_ID]
         self.meta_blob = extras["meta"]
         self.max_task_retries = extras.get("max_task_retries", 0)

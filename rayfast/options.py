@@ -4,7 +4,7 @@ import sys
 
 from rayfast.config import DEFAULT_MAX_RETRIES
 from rayfast.exceptions import _TypeOrValueError
-from rayfast.scheduling import placement
+from rayfast.scheduling import AFFINITY, placement
 
 TASK_OPTIONS = {
     "num_returns", "num_cpus", "num_gpus", "resources", "max_retries", "retry_exceptions", "name",
@@ -163,7 +163,8 @@ def _missing(shape, total):
         if name.startswith(LABELS):
             return f"a node whose labels meet {{{name[len(LABELS):]}}} but the cluster has none"
         have = total.get(name, 0)
-        if amount > have + 1e-9 and "_group_" not in name:
+        # (a node-id resource is checked when the node is chosen: scheduling.pick_node)
+        if amount > have + 1e-9 and "_group_" not in name and not name.startswith(AFFINITY):
             listed = ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if ":" not in k)
             return f"{amount:g} {name} but the cluster has {have:g} in total ({listed})"
     return None

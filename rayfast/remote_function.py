@@ -10,7 +10,7 @@ from rayfast import serialization
 from rayfast.config import INLINE_THRESHOLD
 from rayfast._core.ids import ObjectRef, set_reported
 from rayfast.options import TASK_OPTIONS, max_retries, resource_shape, validate, warn_infeasible
-from rayfast.scheduling import captured, placement_extras
+from rayfast.scheduling import captured, pick_node, placement_extras
 
 _PROMOTE_BYTES = 16 * 1024
 _SMALL = frozenset((int, float, str, bool, type(None), ObjectRef))
@@ -289,6 +289,8 @@ class RemoteFunction:
             extras = runtime_env.inherit(extras, cw.runtime_env)
         if cw.capture_pg is not None and capturable:   # the running task's group takes its children
             shape, extras = captured(shape, extras, cw.capture_pg, self._name)
+        elif extras is not None and ("node_affinity" in extras or "spread" in extras):
+            shape, extras = pick_node(cw, shape, extras)
         self._signature.check(self.__name__, args, kwargs)
         if shape not in cw.feasible_shapes:
             warn_infeasible(shape, cw, f"Task {self.__name__}")

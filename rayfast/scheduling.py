@@ -1,5 +1,26 @@
 """What a task's or actor's scheduling options (scheduling_strategy, placement_group...) carry:
-the placement group it runs in, and the extras its spec takes to its worker."""
+the placement group it runs in, the extras its spec takes to its worker, and the node it must
+run on (node affinity, SPREAD).
+
+A node offers one unit of a resource named after its id (AFFINITY + hex id, hidden from
+cluster_resources() and the like: `visible`). A task pinned to a node asks for a sliver of it,
+so the ordinary shape-based scheduling does the rest: its origin runs it if it is that node,
+else spills it there (rayfast/node/peers.py), and a retry after that node died waits as
+infeasible. Which node is decided at the call, from the caller's copy of the node table
+(refreshed after NODES_TTL, or at once for a node it does not know)."""
+import itertools
+import time
+
+AFFINITY = "node_id:"
+AFFINITY_AMOUNT = 0.0001
+NODES_TTL = 1.0
+_nodes = [None, 0.0, {}]   # (core worker, when read, hex node id -> its resources) of the live nodes
+_spread = itertools.count()
+
+
+def visible(resources):
+    """resources without the node-id resources (Ray shows none)."""
+    return {k: v for k, v in resources.items() if not k.startswith(AFFINITY)}
 
 
 def placement(options):
@@ -43,9 +64,47 @@ def placement_extras(options):
         if capture:   # the task's own calls go into the group too (CoreWorker.capture_pg)
             out["capture_pg"] = (pg.id.hex(), pg.bundle_specs)
     strategy = options.get("scheduling_strategy")
-    cw = core_worker._current   # not known before init(): the check waits for the next options()
-    if isinstance(strategy, NodeAffinitySchedulingStrategy) and not strategy.soft and cw is not None \
-            and strategy.node_id != cw.node_info["node_id"].hex():
-        out["unschedulable"] = (f"The node specified via NodeAffinitySchedulingStrategy "
-                                f"({strategy.node_id}) does not exist or is dead, and soft=False.")
+    if isinstance(strategy, NodeAffinitySchedulingStrategy):
+        out["node_affinity"] = (strategy.node_id, strategy.soft)
+    elif strategy == "SPREAD":
+        out["spread"] = True
     return out
+
+
+def _live_nodes(cw, fresh=False):
+    cached_by, at, nodes = _nodes
+    if fresh or cached_by is not cw or time.monotonic() - at > NODES_TTL:
+        nodes = {n["NodeID"]: n["Resources"] for n in cw.request("nodes") if n["Alive"]}
+        _nodes[:] = [cw, time.monotonic(), nodes]
+    return nodes
+
+
+def forget_nodes():
+    """The nodes changed (cluster_utils added or removed one): read them again at the next call."""
+    _nodes[0] = None
+
+
+def pick_node(cw, shape, extras):
+    """(shape, extras) of one call of a task or actor whose extras say node_affinity or spread:
+    the shape asks for the chosen node's node-id resource. Hard affinity to a node that is dead,
+    unknown or lacks the resources makes it fail with TaskUnschedulableError (extras say so);
+    soft affinity then leaves it free. SPREAD takes the live nodes that could run it in turn."""
+    from rayfast.node.manager import _fits_in
+    affinity = extras.get("node_affinity")
+    if affinity is not None:
+        node_id, soft = affinity
+        resources = _live_nodes(cw).get(node_id)
+        if resources is None:
+            resources = _live_nodes(cw, fresh=True).get(node_id)
+        if resources is None or not _fits_in(shape, resources):
+            if soft:
+                return shape, extras
+            return shape, dict(extras, unschedulable=(
+                f"The node specified via NodeAffinitySchedulingStrategy ({node_id}) does not exist or is "
+                f"dead, or cannot run it (it asks for {dict(shape)}), and soft=False."))
+    else:
+        fits = sorted(n for n, r in _live_nodes(cw).items() if _fits_in(shape, r))
+        if len(fits) < 2:
+            return shape, extras
+        node_id = fits[next(_spread) % len(fits)]
+    return tuple(sorted(shape + ((AFFINITY + node_id, AFFINITY_AMOUNT),))), extras

@@ -6,6 +6,7 @@ import signal
 import socket
 import time
 
+from rayfast.scheduling import AFFINITY
 
 # How much of the store is kept faulted in above what is in use (node/store_warmer.py):
 # at start-up two 100 MB objects fit.
@@ -65,6 +66,7 @@ def run_node(args):
     signal.signal(signal.SIGINT, on_term)
     try:
         resources = node_resources(args)
+        resources[AFFINITY + node_id.hex()] = 1.0   # what tasks pinned to this node ask for (rayfast/scheduling.py)
         store_name = "/rayfast-" + os.path.basename(session_dir.rstrip("/"))
         try:
             store = ObjectStore.create(store_name, args.object_store_memory, args.spill_dir or None)
@@ -146,7 +148,7 @@ def node_resources(args):
     resources["node:127.0.0.1"] = 1.0
     if args.head:
         resources["node:__internal_head__"] = 1.0
-    resources.update(json.loads(args.resources))
+    resources.update({k: float(v) for k, v in json.loads(args.resources).items()})   # (as Ray's: 1 -> 1.0)
     return resources
 
 

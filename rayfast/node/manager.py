@@ -37,6 +37,7 @@ from rayfast.node.state import snapshot as state_rows, task_failed
 from rayfast.direct import cancelled_results, error_results, worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool, kill_children
 from rayfast.node.stats import FunctionStats
+from rayfast.scheduling import visible
 
 _HDR = struct.Struct("<I")
 PIPELINE_DEPTH = P.PIPELINE_DEPTH   # tasks queued on one worker at most
@@ -173,7 +174,7 @@ class NodeManager:
         self.ep.register(sock.fileno(), _EPOLLIN)
 
     def node_info(self):
-        return {"node_id": self.node_id, "resources": dict(self.total), "labels": self.labels,
+        return {"node_id": self.node_id, "resources": visible(self.total), "labels": self.labels,
                 "store_name": self.store.name,
                 "store_capacity": self.store.capacity, "socket": self.socket_path,
                 "session_dir": self.session_dir,
@@ -1140,12 +1141,12 @@ class NodeManager:
         peers = self.peers
         if what == "cluster_resources":
             total = dict(self.total)
-            return peers.add_totals(total) if peers is not None else total
+            return visible(peers.add_totals(total) if peers is not None else total)
         if what == "available_resources":
             avail = self.available()
             if peers is not None:
                 peers.add_available(avail)
-            return {k: v for k, v in avail.items() if v > 0}
+            return {k: v for k, v in visible(avail).items() if v > 0}
         if what == "nodes":
             return [self.node_record()] + (peers.node_records() if peers is not None else [])
         if what == "statistics":
@@ -1176,14 +1177,14 @@ class NodeManager:
     def node_record(self):
         host = self.peers.address.rsplit(":", 1)[0] if self.peers is not None else "127.0.0.1"
         return {"NodeID": self.node_id.hex(), "Alive": True, "NodeManagerAddress": host,
-                "NodeManagerHostname": socket.gethostname(), "Resources": dict(self.total), "Labels": self.labels,
+                "NodeManagerHostname": socket.gethostname(), "Resources": visible(self.total), "Labels": self.labels,
                 "alive": True, "ObjectStoreSocketName": self.store.name,
                 "NodeManagerPort": 0, "MetricsExportPort": 0}
 
     def statistics(self):
         queued = sum(len(q) for q in self.queues.values())
-        return {"node_id": self.node_id.hex(), "resources_total": dict(self.total),
-                "resources_available": self.available(), "leases": len(self.leases), "tasks_queued": queued,
+        return {"node_id": self.node_id.hex(), "resources_total": visible(self.total),
+                "resources_available": visible(self.available()), "leases": len(self.leases), "tasks_queued": queued,
                 "tasks_waiting_for_args": len(self.deps), "tasks_in_flight": len(self.tasks),
                 "workers": self.pool.statistics(), "objects": self.objects.statistics(),
                 "dependency_table": self.deps.statistics(),

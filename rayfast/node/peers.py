@@ -48,6 +48,7 @@ from rayfast.gcs.tables import NODE_TABLE_COMMANDS, dumps, parse_nodes
 from rayfast.node.manager import _fits_in
 from rayfast.node.object_transfer import Transfers
 from rayfast import serialization
+from rayfast.scheduling import visible
 
 REFRESH_EVERY = 1.0       # seconds a copy of the node table is used for spilling at most
 READ_GIVE_UP = 2.0        # seconds after which a node table read with no answer is given up (GCS gone)
@@ -404,7 +405,8 @@ class Peers:
             alive = n["alive"] and nid not in self.dead
             host = (n.get("peer_address") or "127.0.0.1").rsplit(":", 1)[0]
             out.append({"NodeID": nid.hex(), "Alive": alive, "alive": alive, "NodeManagerAddress": host,
-                        "NodeManagerHostname": n.get("hostname", ""), "Resources": dict(n.get("resources") or {}),
+                        "NodeManagerHostname": n.get("hostname", ""), "Resources": visible(n.get("resources") or {}),
+                        "Labels": dict(n.get("labels") or {}),
                         "ObjectStoreSocketName": n.get("store"), "NodeManagerPort": 0, "MetricsExportPort": 0})
         return out
 

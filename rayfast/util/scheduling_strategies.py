@@ -1,9 +1,9 @@
 """Ray's scheduling strategies: `.options(scheduling_strategy=...)` of tasks and actors.
 
-"DEFAULT" and "SPREAD" are the string forms (on one node both place a task on
-that node). A PlacementGroupSchedulingStrategy runs the task inside a
+"DEFAULT" and "SPREAD" are the string forms ("SPREAD" takes the live nodes that
+can run the task in turn). A PlacementGroupSchedulingStrategy runs the task inside a
 placement group's reservation; a NodeAffinitySchedulingStrategy pins it to a
-node (rayfast/scheduling.py and rayfast/options.py turn both into what the task asks of the node);
+node (rayfast/scheduling.py and rayfast/options.py turn these into what the task asks of the nodes);
 a NodeLabelSchedulingStrategy asks for a node whose labels match (see below).
 """
 from __future__ import annotations
