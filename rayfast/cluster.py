@@ -34,12 +34,12 @@ def session_root():
     return os.environ.get("RAYFAST_SESSION_ROOT") or os.path.join(tempfile.gettempdir(), "rayfast_clusters")
 
 
-def _nodes_dir():
-    return os.path.join(session_root(), "nodes")
+def _nodes_dir(root=None):
+    return os.path.join(root or session_root(), "nodes")
 
 
-def latest_session_file():
-    return os.path.join(session_root(), "session_latest.json")
+def latest_session_file(root=None):
+    return os.path.join(root or session_root(), "session_latest.json")
 
 
 def _write_json(path, data):
@@ -86,18 +86,20 @@ def _is_our_node(info):
     return b"rayfast.node.main" in cmd and info.get("session_dir", "").encode() in cmd
 
 
-def started_nodes():
-    """Records of the nodes `rayfast start` started on this machine (alive or not)."""
+def started_nodes(root=None):
+    """Records of the nodes `rayfast start` started on this machine (alive or not; those
+    recorded under root if given)."""
     out = []
+    nodes_dir = _nodes_dir(root)
     try:
-        names = sorted(os.listdir(_nodes_dir()))
+        names = sorted(os.listdir(nodes_dir))
     except OSError:
         return out
     for name in names:
         if name.endswith(".json"):
-            info = _read_json(os.path.join(_nodes_dir(), name))
+            info = _read_json(os.path.join(nodes_dir, name))
             if isinstance(info, dict):
-                info["_record"] = os.path.join(_nodes_dir(), name)
+                info["_record"] = os.path.join(nodes_dir, name)
                 out.append(info)
     return out
 
@@ -133,8 +135,11 @@ def parse_host_port(address):
 
 
 def start_node(*, head=True, address=None, num_cpus=None, resources=None, object_store_memory=None,
-               port=DEFAULT_PORT, gcs_shards=None, timeout=None):
-    """Start a detached node manager; returns its session record (also written to disk)."""
+               port=DEFAULT_PORT, gcs_shards=None, timeout=None, labels=None, root=None, sys_path=False):
+    """Start a detached node manager; returns its session record (also written to disk, under
+    root: the session root unless given; cluster_utils gives one of its own, so that its nodes
+    are not what `init()` or `rayfast stop` find). sys_path: its workers import what this process
+    can (a test's own modules), as those of an `init()` node do."""
     from rayfast.config import DEFAULT_GCS_SHARDS
     from rayfast.session import (_package_root, _remove_leftovers, default_object_store_memory, read_start_line,
                                  start_error)
@@ -157,8 +162,8 @@ def start_node(*, head=True, address=None, num_cpus=None, resources=None, object
                                       "with `rayfast start --head`")
             address = info["gcs_address"]
         gcs_unix = ",".join(_shard_addresses(address))
-    root = session_root()
-    os.makedirs(_nodes_dir(), exist_ok=True)
+    root = root or session_root()
+    os.makedirs(_nodes_dir(root), exist_ok=True)
     session_dir = tempfile.mkdtemp(prefix="rayfast-")
     spill_dir = os.path.join(session_dir, "spill")
     os.makedirs(spill_dir, exist_ok=True)
@@ -166,7 +171,7 @@ def start_node(*, head=True, address=None, num_cpus=None, resources=None, object
     cmd = [sys.executable, "-m", "rayfast.node.main", "--session-dir", session_dir,
            "--num-cpus", str(int(num_cpus)), "--resources", json.dumps(resources or {}),
            "--object-store-memory", str(int(object_store_memory)), "--spill-dir", spill_dir,
-           "--gcs-shards", str(gcs_shards), "--remove-session-dir"]
+           "--gcs-shards", str(gcs_shards), "--labels", json.dumps(labels or {}), "--remove-session-dir"]
     if head:
         cmd += ["--head", "--gcs-port", str(int(port or 0))]
     else:
@@ -174,7 +179,8 @@ def start_node(*, head=True, address=None, num_cpus=None, resources=None, object
     r, w = os.pipe()
     cmd += ["--ready-fd", str(w)]
     env = dict(os.environ)
-    path = [_package_root(), os.getcwd()] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    path = [_package_root(), os.getcwd()] + [p for p in (sys.path if sys_path else []) if p] + \
+        [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
     with open(log_path, "ab") as log:
         # A session of its own: no terminal, no SIGINT/SIGHUP from it, nothing that dies with us.
@@ -204,10 +210,10 @@ def start_node(*, head=True, address=None, num_cpus=None, resources=None, object
             "gcs_addresses": gcs_file.get("unix") or (gcs_unix.split(",") if gcs_unix else []),
             "num_cpus": int(num_cpus), "resources": resources or {},
             "object_store_memory": int(object_store_memory), "log": log_path, "started": time.time()}
-    _write_json(os.path.join(_nodes_dir(), f"{proc.pid}.json"), info)
+    _write_json(os.path.join(_nodes_dir(root), f"{proc.pid}.json"), info)
     if head:
-        _write_json(latest_session_file(), info)
-    info["_record"] = os.path.join(_nodes_dir(), f"{proc.pid}.json")
+        _write_json(latest_session_file(root), info)
+    info["_record"] = os.path.join(_nodes_dir(root), f"{proc.pid}.json")
     return info
 
 
@@ -218,10 +224,10 @@ def _unlink(path):
         pass
 
 
-def stop_nodes(timeout=10.0, out=None, force=False, records=None):
-    """Stop every node `rayfast start` started on this machine (or those of `records`); returns
-    how many were running. force: SIGKILL at once (`ray stop --force`) instead of letting each
-    node clean up after SIGTERM; what it leaves is removed here either way."""
+def stop_nodes(timeout=10.0, out=None, force=False, records=None, root=None):
+    """Stop every node `rayfast start` started on this machine (or those of `records`, recorded
+    under root); returns how many were running. force: SIGKILL at once (`ray stop --force`)
+    instead of letting each node clean up after SIGTERM; what it leaves is removed here either way."""
     from rayfast.session import _remove_leftovers
 
     records = started_nodes() if records is None else records
@@ -267,10 +273,11 @@ def stop_nodes(timeout=10.0, out=None, force=False, records=None):
         if out and alive.get(pid):
             print(f"Stopped rayfast {'head' if info.get('head') else 'worker'} node (pid {pid}, "
                   f"session {session_dir}).", file=out)
-    latest = _read_json(latest_session_file())
+    root = root or session_root()
+    latest = _read_json(latest_session_file(root))
     if latest is None or not _is_our_node(latest):
-        _unlink(latest_session_file())
-    for d in (_nodes_dir(), session_root()):
+        _unlink(latest_session_file(root))
+    for d in (_nodes_dir(root), root):
         try:
             os.rmdir(d)
         except OSError:
@@ -420,7 +427,9 @@ def connect_driver(address):
 class NodeClient:
     """A light connection to a node for the CLI: requests only, no object store, no ownership."""
 
-    def __init__(self, socket_path, timeout=10.0):
+    def __init__(self, socket_path, timeout=10.0, owner=False):
+        """owner: the node stops when this connection closes, as an `init()` node with its driver
+        (cluster_utils holds one per node, so its nodes end with the process that made them)."""
         from rayfast import protocol as P
 
         self._P = P
@@ -429,7 +438,7 @@ class NodeClient:
             self.conn = P.connect(socket_path)
         except OSError as e:
             raise ConnectionError(f"could not connect to the rayfast node at {socket_path}: {e}") from None
-        self._send((P.HELLO, "cli", os.getpid(), None, False))
+        self._send((P.HELLO, "cli", os.getpid(), None, bool(owner)))
         self.info = self._wait(lambda m: m[0] == P.WELCOME)[1]
         self._next = 0
 
