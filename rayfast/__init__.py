@@ -69,8 +69,8 @@ def __getattr__(name):
         import importlib
         return importlib.import_module(f"rayfast.{name}")
     if name == "cloudpickle":   # Ray's ray.cloudpickle (`from ray import cloudpickle`)
-        import cloudpickle
-        return cloudpickle
+        import importlib
+        return importlib.import_module("rayfast.cloudpickle")
     if name in ("ObjectRefGenerator", "DynamicObjectRefGenerator"):
         from rayfast import generator
         return getattr(generator, name)

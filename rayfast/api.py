@@ -11,6 +11,7 @@ import uuid
 from rayfast import core_worker
 from rayfast import protocol as P
 from rayfast import runtime_env
+from rayfast import serialization
 from rayfast._core.ids import ObjectRef, wait_split
 from rayfast.config import DEFAULT_GCS_SHARDS
 from rayfast.core_worker import CoreWorker
@@ -184,6 +185,7 @@ def shutdown(_exiting_interpreter=False):
         if cw is None or core_worker._current is not cw:   # (a forked child's is its parent's)
             return
         core_worker.set_current(None)
+        serialization.unpin_out_of_band()   # (their objects end with the session)
         try:
             cw.flush()
         except Exception:

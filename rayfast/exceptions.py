@@ -286,5 +286,10 @@ class AsyncioActorExit(RayError):
     pass
 
 
+class OufOfBandObjectRefSerializationException(RayError):
+    """An ObjectRef pickled out of band (rayfast.cloudpickle) while
+    RAY_allow_out_of_band_object_ref_serialization=0; Ray's name, typo included."""
+
+
 class _TypeOrValueError(TypeError, ValueError):
     """A bad argument where Ray raises ValueError and earlier rayfast raised TypeError: both catch it."""

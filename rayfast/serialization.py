@@ -116,6 +116,20 @@ class _Unpickler(pickle.Unpickler):
         return ObjectRef(pid)
 
 
+_out_of_band = {}   # id -> ObjectRef: refs pickled where no one counts them, held for the session
+
+
+def pin_out_of_band(ref):
+    """Hold ref for the rest of this process's session: it was pickled where reference counting
+    cannot follow it (rayfast.cloudpickle), and whoever unpickles it must still find the object.
+    Ray pins such refs for the worker's life the same way."""
+    _out_of_band.setdefault(ref.binary(), ref)
+
+
+def unpin_out_of_band():
+    _out_of_band.clear()
+
+
 def dumps_function(fn):
     """Pickle a function or class to export it (by value when cloudpickle must)."""
     f = io.BytesIO()

@@ -126,3 +126,46 @@ def test_a_lone_call_of_a_function_with_a_large_closure_runs(cluster, tmp_path):
     ref = f1.remote()
     assert wait_for(done.exists, timeout=20)   # no get() yet
     assert ray.get(ref) == 1024 * 1024
+
+
+# --- Anti-pattern: passing the same large argument by value repeatedly --------------------------
+def test_a_large_argument_by_value_or_by_put(cluster):
+    @ray.remote
+    def func(large_arg, i):
+        return len(large_arg) + i
+
+    large_arg = np.zeros(256 * 1024)   # 2 MB
+    by_value = ray.get([func.remote(large_arg, i) for i in range(4)])
+    large_arg_ref = ray.put(large_arg)
+    by_ref = ray.get([func.remote(large_arg_ref, i) for i in range(4)])
+    assert by_value == by_ref == [256 * 1024 + i for i in range(4)]
+
+
+# --- Anti-pattern: serializing ray.ObjectRef out of band ----------------------------------------
+def test_out_of_band_ref_serialization(cluster):
+    @ray.remote
+    def by_pickle():
+        return pickle.dumps(ray.put(1))   # invisible to the runtime: the object is freed
+
+    @ray.remote
+    def by_ray_cloudpickle():
+        from rayfast import cloudpickle
+        return cloudpickle.dumps(ray.put(2))   # pinned for the life of this worker
+
+    with pytest.raises(GetTimeoutError):
+        ray.get(pickle.loads(ray.get(by_pickle.remote())), timeout=0.5)
+    assert ray.get(pickle.loads(ray.get(by_ray_cloudpickle.remote())), timeout=10) == 2
+
+    # RAY_allow_out_of_band_object_ref_serialization=0 makes it an error, for finding the culprit
+    forbidden = by_ray_cloudpickle.options(
+        runtime_env={"env_vars": {"RAY_allow_out_of_band_object_ref_serialization": "0"}})
+    with pytest.raises(ray.exceptions.OufOfBandObjectRefSerializationException,
+                       match="not allowed to serialize"):
+        ray.get(forbidden.remote())
+
+    # the driver's own: pinned for the life of the driver, however its refs come and go
+    from rayfast import cloudpickle
+    ref = ray.put("driver's")
+    blob = cloudpickle.dumps(ref)
+    del ref
+    assert ray.get(cloudpickle.loads(blob), timeout=10) == "driver's"
