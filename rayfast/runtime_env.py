@@ -1,10 +1,12 @@
 """runtime_env: the environment a job's, a task's or an actor's code runs in (Ray's option).
 
 rayfast applies `env_vars` (set in the worker for the task, `${VAR}` expanded
-from the worker's environment, as Ray does) and `working_dir` (a local
+from the worker's environment, as Ray does), `working_dir` (a local
 directory given to `init()`: tasks run with it as their current directory and
-first on sys.path; Ray uploads a copy, rayfast runs in place). `config` and
-`excludes` are accepted. Every other field (pip, conda, container, ...) would
+first on sys.path; Ray uploads a copy, rayfast runs in place) and `py_modules`
+(local packages, modules or .zip/.whl files, or imported module objects,
+given to `init()`: importable in tasks by their own names, from where they
+are). `config` and `excludes` are accepted. Every other field (pip, conda, container, ...) would
 need rayfast to build environments, which it does not: it is refused at the
 call site rather than ignored.
 
@@ -20,7 +22,7 @@ import re
 import sys
 from contextlib import contextmanager
 
-_ACCEPTED = {"env_vars", "working_dir", "config", "excludes"}
+_ACCEPTED = {"env_vars", "working_dir", "py_modules", "config", "excludes"}
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -45,24 +47,54 @@ def validate(env, job_level=False):
             out["env_vars"] = dict(env_vars)
     wd = env.get("working_dir")
     if wd is not None:
-        out["working_dir"] = _working_dir(wd, job_level)
+        wd = _local_path(wd, "working_dir", job_level)
+        if not os.path.isdir(wd):
+            raise ValueError(f"runtime_env working_dir {wd!r} is not an existing directory")
+        out["working_dir"] = wd
+    modules = env.get("py_modules")
+    if modules is not None:
+        if not isinstance(modules, (list, tuple)):
+            raise TypeError(f"runtime_env['py_modules'] must be a list of paths or modules, got "
+                            f"{type(modules).__name__}")
+        paths = [_import_root(m, job_level) for m in modules]
+        if paths:
+            out["py_modules"] = list(dict.fromkeys(paths))
     return out or None
 
 
-def _working_dir(wd, job_level):
-    if not isinstance(wd, (str, os.PathLike)):
-        raise TypeError(f"runtime_env['working_dir'] must be a path, got {type(wd).__name__}")
-    wd = os.fspath(wd)
-    if "://" in wd:
-        raise NotImplementedError(f"runtime_env working_dir {wd!r}: remote URIs are not supported by "
-                                  f"rayfast; give init() a local directory")
+def _local_path(p, field, job_level):
+    """A local path of a runtime_env field, made absolute."""
+    if not isinstance(p, (str, os.PathLike)):
+        raise TypeError(f"runtime_env['{field}'] must hold paths, got {type(p).__name__}")
+    p = os.fspath(p)
+    if "://" in p:
+        raise NotImplementedError(f"runtime_env {field} {p!r}: remote URIs are not supported by rayfast; "
+                                  f"give init() a local path")
     if not job_level:
-        # Ray too takes local directories only for the job (init), not per task or actor
-        raise ValueError(f"{wd} is not a valid URI: a local working_dir can only be given to init()'s "
+        # Ray too takes local paths only for the job (init), not per task or actor
+        raise ValueError(f"{p} is not a valid URI: a local {field} can only be given to init()'s "
                          f"runtime_env, not to a task's or an actor's")
-    if not os.path.isdir(wd):
-        raise ValueError(f"runtime_env working_dir {wd!r} is not an existing directory")
-    return os.path.abspath(wd)
+    return os.path.abspath(p)
+
+
+def _import_root(module, job_level):
+    """The sys.path entry that makes a py_modules item importable by its own name: a zip or
+    wheel itself, else the directory holding the package or module."""
+    if isinstance(module, type(os)):   # an imported module object
+        paths = getattr(module, "__path__", None)
+        where = list(paths)[0] if paths else getattr(module, "__file__", None)
+        if not where:
+            raise ValueError(f"runtime_env py_modules: module {module.__name__!r} has no file to import from")
+        module = where
+    p = _local_path(module, "py_modules", job_level)
+    if not os.path.exists(p):
+        raise ValueError(f"runtime_env py_modules entry {p!r} does not exist")
+    if os.path.isfile(p) and p.endswith((".zip", ".whl")):
+        return p
+    if os.path.isfile(p) and not p.endswith(".py"):
+        raise ValueError(f"runtime_env py_modules entry {p!r} is not a package directory, a .py module "
+                         f"or a .zip/.whl file")
+    return os.path.dirname(p.rstrip(os.sep))
 
 
 def merge(parent, own):
@@ -96,20 +128,23 @@ def enter(env):
         cwd = os.getcwd()
         os.chdir(wd)
         sys.path.insert(0, wd)
-    return saved_vars, wd, cwd
+    added = [p for p in env.get("py_modules", ()) if p not in sys.path]
+    sys.path[:0] = added
+    return saved_vars, wd, cwd, added
 
 
 @contextmanager
 def applied(env):
     """Run the body in env (this process's environment, put back afterwards)."""
-    saved_vars, wd, cwd = enter(env)
+    saved_vars, wd, cwd, added = enter(env)
     try:
         yield
     finally:
         if wd is not None:
             os.chdir(cwd)
+        for p in added + ([wd] if wd is not None else []):
             try:
-                sys.path.remove(wd)
+                sys.path.remove(p)
             except ValueError:
                 pass
         for k, v in saved_vars.items():

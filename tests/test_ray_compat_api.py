@@ -207,6 +207,50 @@ def test_job_runtime_env_and_working_dir(tmp_path):
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr
 
 
+def test_job_runtime_env_py_modules(tmp_path):
+    # Ray's py_modules: local packages and modules (paths or imported module objects) importable by
+    # the job's tasks and actors, also when a task's function refers to them by reference
+    pkg = tmp_path / "src" / "rf_pymod_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("def value():\n    return 42\n")
+    (tmp_path / "single").mkdir()
+    (tmp_path / "single" / "rf_pymod_single.py").write_text("WORD = 'single'\n")
+    code = f"""
+        import sys
+        import pytest
+        import rayfast as ray
+        sys.path.insert(0, {str(tmp_path / "src")!r})
+        import rf_pymod_pkg
+        ray.init(num_cpus=1, runtime_env={{"py_modules": [rf_pymod_pkg, {str(tmp_path / "single" / "rf_pymod_single.py")!r}]}})
+        @ray.remote
+        def f():
+            import rf_pymod_single
+            return rf_pymod_pkg.value(), rf_pymod_single.WORD
+        @ray.remote
+        class A:
+            def v(self):
+                return rf_pymod_pkg.value()
+        assert ray.get(f.remote()) == (42, "single")
+        assert ray.get(ray.remote(rf_pymod_pkg.value).remote()) == 42   # the function itself by reference
+        assert ray.get(A.remote().v.remote()) == 42
+        with pytest.raises(ValueError, match="py_modules"):   # as Ray: local paths for the job only
+            f.options(runtime_env={{"py_modules": [{str(tmp_path / "single")!r}]}})
+        print("ok")
+    """
+    from conftest import run_driver
+    p = run_driver(code)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+    for bad, err in (({"py_modules": "/tmp"}, TypeError), ({"py_modules": ["/no/such/dir"]}, ValueError),
+                     ({"py_modules": ["s3://bucket/x.zip"]}, NotImplementedError)):
+        with pytest.raises(err):
+            runtime_env_validate(bad, job_level=True)
+
+
+def runtime_env_validate(env, job_level):
+    from rayfast import runtime_env
+    return runtime_env.validate(env, job_level=job_level)
+
+
 # --- init -----------------------------------------------------------------------
 def test_init_local_mode_and_bad_runtime_env_are_refused():
     code = """
