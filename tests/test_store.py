@@ -224,7 +224,7 @@ def test_get_timeout_on_unsealed(store):
     t = time.monotonic()
     with pytest.raises(TimeoutError):
         store.get(o, timeout=0)
-    assert time.monotonic() - t < 0.05
+    assert time.monotonic() - t < 0.15   # at once (not the 0.2 s wait below), with room for a loaded machine
     t = time.monotonic()
     with pytest.raises(GetTimeoutError):
         store.get(o, timeout=0.2)
