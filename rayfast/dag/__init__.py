@@ -83,12 +83,12 @@ def _resolve_value(value, cache, inputs):
     return value
 
 
-class FunctionNode(DAGNode):
-    """`f.bind(...)`: a task, submitted by execute()."""
+class _CallNode(DAGNode):
+    """A node whose execution is `target.remote(*args, **kwargs)`."""
 
     def __init__(self, target, args, kwargs, options=None):
         super().__init__(args, kwargs, options)
-        self._target = target   # a RemoteFunction, or what f.options(...) gives
+        self._target = target
 
     def _run(self, args, kwargs, cache, inputs):
         return self._target.remote(*args, **kwargs)
@@ -97,23 +97,18 @@ class FunctionNode(DAGNode):
         return getattr(self._target, "__name__", "") or repr(self._target)
 
 
-class ClassNode(DAGNode):
-    """`Actor.bind(...)`: an actor made by execute(); `node.method.bind(...)` calls it."""
+class FunctionNode(_CallNode):
+    """`f.bind(...)` (or `f.options(...).bind(...)`): a task, submitted by execute()."""
 
-    def __init__(self, target, args, kwargs, options=None):
-        super().__init__(args, kwargs, options)
-        self._target = target   # an ActorClass, or what Actor.options(...) gives
 
-    def _run(self, args, kwargs, cache, inputs):
-        return self._target.remote(*args, **kwargs)
+class ClassNode(_CallNode):
+    """`Actor.bind(...)` (or with `.options(...)`): an actor made by execute(); `node.method.bind(...)`
+    calls it."""
 
     def __getattr__(self, name):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
         return _MethodBinder(self, name, {})
-
-    def _describe(self):
-        return getattr(self._target, "__name__", "") or repr(self._target)
 
 
 class _MethodBinder:
@@ -152,7 +147,19 @@ class ClassMethodNode(DAGNode):
         return self._method_name
 
 
-class InputNode(DAGNode):
+class _Indexable:
+    """`node[key]` and `node.name` of an input: InputAttributeNodes."""
+
+    def __getitem__(self, key):
+        return InputAttributeNode(self, key)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return InputAttributeNode(self, name)
+
+
+class InputNode(_Indexable, DAGNode):
     """What execute() is given: `execute(x)` makes it x; with several arguments, `inp[i]` is the
     i-th and `inp.name` the keyword one. `inp[k]` / `inp.name` of a single argument index it or take
     its attribute (or key, for a dict). Used as `with InputNode() as inp: ...`."""
@@ -162,14 +169,6 @@ class InputNode(DAGNode):
 
     def __exit__(self, *exc):
         return False
-
-    def __getitem__(self, key):
-        return InputAttributeNode(self, key)
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return InputAttributeNode(self, name)
 
     def _run(self, args, kwargs, cache, inputs):
         given, named = inputs
@@ -181,21 +180,13 @@ class InputNode(DAGNode):
                          f"use inp[i] or inp.name in the DAG for each one")
 
 
-class InputAttributeNode(DAGNode):
+class InputAttributeNode(_Indexable, DAGNode):
     """`inp[key]` or `inp.name`."""
 
     def __init__(self, input_node, key):
         super().__init__()
         self._input = input_node
         self._key = key
-
-    def __getitem__(self, key):
-        return InputAttributeNode(self, key)
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return InputAttributeNode(self, name)
 
     def _run(self, args, kwargs, cache, inputs):
         key = self._key
