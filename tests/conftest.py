@@ -20,6 +20,17 @@ import rayfast
 
 _NAMES = ("valkey-server", "redis-server", "rayfast.node.main")
 
+# init() without an address joins a cluster that `rayfast start` left running (as Ray's): the
+# suite's clusters are its own, whatever runs on the machine.
+os.environ.pop("RAYFAST_ADDRESS", None)
+if "RAYFAST_SESSION_ROOT" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+    _ROOT = tempfile.mkdtemp(prefix="rftest-records-")
+    os.environ["RAYFAST_SESSION_ROOT"] = _ROOT
+    atexit.register(shutil.rmtree, _ROOT, True)
+
 
 # --- processes --------------------------------------------------------------
 def _stat(pid):
