@@ -187,13 +187,15 @@ class TaskExecutor:
             # Refs inside the results are pinned at the node before this worker's
             # own refs to them are released there (same socket, in order); the
             # driver's record of the task (DIRECT_DONE) then takes the pins over.
+            # The releases leave before the reply, as they would in the frame of a
+            # DONE to the node: an object the task made and dropped (one whose ref it
+            # pickled itself, say) is gone before the driver can ask for it.
             contained = tuple(c for r in results for c in r[3])
             if contained:
                 cw.conn.send((P.PIN, contained))
+            cw.flush()
             if cw.channels.reply(reply, done):
                 cw._arm_timer(0.001)   # the socket is full: the flush timer pushes the rest
-            if contained:
-                cw.flush()
         elif cw._inbox:
             cw.send_batched(done)   # more queued here: let the results of a run share a frame
         else:
