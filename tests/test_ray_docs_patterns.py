@@ -475,6 +475,17 @@ def test_actor_pool_as_documented(cluster):
         pool.get_next_unordered()
 
 
+def test_actor_pool_map_unordered_after_get_next_unordered(cluster):
+    # As Ray's: map_unordered first waits out (and drops) what is still pending, even after an
+    # unordered get, where get_next() would refuse
+    pool = ActorPool([_Doubler.remote(), _Doubler.remote()])
+    pool.submit(lambda a, v: a.slow.remote(v), 0.3)
+    pool.submit(lambda a, v: a.slow.remote(v), 0.0)
+    assert pool.get_next_unordered() == 0.0
+    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), [1, 2, 3])) == [2, 4, 6]
+    assert not pool.has_next()
+
+
 def test_actor_pool_submissions_queue_for_a_free_actor(cluster):
     pool = ActorPool([_Doubler.remote()])
     for v in range(5):

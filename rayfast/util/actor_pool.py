@@ -34,7 +34,10 @@ class ActorPool:
 
     def map_unordered(self, fn, values):
         """Like map, but results come as they finish."""
-        self._drop_previous()
+        # Ray: this one waits out what earlier submissions have not returned, dropping their
+        # results (so it also follows a get_next_unordered(), which map's dropping may not)
+        while self.has_next():
+            self.get_next_unordered()
         for v in values:
             self.submit(fn, v)
 
