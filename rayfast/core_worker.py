@@ -153,9 +153,21 @@ class CoreWorker:
             self._batch_started = now
             self._arm_timer()
         elif n >= 128 or now - self._batch_started > 0.0002:
-            if n >= 128 and self.direct is not None:
-                self.direct.release_idle()   # a burst: the leased worker is better off in the pool
+            take_in = (n >= 128 or now - last < BURST_GAP) and self.direct is not None and self.direct.on_burst()
             self.flush()
+            if take_in:
+                self._take_in()
+
+    def _take_in(self):
+        """Read what has come in without waiting; not if another thread reads (or we are
+        submitting from a callback that a read of ours runs, holding the lock)."""
+        if not self._cond.acquire(blocking=False):
+            return
+        try:
+            if not self._reading and not self._closed:
+                self._pump(time.monotonic() + 1e-6)
+        finally:
+            self._cond.release()
 
     def _arm_timer(self, delay=None):
         t = self._timer

@@ -87,6 +87,7 @@ class DriverChannel:
         self.cw = cw
         self.lease = None
         self.requested = False
+        self.declined = False     # a burst began while our request was unanswered: a grant goes straight back
         self.retry_at = 0.0       # no lease request before this (time.monotonic())
         self._handles = 0
         # One task in flight per lease: checking and taking the slot must be
@@ -142,6 +143,12 @@ class DriverChannel:
     def on_grant(self, m):
         _, worker_id, pid, path, shape = m
         self.requested = False
+        if self.declined:
+            self.declined = False
+            self.cw.conn.send((P.LEASE_RETURN, worker_id))
+            self.cw._must_flush = True
+            self.retry_at = time.monotonic() + LEASE_RETRY
+            return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(path)
@@ -154,14 +161,29 @@ class DriverChannel:
 
     def on_denied(self):
         self.requested = False
+        self.declined = False
         self.retry_at = time.monotonic() + LEASE_RETRY
 
-    def release_idle(self):
-        """Give the lease back now if no task is in flight on it."""
+    def on_burst(self):
+        """A burst of submissions: the leased worker is better off in the pool, where the node
+        queues the burst's tasks on it. Give the lease back now if idle, else once its task in
+        flight is done; a grant still on its way goes straight back. True if the caller should
+        read what came in (the grant, the task's DONE): until the node has the worker back it
+        holds the burst's tasks back from running in its place (manager._room_elsewhere)."""
+        self.retry_at = time.monotonic() + LEASE_RETRY   # and no new request while the burst lasts
+        if self.lease is None and not self.requested:
+            return False
         with self._lock:
             lease = self.lease
-            if lease is not None and lease.inflight is None:
-                self._give_back(lease)
+            if lease is not None:
+                lease.revoked = True
+                if lease.inflight is None:
+                    self._give_back(lease)
+                    return False
+                return True
+            if self.requested:
+                self.declined = True
+            return self.requested
 
     def on_revoke(self, worker_id):
         with self._lock:

@@ -538,7 +538,11 @@ class NodeManager:
                     w = idle.pop()
                     pipelined = False
                 else:
-                    w = self._pipeline_target(shape, q)
+                    # queued behind a busy worker only when the node is full: with a CPU free
+                    # (a worker starting or to be forked) or lent to a lease (called back when work
+                    # waits) the task gets a worker of its own, as in Ray; a long task wrongly
+                    # taken for brief must not hold another back while a CPU is to be had
+                    w = None if self._room_elsewhere(shape) else self._pipeline_target(shape, q)
                     if w is None:
                         if not self._fits_total(shape):
                             # never here: to a node that can run it, else pending (as Ray)
@@ -668,6 +672,13 @@ class NodeManager:
                     and (best is None or len(w.pipeline) < len(best.pipeline))):
                 best = w
         return best
+
+    def _room_elsewhere(self, shape):
+        """Whether shape, with no idle worker for it now, will soon have one: its resources are
+        free and a worker is starting or can be forked, or they are lent to a lease."""
+        if self._fits(shape):
+            return self.starting > 0 or self._may_grow()
+        return bool(self.leases) and _fits_in(shape, self.available())
 
     def _may_grow(self):
         # Workers blocked in get() do not count: nesting deeper than the cap must not deadlock.
