@@ -9,6 +9,8 @@ import pytest
 import rayfast as ray
 from rayfast.util import ActorPool
 
+from conftest import wait_for
+
 
 @ray.remote
 class Pinger:
@@ -478,3 +480,27 @@ def test_type_hint_patterns(cluster):
     assert ray.get(use.remote(actor)) == 1
     with pytest.raises(TypeError):
         actor.calculate.remote(1)   # the signature is still checked at the call site
+
+
+def test_calls_made_before_the_last_handle_went_still_run(cluster):
+    # `ray.get(A.remote().f.remote())` is a common idiom: the handle is gone at once, while the
+    # actor may not even be placed yet; its calls run, then it ends (Ray: out of scope).
+    from rayfast.util.state import list_actors
+
+    @ray.remote(num_cpus=2)
+    class Needy:
+        def value(self, x):
+            return x * 2
+
+    @ray.remote(num_cpus=2)
+    def hold(t):
+        time.sleep(t)
+
+    busy = hold.remote(1.0)       # the actor waits for both CPUs: it is placed after this task
+    time.sleep(0.2)
+    ref = Needy.remote().value.remote(21)
+    time.sleep(0.3)               # the handle's release has reached the node by now
+    assert ray.get(ref, timeout=30) == 42
+    ray.get(busy)
+    assert wait_for(lambda: all(a.state == "DEAD" for a in list_actors(filters=[("class_name", "=", "Needy")])),
+                    timeout=10)

@@ -602,6 +602,8 @@ class ActorManager:
     def _end_orphans(self):
         """An actor not placed yet whose every handle is gone ends, as in Ray: nothing could call it,
         and one that waits for resources the node lacks would wait, holding its name, for ever.
+        One with calls already submitted runs them first (`A.remote().f.remote()` drops the handle
+        at once) and ends after the last, as any actor out of scope does.
         (Found by the object table, handled here: not from inside its bookkeeping.)"""
         oids, self.orphaned = self.orphaned, []
         referenced = self.nm.objects.referenced
@@ -609,7 +611,8 @@ class ActorManager:
             a = self.by_live.get(oid)
             if a is not None and a.state == PENDING and not a.detached and not referenced(oid):
                 a.out_of_scope = True
-                self._end(a)
+                if not a.queues and not a.inflight:
+                    self._end(a)
 
     def _maybe_end(self, a):
         if a.out_of_scope and a.state == ALIVE and not a.inflight and not a.queues:
