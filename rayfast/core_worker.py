@@ -414,9 +414,10 @@ class CoreWorker:
         if not armed:
             self._arm_timer(LATER_DELAY)   # (a reader flushes after its next batch, if one comes)
 
-    def done_record(self, spec, results, start, end, worker_id, pid):
+    def done_record(self, spec, results, start, end, worker_id, pid, cancelled=False):
         """The DIRECT_DONE that tells the node manager of a call run over a direct channel (an
-        actor's, a lease's), each result delivered here first; with each, whether we hold it."""
+        actor's, a lease's), each result delivered here first; with each, whether we hold it.
+        cancelled: cut short by cancel(), so its run time says nothing of its function's."""
         deliver = self.deliver
         if len(results) == 1:   # the common case, without a generator per call
             oid, kind, data, contained = results[0]
@@ -424,6 +425,8 @@ class CoreWorker:
         else:
             published = tuple((oid, kind, data, contained, deliver(oid, kind, data))
                               for oid, kind, data, contained in results)
+        if cancelled:
+            return (P.DIRECT_DONE, spec, published, start, end, worker_id, pid, True)
         return (P.DIRECT_DONE, spec, published, start, end, worker_id, pid)
 
     # --- objects ----------------------------------------------------------

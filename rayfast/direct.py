@@ -215,18 +215,19 @@ class DriverChannel:
             _, spec, _ = lease.inflight
             lease.inflight = None
             results = m[2]
-            if lease.cancelled:
+            cancelled = lease.cancelled
+            if cancelled:
                 lease.cancelled = False
                 results = cancelled_results(spec)
-            self._record(spec, results, m[3], m[4], lease)
+            self._record(spec, results, m[3], m[4], lease, cancelled)
         if lease.revoked and lease.inflight is None:
             self._give_back(lease)
 
-    def _record(self, spec, results, start, end, lease):
+    def _record(self, spec, results, start, end, lease, cancelled=False):
         """Keep the results we still hold refs to, and tell the node manager what ran."""
         cw = self.cw
         # Not urgent: it rides with the next frame, or the flush timer's.
-        cw.send_later(cw.done_record(spec, results, start, end, lease.worker_id, lease.pid))
+        cw.send_later(cw.done_record(spec, results, start, end, lease.worker_id, lease.pid, cancelled))
 
     def _give_back(self, lease):
         self.lease = None
@@ -247,7 +248,7 @@ class DriverChannel:
         retries = spec[P.S_MAX_RETRIES]
         if lease.cancelled:   # killed by cancel(force=True) while it ran
             self._record(spec, error_results(spec, TaskCancelledWorkerCrashedError(spec[P.S_TASK_ID].hex())),
-                         time.time(), time.time(), lease)
+                         time.time(), time.time(), lease, True)
         elif retries != 0:
             spec = spec[:P.S_MAX_RETRIES] + (retries - 1 if retries > 0 else retries,) + spec[P.S_MAX_RETRIES + 1:]
             self.cw.conn.send((P.SUBMIT, spec))

@@ -58,3 +58,32 @@ def test_worker_being_replaced_does_not_serialise(cluster):
             with pytest.raises(exceptions.TaskCancelledError):
                 rayfast.get(ref, timeout=30)
         _assert_overlap(nap.remote(1.0), nap.remote(1.0))
+
+
+@rayfast.remote
+def doze(seconds):
+    time.sleep(seconds)
+
+
+def test_runs_cut_short_by_cancel_do_not_make_a_function_look_brief(cluster):
+    from rayfast.util.state import list_tasks
+
+    for _ in range(5):
+        ref = doze.remote(30)
+        assert _wait(lambda: any(t.state == "RUNNING" for t in list_tasks(
+            filters=[("func_or_class_name", "=", doze._name), ("state", "=", "RUNNING")])))
+        rayfast.cancel(ref)
+        with pytest.raises((exceptions.TaskCancelledError, exceptions.RayTaskError)):
+            rayfast.get(ref, timeout=30)
+    summary = core_worker.current().request("summary")
+    row = next((v for k, v in summary.items() if k.endswith(".doze")), {})
+    assert row.get("finished", 0) == 0, row   # cancelled, not finished: no run time to learn from
+
+
+def _wait(pred, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False

@@ -374,7 +374,7 @@ class NodeManager:
                 for oid in m[1]:
                     objects.entry(oid).contained_in += 1
             elif t == P.DIRECT_DONE:
-                self._direct_done(c, m[1], m[2], m[3], m[4], m[5], m[6])
+                self._direct_done(c, m[1], m[2], m[3], m[4], m[5], m[6], len(m) > 7)
             elif t == P.LEASE_REQUEST:
                 # Answered once this turn's submissions are placed: a driver asks with its first
                 # task, in the same frame, and a lease granted before that task was queued took the
@@ -613,8 +613,9 @@ class NodeManager:
                 lease[2] = True
                 self.send(lease[1], (P.LEASE_REVOKE, lease[0].worker_id))
 
-    def _direct_done(self, c, spec, results, start, end, worker_id, pid):
-        """A task ran over a lease: record it as if it had passed through here."""
+    def _direct_done(self, c, spec, results, start, end, worker_id, pid, cancelled=False):
+        """A task ran over a lease: record it as if it had passed through here (a run cut short
+        by cancel() counts as started, not finished: as in _done)."""
         name = spec[P.S_NAME]
         objects = self.objects
         if results and results[0][1] == P.ERROR:
@@ -632,7 +633,8 @@ class NodeManager:
         stats = self.stats
         row = stats.submitted(name)
         stats.start_row(row, 0.0)
-        stats.finish_row(row, start, end)
+        if not cancelled:
+            stats.finish_row(row, start, end)
         self.events.append((name, spec[P.S_TASK_ID], worker_id, pid, start, end))
 
     def _lineage_written(self, spec, n):
@@ -799,8 +801,9 @@ class NodeManager:
             self._count_call(w, rec.spec, opts["max_calls"])
         self._leave_worker(rec, w)
         spec = rec.spec
-        self.stats.finish_row(rec.stats, start, end, rec.dispatched, c.id,
-                              w is not None and bool(w.pipeline) and w.pipeline[0].dispatched <= end)
+        if not rec.cancelled:   # a run cut short by cancel() would make its function look brief
+            self.stats.finish_row(rec.stats, start, end, rec.dispatched, c.id,
+                                  w is not None and bool(w.pipeline) and w.pipeline[0].dispatched <= end)
         if w is not None:
             self.events.append((spec[P.S_NAME], spec[P.S_TASK_ID], w.worker_id, w.pid, start, end))
         else:
