@@ -52,7 +52,7 @@ from rayfast.exceptions import ActorUnschedulableError, PendingCallsLimitExceede
 from rayfast.node.actors import EXITED_BY_USER, dead_error_data
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, label_requirement, resource_shape, validate, warn_infeasible
-from rayfast.scheduling import pick_node, placement_extras
+from rayfast.scheduling import captured_strategy, pick_node, placement_extras
 from rayfast.remote_function import _task_extras, encode_call_args as _encode
 
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")
@@ -332,6 +332,10 @@ class ActorClass:
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")
         self._init_check.check(self.__name__, args, kwargs)
+        if cw.capture_pg is not None and opts.get("scheduling_strategy") is None and \
+                opts.get("placement_group", "default") == "default":
+            # as Ray: a capturing task's actors go into its group too, unless they say where to run
+            opts = dict(opts, scheduling_strategy=captured_strategy(cw.capture_pg))
         explicit = any(opts.get(k) is not None for k in _RESOURCE_KEYS)
         # Ray's rule: an actor with no resources given needs 1 CPU to be placed and holds none.
         hold = resource_shape(opts, 0)
@@ -367,6 +371,7 @@ class ActorClass:
             # its own over the creator's (the job's, or the creating task's), applied for its life
             "runtime_env": runtime_env.merge(cw.runtime_env, runtime_env.validate(opts.get("runtime_env"))),
             "placement_group": where.get("placement_group"),
+            "capture_pg": where.get("capture_pg"),   # its calls' children go into the group too
         }
         if "unschedulable" in where:   # hard node affinity to a node that cannot have it: its creation fails
             extras["unschedulable"] = where["unschedulable"]
@@ -937,6 +942,8 @@ class ActorTaskExecutor(TaskExecutor):
             runtime_env.enter(env)
             self.cw.runtime_env = env   # what its calls inherit
         self.placement_group = extras.get("placement_group")   # for get_current_placement_group()
+        if extras.get("capture_pg") is not None:   # (for its life: every call's children)
+            self.cw.capture_pg = extras["capture_pg"]
         gpu_ids = extras.get("gpu_ids")
         if gpu_ids is not None:   # the node's choice (node/gpus.py), for the actor's life
             self.cw.gpu_ids = gpu_ids

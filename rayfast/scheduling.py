@@ -53,6 +53,16 @@ def captured(shape, extras, capture_pg, what):
     return shape, dict(extras or {}, placement_group=pg_hex, capture_pg=capture_pg)
 
 
+def captured_strategy(capture_pg):
+    """The strategy an actor made in a capturing task's placement group gets: that group, still
+    capturing (what `captured` does to a child task's shape and extras)."""
+    from rayfast.util.placement_group import PlacementGroup, PlacementGroupID
+    from rayfast.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    pg_hex, bundles = capture_pg
+    return PlacementGroupSchedulingStrategy(PlacementGroup(PlacementGroupID.from_hex(pg_hex), bundles),
+                                            placement_group_capture_child_tasks=True)
+
+
 def placement_extras(options):
     """What of the scheduling options a task's spec carries (S_OPTIONS) for its worker."""
     from rayfast import core_worker

@@ -122,6 +122,27 @@ def test_placement_group_capture_child_tasks():
 
     captured = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
     assert ray.get(parent.options(scheduling_strategy=captured).remote(), timeout=10) == (True, pg.id.hex())
+
+    @ray.remote(num_cpus=0)
+    class Child:
+        def group(self):
+            return ray.get_runtime_context().get_placement_group_id()
+
+        def childs_group(self):
+            return ray.get(where.remote())   # takes the group's other CPU
+
+    @ray.remote
+    def make_actor(default):
+        if default:
+            return ray.get(Child.options(scheduling_strategy="DEFAULT").remote().group.remote())
+        a = Child.remote()
+        return ray.get(a.group.remote()), ray.get(a.childs_group.remote())
+
+    # as Ray: the actors a capturing task makes go into its group (and capture their own children);
+    # one that says where to run does not
+    assert ray.get(make_actor.options(scheduling_strategy=captured).remote(False), timeout=10) == \
+        (pg.id.hex(), pg.id.hex())
+    assert ray.get(make_actor.options(scheduling_strategy=captured).remote(True), timeout=10) is None
     remove_placement_group(pg)
     pg = placement_group([{"CPU": 1}])   # the other CPU stays outside the group
     assert pg.wait(5)
