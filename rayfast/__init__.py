@@ -56,6 +56,9 @@ def __getattr__(name):
     if name in ("get_actor", "kill", "method", "ActorHandle", "ActorClass"):
         from rayfast import actor
         return getattr(actor, name)
+    if name == "LoggingConfig":
+        from rayfast.logging_config import LoggingConfig
+        return LoggingConfig
     if name in ("JobID", "NodeID"):
         from rayfast import runtime_context
         return getattr(runtime_context, name)

@@ -25,7 +25,7 @@ _state = {"node": None, "cw": None, "namespace": None}
 _INIT_KWARGS = {"include_dashboard", "dashboard_host", "dashboard_port", "log_to_driver", "logging_level",
                 "logging_format", "configure_logging", "runtime_env", "local_mode", "job_config",
                 "_system_config", "_temp_dir", "_node_ip_address", "num_gpus", "storage",
-                "_enable_object_reconstruction", "_plasma_directory", "_metrics_export_port"}
+                "_enable_object_reconstruction", "_plasma_directory", "_metrics_export_port", "logging_config"}
 
 
 class RayContext(dict):
@@ -101,6 +101,15 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             job_env = job_env if job_env is not None else job_config.runtime_env
             namespace = namespace if namespace is not None else job_config.ray_namespace
         job_env = runtime_env.validate(job_env, job_level=True)
+        logging_config = kwargs.get("logging_config")
+        if logging_config is None and job_config is not None:
+            logging_config = job_config.py_logging_config
+        if logging_config is not None:
+            from rayfast import logging_config as lc
+            if not isinstance(logging_config, lc.LoggingConfig):
+                raise TypeError(f"logging_config must be a rayfast.LoggingConfig, got {type(logging_config).__name__}")
+            lc.configure(logging_config)   # the driver's now; each worker's with the job's first task there
+            job_env = dict(job_env or {}, **{lc.RUNTIME_ENV_KEY: logging_config._as_tuple()})
         if num_cpus is None:
             num_cpus = os.cpu_count() or 1
         if not isinstance(num_cpus, numbers.Integral) or isinstance(num_cpus, bool) or num_cpus < 0:

@@ -236,7 +236,7 @@ class RuntimeContext:
     @property
     def runtime_env(self):
         """The runtime_env this code runs in (the job's in the driver)."""
-        return dict(self._cw.runtime_env or {})
+        return {k: v for k, v in (self._cw.runtime_env or {}).items() if not k.startswith("_")}
 
     def get_runtime_env_string(self):
         return json.dumps(self.runtime_env)

@@ -23,6 +23,7 @@ import sys
 from contextlib import contextmanager
 
 _ACCEPTED = {"env_vars", "working_dir", "py_modules", "config", "excludes"}
+LOGGING_KEY = "_logging_config"   # the job's LoggingConfig (not a user field: runtime_context hides it)
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -117,7 +118,12 @@ def inherit(extras, parent):
 
 
 def enter(env):
-    """Make this process run in env (an actor's process, for its life); returns what it replaced."""
+    """Make this process run in env (an actor's process, for its life); returns what it replaced.
+    The job's logging config, if any, rides along (rayfast/logging_config.py): set up once, kept."""
+    logging = env.get(LOGGING_KEY)
+    if logging is not None:
+        from rayfast.logging_config import configure
+        configure(logging)
     saved_vars = {}
     for k, v in env.get("env_vars", {}).items():
         saved_vars[k] = os.environ.get(k)

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from rayfast import core_worker
 from rayfast import protocol as P
-from rayfast.runtime_context import worker_id_hex
+from rayfast.runtime_context import RuntimeContext, worker_id_hex
 
 DEFAULT_LIMIT = 100
 DEFAULT_RPC_TIMEOUT = 30
@@ -124,7 +124,7 @@ def _job_rows():
     cw = core_worker.current()
     return [{"job_id": _job_id(), "submission_id": None, "type": "DRIVER", "status": "RUNNING",
              "entrypoint": "", "message": None, "error_type": None, "start_time": None, "end_time": None,
-             "metadata": {}, "runtime_env": dict(getattr(cw, "runtime_env", None) or {}),
+             "metadata": {}, "runtime_env": RuntimeContext(cw).runtime_env,
              "driver_info": {"id": _job_id(), "node_ip_address": "127.0.0.1", "pid": str(os.getpid())}}]
 
 
