@@ -109,7 +109,7 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             if not isinstance(logging_config, lc.LoggingConfig):
                 raise TypeError(f"logging_config must be a rayfast.LoggingConfig, got {type(logging_config).__name__}")
             lc.configure(logging_config)   # the driver's now; each worker's with the job's first task there
-            job_env = dict(job_env or {}, **{lc.RUNTIME_ENV_KEY: logging_config._as_tuple()})
+            job_env = dict(job_env or {}, **{runtime_env.LOGGING_KEY: logging_config._as_tuple()})
         if num_cpus is None:
             num_cpus = os.cpu_count() or 1
         if not isinstance(num_cpus, numbers.Integral) or isinstance(num_cpus, bool) or num_cpus < 0:

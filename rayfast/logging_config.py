@@ -15,8 +15,6 @@ import json
 import logging
 import time
 
-from rayfast.runtime_env import LOGGING_KEY as RUNTIME_ENV_KEY   # where it rides in the job's runtime_env
-
 _ENCODINGS = ("TEXT", "JSON")
 # Python's own LogRecord attributes: what additional_log_standard_attrs may name (as Ray's list)
 STANDARD_ATTRS = frozenset({
