@@ -57,7 +57,8 @@ from rayfast.remote_function import _task_extras, encode_call_args as _encode
 
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "resources", "memory")
 DEFAULT_ASYNC_CONCURRENCY = 1000
-_BUILTIN_METHODS = ("__ray_ready__", "__ray_terminate__")   # every actor has them (ActorTaskExecutor.actor_call)
+# every actor has them (ActorTaskExecutor.actor_call); __ray_call__(fn, ...) runs fn(actor, ...) there
+_BUILTIN_METHODS = ("__ray_ready__", "__ray_terminate__", "__ray_call__")
 PUSH_DELAY = 0.001           # how soon replies the socket could not take are pushed again
 CANCEL_CHECK_AFTER = 0.01   # after a call this long, read what came meanwhile before taking a queued call
 
@@ -180,6 +181,7 @@ def _class_meta(cls):
     no_args = _Check(inspect.Signature())
     methods["__ray_ready__"] = (1, False, no_args, _NO_OPTIONS)
     methods["__ray_terminate__"] = (1, False, no_args, _NO_OPTIONS)
+    methods["__ray_call__"] = (1, False, _Check(inspect.signature(lambda fn, *args, **kwargs: None)), _NO_OPTIONS)
     return _Meta(cls.__name__, methods, any_async)
 
 
@@ -372,6 +374,7 @@ class ActorClass:
             "runtime_env": runtime_env.merge(cw.runtime_env, runtime_env.validate(opts.get("runtime_env"))),
             "placement_group": where.get("placement_group"),
             "capture_pg": where.get("capture_pg"),   # its calls' children go into the group too
+            "node_affinity": where.get("node_affinity"),   # (soft or not: a restart after that node died)
         }
         if "unschedulable" in where:   # hard node affinity to a node that cannot have it: its creation fails
             extras["unschedulable"] = where["unschedulable"]
@@ -918,6 +921,9 @@ class ActorTaskExecutor(TaskExecutor):
             return True
         if name == "__ray_terminate__":   # Ray's graceful end: after the calls before it, like exit_actor()
             exit_actor()
+        if name == "__ray_call__":
+            args, kwargs = self.resolve_args(spec, resolved)
+            return args[0](self.actor, *args[1:], **kwargs)
         fn = getattr(self.actor, name)
         opts = spec[P.S_OPTIONS]
         if opts and opts.get("retry_exceptions"):

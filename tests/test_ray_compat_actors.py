@@ -729,3 +729,22 @@ def test_runtime_context_per_call_in_threaded_and_async_actors():
         out = ray.get(refs, timeout=30)
         assert [n for n, _ in out] == [name] * 3
         assert [t for _, t in out] == [r.task_id().hex() for r in refs]
+
+
+def test_ray_call_runs_a_function_on_the_actor_instance():
+    # Ray's built-in actor method: __ray_call__(fn, *args, **kwargs) runs fn(instance, ...) in the actor
+    @ray.remote
+    class Holder:
+        def __init__(self):
+            self.value = 41
+
+    @ray.remote
+    class AsyncHolder:
+        async def noop(self):
+            return None
+
+    h = Holder.remote()
+    assert ray.get(h.__ray_call__.remote(lambda self, inc, scale=1: (self.value + inc) * scale, 1, scale=2)) == 84
+    assert ray.get(AsyncHolder.remote().__ray_call__.remote(lambda self: type(self).__name__)) == "AsyncHolder"
+    with pytest.raises(TypeError):
+        h.__ray_call__.remote()   # fn is required, at the call site
