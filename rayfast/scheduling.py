@@ -5,9 +5,10 @@ run on (node affinity, SPREAD).
 A node offers one unit of a resource named after its id (AFFINITY + hex id, hidden from
 cluster_resources() and the like: `visible`). A task pinned to a node asks for a sliver of it,
 so the ordinary shape-based scheduling does the rest: its origin runs it if it is that node,
-else spills it there (rayfast/node/peers.py), and a retry after that node died waits as
-infeasible. Which node is decided at the call, from the caller's copy of the node table
-(refreshed after NODES_TTL, or at once for a node it does not know)."""
+else spills it there (rayfast/node/peers.py). When that node dies, a soft or SPREAD pin is
+dropped (`unpinned`) and a hard one makes the task unschedulable. Which node is decided at the
+call, from the caller's copy of the node table (refreshed after NODES_TTL, or at once for a node
+it does not know)."""
 import itertools
 import time
 
@@ -92,6 +93,21 @@ def _live_nodes(cw, fresh=False):
 def forget_nodes():
     """The nodes changed (cluster_utils added or removed one): read them again at the next call."""
     _nodes[0] = None
+
+
+def pinned_to(shape, node_hex):
+    """Whether shape asks for node node_hex's node-id resource (node affinity or SPREAD)."""
+    key = AFFINITY + node_hex
+    return any(name == key for name, _ in shape)
+
+
+def unpinned(shape, extras):
+    """shape once the node it was pinned to has died: free of the pin for soft affinity and SPREAD
+    (any node will do, as in Ray); None for hard affinity (it can run nowhere)."""
+    affinity = extras.get("node_affinity") if extras else None
+    if affinity is not None and not affinity[1]:
+        return None
+    return tuple(x for x in shape if not x[0].startswith(AFFINITY))
 
 
 def pick_node(cw, shape, extras):

@@ -144,8 +144,9 @@ def test_removing_the_drivers_node_is_refused(cluster):
 
 def test_node_killed(cluster, tmp_path):
     """remove_node(allow_graceful=False), a crashed machine: the task running there is retried on
-    another node that can run it, one without retries fails, an actor that lived there is dead,
-    an object made there earlier is still read, and the node is listed dead."""
+    another node that can run it, one without retries fails, an actor that lived there restarts
+    on another node that can hold it (max_restarts) unless hard affinity pinned it there, an
+    object made there earlier is still read, and the node is listed dead."""
     c, _ = cluster
     a_node = c.add_node(num_cpus=1, resources={"ft": 1})
     b_node = c.add_node(num_cpus=1, resources={"ft": 1})
@@ -176,6 +177,9 @@ def test_node_killed(cluster, tmp_path):
     doomed = once.options(scheduling_strategy=NodeAffinitySchedulingStrategy(victim.node_id, soft=False)).remote(0)
     actor = Actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(victim.node_id, soft=False)).remote()
     assert rayfast.get(actor.node.remote(), timeout=60) == victim.node_id
+    roamer = Actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(victim.node_id, soft=True)) \
+        .remote()
+    assert rayfast.get(roamer.node.remote(), timeout=60) == victim.node_id
     made = where.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(victim.node_id, soft=False)).remote()
     assert rayfast.get(made, timeout=60) == victim.node_id
 
@@ -184,9 +188,11 @@ def test_node_killed(cluster, tmp_path):
     assert rayfast.get(ref, timeout=60) == survivor.node_id
     with pytest.raises(NodeDiedError):
         rayfast.get(doomed, timeout=60)
-    # rayfast does not restart an actor on another node yet (Ray would, max_restarts=1): it is dead
-    with pytest.raises(RayActorError):
+    # pinned there by hard affinity it cannot restart elsewhere: it is dead; the soft one restarts
+    # on the only other node that has "ft"
+    with pytest.raises(RayActorError, match="soft=False"):
         rayfast.get(actor.node.remote(), timeout=60)
+    assert rayfast.get(roamer.node.remote(), timeout=60) == survivor.node_id
     assert rayfast.get(made, timeout=60) == victim.node_id
     c.wait_for_nodes()
     dead = [n for n in rayfast.nodes() if n["NodeID"] == victim.node_id]

@@ -28,6 +28,7 @@ from rayfast import serialization
 from rayfast.exceptions import ActorAlreadyExistsError, ActorDiedError, ActorUnavailableError
 from rayfast.direct import cancelled_error, worker_socket_path
 from rayfast.node.worker_pool import ACTOR
+from rayfast.scheduling import pinned_to, unpinned
 
 PENDING, CREATING, ALIVE, RESTARTING, DEAD = "PENDING", "CREATING", "ALIVE", "RESTARTING", "DEAD"
 DEFERRED = object()   # a request answered later (the node manager sends nothing now)
@@ -117,7 +118,7 @@ class Actor:
         self.out_of_scope = False
         self.dead_data = None
         self.pinned = False
-        self.num_restarts = 0
+        self.num_restarts = ex.get("restarts", 0)   # (a restart created on another node: counted on)
         self.class_name = ex.get("class_name", spec[P.S_NAME])
         self.live_oid = rec.returns[0]
         self.live_freed = False
@@ -248,7 +249,7 @@ class ActorManager:
 
     def _answer_waiter(self, a, waiter):
         c, req_id, handle = waiter
-        if a.state == DEAD:
+        if a.state == DEAD or a.remote is not None:   # (restarted on another node meanwhile: no channel)
             self.nm.send(c, (P.REPLY, req_id, None))
             return True
         if a.state != ALIVE or a.worker is None or (handle is not None and handle in self.nm.tasks):
@@ -350,19 +351,89 @@ class ActorManager:
             return False
         a.remote = link
         a.state = ALIVE
+        if a.num_restarts:
+            a.create.spec = self._restart_spec(a, a.create.spec)
         peers.forward(a.create, link)
         self._record(a)
+        if a.channel_waiters:
+            self._check_waiters(a)
         self._pump_all(a)
         return True
 
-    def node_died(self, link, why):
-        """The node an actor of ours lived on is gone: the actor is dead (its calls in flight
-        there fail in peers.link_closed)."""
+    def node_died(self, link, node_id, reached, why, lost):
+        """The node that actors of ours lived on (node_id, at the other end of link; reached: it had
+        answered) is gone, and lost (task records sent there) with it. An actor with restarts left
+        is placed again, here or on another node, as after a crash: its calls lost there are
+        retried per max_task_retries, the others fail; one without, or pinned there by hard node
+        affinity, dies. Returns the records of lost that are not actors'."""
+        calls = {}
+        tasks = []
+        for rec in lost:
+            if rec.spec[P.S_KIND] == P.TASK_NORMAL:
+                tasks.append(rec)
+            else:
+                calls.setdefault(rec.spec[P.S_ACTOR_ID], []).append(rec)
         for a in [a for a in self.actors.values() if a.remote is link and a.state != DEAD]:
-            self._die(a, _error_data(a.aid, f"The actor {a.class_name} died because {why}."), kill=False)
+            a.remote = None
+            recs = [rec for rec in calls.pop(a.aid, ()) if rec is not a.create]
+            placement = a.placement
+            if node_id is not None and pinned_to(placement, node_id.hex()):
+                placement = unpinned(placement, a.extras)   # (soft affinity, SPREAD: anywhere now)
+            if placement is not None and self._restarting(a, recs, reached):
+                a.placement = placement
+                a.state = PENDING
+                self._place(a)
+                continue
+            self._die(a, self._dead(a, f"{why}, and NodeAffinitySchedulingStrategy pinned it there with soft=False"
+                                    if placement is None else "it was killed by `ray.kill`" if a.no_restart else
+                                    f"{why} and it has no restarts left (max_restarts={a.max_restarts})"),
+                      kill=False)
+            for rec in recs:
+                self._fail(rec, a.dead_data)
+        for aid, recs in calls.items():   # (calls still running there of actors already dead here)
+            for rec in recs:
+                self._fail(rec, _error_data(aid, f"The actor that {rec.spec[P.S_NAME]} was sent to died: {why}."))
+        return tasks
 
-    def _start(self, a, restart=False):
+    def _restarting(self, a, lost, ran=True):
+        """Whether a, whose process (or node) is gone, restarts (max_restarts): if so it counts a
+        restart, and lost, its calls that were running there, go back to the front of their callers'
+        queues if they have retries left (max_task_retries), else fail. (ran: False for a node
+        that never answered: nothing ran there, nothing is counted.)"""
+        if a.no_restart or a.out_of_scope or (ran and a.restarts_left == 0):
+            return False
+        if ran:
+            if a.restarts_left > 0:
+                a.restarts_left -= 1
+            a.num_restarts += 1
+        retry = []
+        error = _lost_on_restart(a)
+        for rec in lost:
+            if rec.done:
+                continue
+            if not ran or rec.retries_left != 0:
+                if ran and rec.retries_left > 0:
+                    rec.retries_left -= 1
+                retry.append(rec)
+            else:
+                self._fail(rec, error)
+        for rec in reversed(retry):
+            q = a.queues.get(rec.owner.id)
+            if q is None:
+                q = a.queues[rec.owner.id] = deque()
+            q.appendleft(rec)
+        return True
+
+    def _restart_spec(self, a, spec):
+        """The creation spec of a restart: the actor's process sees the restart count (and is
+        placed where a.placement says); a node it is created on counts on from there, with the
+        restarts it has left."""
+        extras = dict(a.extras, restarts=a.num_restarts, placement=a.placement, max_restarts=a.restarts_left)
+        return spec[:P.S_OPTIONS] + (extras,)
+
+    def _start(self, a):
         nm = self.nm
+        restart = a.num_restarts > 0
         rec = a.create
         resolved, failed = nm._resolve(rec) if rec.deps else ((), None)
         if failed is not None:
@@ -383,9 +454,7 @@ class ActorManager:
         spec = rec.spec
         if restart:
             nm.tasks[rec.handle] = rec
-            extras = dict(a.extras)
-            extras["restarts"] = a.num_restarts
-            spec = spec[:P.S_OPTIONS] + (extras,)
+            spec = self._restart_spec(a, spec)
         if a.gpu_ids is not None:
             spec = spec[:P.S_OPTIONS] + (dict(spec[P.S_OPTIONS], gpu_ids=a.gpu_ids),)
         fn = nm.functions.get(spec[P.S_FUNCTION_ID])
@@ -397,7 +466,8 @@ class ActorManager:
         ok = not results or results[0][1] != P.ERROR
         first = not rec.done
         if first:
-            nm.stats.finished(rec.spec[P.S_NAME], start, end)
+            if start is not None:   # (a creation on another node is timed there)
+                nm.stats.finished(rec.spec[P.S_NAME], start, end)
             if ok and a.max_restarts != 0:
                 # Restarts re-run the constructor: keep its arguments alive until the actor is gone.
                 objects = nm.objects
@@ -427,6 +497,14 @@ class ActorManager:
                 self._maybe_end(a)
             return
         self._creation_failed(a, results[0][2], rec)
+
+    def created_elsewhere(self, rec, results):
+        """The creation of an actor of ours placed on another node is done there (peers.py)."""
+        a = self.actors.get(rec.spec[P.S_ACTOR_ID])
+        if a is not None and a.create is rec:
+            self._created(a, rec, results, None, None)
+        elif not rec.done:
+            self.nm._finish(rec, results)
 
     def _creation_failed(self, a, err_blob, rec):
         data = _error_data(a.aid, f"The actor {a.class_name} died because of an error raised in its creation task.",
@@ -544,27 +622,9 @@ class ActorManager:
         a.worker = None
         if a.state == DEAD:
             return
-        if a.restarts_left != 0 and not a.no_restart and not a.out_of_scope:
-            if a.restarts_left > 0:
-                a.restarts_left -= 1
-            a.num_restarts += 1
-            retry = []
-            lost = _lost_on_restart(a)
-            for rec in a.inflight.values():
-                if rec.retries_left != 0:
-                    if rec.retries_left > 0:
-                        rec.retries_left -= 1
-                    retry.append(rec)
-                else:
-                    self._fail(rec, lost)
+        if self._restarting(a, list(a.inflight.values())):
             a.inflight.clear()
-            for rec in reversed(retry):
-                key = rec.owner.id
-                q = a.queues.get(key)
-                if q is None:
-                    q = a.queues[key] = deque()
-                q.appendleft(rec)
-            self._start(a, restart=True)
+            self._start(a)
             return
         self._die(a, self._dead(a, "it was killed by `ray.kill`" if a.no_restart else
                                 f"its worker process (pid {w.pid}) died unexpectedly and it has no restarts "
@@ -578,6 +638,7 @@ class ActorManager:
             self._die(a, self._dead(a, EXITED_BY_USER), kill=False)
             return
         if a.remote is not None:
+            a.no_restart = a.no_restart or no_restart   # (not restarted here either if its node dies)
             self.nm.send(a.remote, (P.KILL_ACTOR, aid, no_restart))
             return
         if no_restart or a.worker is None:

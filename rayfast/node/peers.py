@@ -35,20 +35,23 @@ A link that closes is a dead node: the tasks forwarded over it go back to
 this node's queue, with a retry consumed (`max_retries`, as a worker crash)
 if it was reached, and are spilled again to another node that can run them,
 or wait as infeasible if none can; with no retries left they fail with
-`NodeDiedError`. The node is marked dead in the GCS.
+`NodeDiedError`. A task pinned to that node by soft affinity or SPREAD loses the
+pin, one pinned by hard affinity fails. Actors that lived there restart
+elsewhere if they have restarts left (`ActorManager.node_died`). The node is
+marked dead in the GCS.
 """
 import select
 import socket
 import time
 
 from rayfast import protocol as P
-from rayfast.exceptions import ActorDiedError, NodeDiedError, ObjectLostError, TaskUnschedulableError
+from rayfast.exceptions import NodeDiedError, ObjectLostError, TaskUnschedulableError
 from rayfast._core.objects import READY
 from rayfast.gcs.tables import NODE_TABLE_COMMANDS, dumps, parse_nodes
 from rayfast.node.manager import _fits_in
 from rayfast.node.object_transfer import Transfers
 from rayfast import serialization
-from rayfast.scheduling import visible
+from rayfast.scheduling import pinned_to, unpinned, visible
 
 REFRESH_EVERY = 1.0       # seconds a copy of the node table is used for spilling at most
 READ_GIVE_UP = 2.0        # seconds after which a node table read with no answer is given up (GCS gone)
@@ -336,7 +339,10 @@ class Peers:
             link = self.links.get(f.link)
             if link is not None:
                 link.forwarded -= 1
-            self.nm._finish(f.rec, f.results)
+            if f.rec.spec[P.S_KIND] == P.TASK_ACTOR_CREATE:
+                self.nm.actors.created_elsewhere(f.rec, f.results)
+            else:
+                self.nm._finish(f.rec, f.results)
             for r in f.results:       # the values count the refs inside them now (on_obj held them)
                 if r[3]:
                     self.nm.objects.release_holders(r[3], f.link)
@@ -372,30 +378,60 @@ class Peers:
             e = objects.get(oid)
             if e is not None and e.state != READY and e.producer is None:
                 nm._object_ready(e, P.ERROR, _lost(oid, f"the node holding it ({link.address}) died"), ())
-        lost = [f for f in self.forwarded.values() if f.link is c]
-        if nm.actors is not None:
-            nm.actors.node_died(c, f"the node it lived on ({link.address}) died")
-        for f in lost:
-            rec = f.rec
+        lost = [f.rec for f in self.forwarded.values() if f.link is c]
+        for rec in lost:
             del self.forwarded[rec.spec[P.S_TASK_ID]]
+        if nm.actors is not None:   # (first: it takes the actors' records, and restarts them elsewhere)
+            lost = nm.actors.node_died(c, link.node_id, link.up, f"the node it lived on ({link.address}) died",
+                                       lost)
+        for rec in lost:
             if rec.done:
                 continue
-            if rec.spec[P.S_KIND] != P.TASK_NORMAL:
-                nm.fail_task(rec, ActorDiedError(
-                    f"The actor that {rec.spec[P.S_NAME]} was sent to died: the node it lived on "
-                    f"({link.address}) died.", actor_id=(rec.spec[P.S_ACTOR_ID] or b"").hex()))
-            elif rec.cancelled:
+            if rec.cancelled:
                 nm.fail_task(rec, NodeDiedError(
                     f"The node running {rec.spec[P.S_NAME]} ({link.address}) died while it was being cancelled."))
             elif not link.up or rec.retries_left != 0:
                 if link.up and rec.retries_left > 0:   # (a node never reached ran nothing)
                     rec.retries_left -= 1
-                nm.requeue_front(rec)
+                if self._repin(rec, link.node_id):
+                    nm.requeue_front(rec)
             else:
                 nm.fail_task(rec, NodeDiedError(
                     f"The node running {rec.spec[P.S_NAME]} ({link.address}, node id "
                     f"{link.node_id.hex() if link.node_id else '?'}) died unexpectedly and no retries "
                     f"were left (max_retries={rec.spec[P.S_MAX_RETRIES]})."))
+        if link.node_id is not None:
+            self._repin_waiting(link.node_id)
+
+    def _repin(self, rec, node_id):
+        """A task pinned to node_id, which died: soft affinity or SPREAD lose the pin, hard affinity
+        fails it (as in Ray). True if it is to be queued (unpinned, or never pinned there)."""
+        if node_id is None or not pinned_to(rec.shape, node_id.hex()):
+            return True
+        opts = rec.spec[P.S_OPTIONS]
+        shape = unpinned(rec.shape, opts)
+        if shape is None:
+            self.nm.unqueue(rec)   # (if it waits for arguments)
+            self.nm.fail_task(rec, TaskUnschedulableError(
+                f"{rec.spec[P.S_NAME]} cannot run: the node specified via NodeAffinitySchedulingStrategy "
+                f"({node_id.hex()}) died, and soft=False."))
+            return False
+        rec.shape = shape
+        spec = rec.spec   # (its spec too: a node it is spilled to queues it by the spec's resources)
+        rec.spec = spec[:P.S_RESOURCES] + (shape,) + spec[P.S_RESOURCES + 1:]
+        return True
+
+    def _repin_waiting(self, node_id):
+        """The tasks here pinned to node_id, which died, that were not sent there yet (queued, or
+        waiting for their arguments): as _repin, under their new shape."""
+        nm = self.nm
+        key = node_id.hex()
+        for rec in [r for r in nm.tasks.values()
+                    if r.spec[P.S_KIND] == P.TASK_NORMAL and not r.done and pinned_to(r.shape, key)]:
+            q = nm.queues.get(rec.shape)
+            queued = q is not None and q.remove(rec.handle)
+            if self._repin(rec, node_id) and queued:
+                nm._enqueue(rec)
 
     # --- queries ----------------------------------------------------------------------
     def node_records(self):
