@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #define STORE_MAGIC 0x7261796673746f72ull /* "rayfstor" */
-#define STORE_VERSION 3u
+#define STORE_VERSION 4u
 #define NIL32 UINT32_MAX
 #define NIL64 UINT64_MAX
 #define NBINS 64
@@ -35,6 +35,7 @@
 #define EF_DELETE_PENDING 0x08u
 #define EF_SPILLING 0x10u
 #define EF_CHECKED 0x20u
+#define EF_FALLBACK 0x40u /* data in a fallback file, never in the data area */
 
 typedef struct {
     uint64_t size;      /* whole block, header included; multiple of 64 */
@@ -111,8 +112,17 @@ typedef struct {
     uint64_t lock_recoveries;
     uint64_t pins_reclaimed, objects_reclaimed; /* from processes that died */
     char spill_dir[SPILL_DIR_MAX];
+    char fallback_dir[SPILL_DIR_MAX];
 } header_t;
 _Static_assert(sizeof(header_t) <= HDR_SIZE, "header too large");
+
+/* This process's mapping of a fallback object and how many of its pins use it. */
+typedef struct {
+    uint32_t idx;
+    uint32_t refs;
+    uint8_t *ptr;
+    uint64_t len;
+} fb_map_t;
 
 struct rf_store {
     uint8_t *base;
@@ -124,6 +134,9 @@ struct rf_store {
     uint8_t *data;
     uint64_t *prefaulted; /* bit per PREFAULT_CHUNK this process has mapped (see prefault) */
     pid_t prefault_pid;   /* whose page tables those bits describe */
+    fb_map_t *fb_maps;    /* mapped fallback objects; changed only under the store lock */
+    uint32_t fb_n, fb_cap;
+    pid_t fb_pid; /* whose mappings fb_maps counts */
     int fd;
     char name[256];
 };
@@ -208,6 +221,19 @@ static void spill_tmp_path(const char *dir, const uint8_t *oid, int32_t pid, cha
     char path[SPILL_DIR_MAX + 64];
     spill_path(dir, oid, path, sizeof path);
     snprintf(out, n, "%s.tmp.%d", path, (int)pid);
+}
+
+#define FALLBACK_PATH_MAX (SPILL_DIR_MAX + 320)
+static void fallback_path(rf_store *s, const uint8_t *oid, char *out, size_t n) {
+    char hex[41];
+    oid_hex(oid, hex);
+    snprintf(out, n, "%s/%s.%s", s->h->fallback_dir, s->name + 1, hex);
+}
+
+static void fallback_unlink(rf_store *s, const uint8_t *oid) {
+    char path[FALLBACK_PATH_MAX];
+    fallback_path(s, oid, path, sizeof path);
+    unlink(path);
 }
 
 /* ------------------------------------------------------------ allocator */
@@ -509,6 +535,7 @@ static void free_entry(rf_store *s, uint32_t idx) {
         spill_path(s->h->spill_dir, e->oid, path, sizeof path);
         unlink(path);
     }
+    if (e->flags & EF_FALLBACK) fallback_unlink(s, e->oid);
     memset(e, 0, sizeof *e);
     e->state = RF_OBJ_FREE;
     e->block = NIL64;
@@ -622,6 +649,9 @@ static void recover(rf_store *s) {
         prev = b->size;
         off += b->size;
     }
+    /* a fallback object's data is its file: as good as a checked block */
+    for (uint64_t i = 0; i < h->entries_hwm; i++)
+        if (s->entries[i].flags & EF_FALLBACK) s->entries[i].flags |= EF_CHECKED;
     /* 2. coalesce free neighbours and rebuild bins and bytes_used */
     for (int i = 0; i < NBINS; i++) h->bins[i] = NIL64;
     h->bin_bitmap = 0;
@@ -681,6 +711,7 @@ static void recover(rf_store *s) {
         if (keep && e->state == RF_OBJ_SPILLED && e->block != NIL64) e->block = NIL64;
         if (!keep) {
             if (e->block != NIL64 && (e->flags & EF_CHECKED)) heap_free(s, e->block);
+            if (e->flags & EF_FALLBACK) fallback_unlink(s, e->oid);
             memset(e, 0, sizeof *e);
             e->state = RF_OBJ_FREE;
             e->block = NIL64;
@@ -706,7 +737,7 @@ static void recover(rf_store *s) {
             continue;
         }
         index_insert(s, idx);
-        if (e->state == RF_OBJ_SEALED) lru_push_front(s, idx);
+        if (e->state == RF_OBJ_SEALED && !(e->flags & EF_FALLBACK)) lru_push_front(s, idx);
     }
     /* 4. holder records */
     recover_holders(s);
@@ -1006,6 +1037,100 @@ static void prefault(rf_store *s, uint64_t off, uint64_t n) {
     }
 }
 
+/* ------------------------------------------------------ fallback files */
+
+/* Make the file of a new fallback object of n bytes and map it writable. The
+ * blocks are reserved up front (fallocate, as Ray's fallback allocation does), so
+ * a full disk is this error rather than a SIGBUS on a write into the mapping. */
+static int fallback_create(rf_store *s, const uint8_t *oid, uint64_t n, uint8_t **out) {
+    char path[FALLBACK_PATH_MAX];
+    fallback_path(s, oid, path, sizeof path);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return RF_STORE_ESYS;
+    int r = fallocate(fd, 0, 0, (off_t)n);
+    if (r < 0 && errno == EOPNOTSUPP) r = ftruncate(fd, (off_t)n);
+    void *p = r < 0 ? MAP_FAILED : mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int err = errno;
+    close(fd);
+    if (p == MAP_FAILED) {
+        unlink(path);
+        errno = err;
+        return RF_STORE_ESYS;
+    }
+    *out = p;
+    return 0;
+}
+
+/* This process's mapping of fallback object idx, or NULL. Lock held. A forked
+ * child starts with none of its own: the parent's stay mapped under the views
+ * it inherited, but their pins are not the child's. */
+static fb_map_t *fb_find(rf_store *s, uint32_t idx) {
+    pid_t self = getpid();
+    if (s->fb_pid != self) {
+        s->fb_n = 0;
+        s->fb_pid = self;
+    }
+    for (uint32_t i = 0; i < s->fb_n; i++)
+        if (s->fb_maps[i].idx == idx) return &s->fb_maps[i];
+    return NULL;
+}
+
+static fb_map_t *fb_add(rf_store *s, uint32_t idx, uint8_t *ptr, uint64_t len) {
+    if (s->fb_n == s->fb_cap) {
+        uint32_t cap = s->fb_cap ? 2 * s->fb_cap : 8;
+        fb_map_t *m = realloc(s->fb_maps, cap * sizeof *m);
+        if (!m) return NULL;
+        s->fb_maps = m;
+        s->fb_cap = cap;
+    }
+    fb_map_t *m = &s->fb_maps[s->fb_n++];
+    m->idx = idx;
+    m->refs = 0;
+    m->ptr = ptr;
+    m->len = len;
+    return m;
+}
+
+/* Take a reference to this process's mapping of fallback object idx for one of its
+ * pins, mapping the file (read-only) on the first. Lock held. */
+static int fb_ref(rf_store *s, uint32_t idx, const uint8_t **ptr_out) {
+    fb_map_t *m = fb_find(s, idx);
+    if (!m) {
+        entry_t *e = &s->entries[idx];
+        char path[FALLBACK_PATH_MAX];
+        fallback_path(s, e->oid, path, sizeof path);
+        uint64_t len = e->data_size + e->meta_size;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return RF_STORE_ESYS;
+        void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+        int err = errno;
+        close(fd);
+        if (p == MAP_FAILED || !(m = fb_add(s, idx, p, len))) {
+            if (p != MAP_FAILED) munmap(p, len);
+            errno = p == MAP_FAILED ? err : ENOMEM;
+            return RF_STORE_ESYS;
+        }
+    }
+    m->refs++;
+    if (ptr_out) *ptr_out = m->ptr;
+    return 0;
+}
+
+/* Drop the reference of one of this process's pins on fallback object idx. Returns
+ * the mapping for the caller to unmap once it has unlocked (tearing down a large
+ * mapping is not free) when that was the last, else one with ptr NULL. Lock held. */
+static fb_map_t fb_unref(rf_store *s, uint32_t idx) {
+    fb_map_t none = {0}, *m = fb_find(s, idx);
+    if (!m || --m->refs) return none;
+    fb_map_t gone = *m;
+    *m = s->fb_maps[--s->fb_n];
+    return gone;
+}
+
+static inline void fb_unmap(fb_map_t m) {
+    if (m.ptr) munmap(m.ptr, m.len);
+}
+
 /* --------------------------------------------------------- create/attach */
 
 static int map_segment(rf_store *s, int fd, size_t size) {
@@ -1023,15 +1148,17 @@ static void set_views(rf_store *s) {
     s->holders = (holder_t *)(s->base + s->h->holders_off);
     s->prefaulted = calloc(s->h->capacity / PREFAULT_CHUNK / 64 + 1, sizeof *s->prefaulted);
     s->prefault_pid = getpid();
+    s->fb_pid = getpid();
     s->data = s->base + s->h->data_off;
 }
 
-int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_dir, uint64_t max_objects,
-                       rf_store **out) {
+int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_dir, const char *fallback_dir,
+                       uint64_t max_objects, rf_store **out) {
     if (!name || !out || name[0] != '/' || strlen(name) >= sizeof(((rf_store *)0)->name) || strchr(name + 1, '/'))
         return RF_STORE_EINVAL;
     if (capacity < 4096 || capacity > (1ull << 46)) return RF_STORE_EINVAL;
     if (spill_dir && strlen(spill_dir) >= SPILL_DIR_MAX - 1) return RF_STORE_EINVAL;
+    if (fallback_dir && strlen(fallback_dir) >= SPILL_DIR_MAX - 1) return RF_STORE_EINVAL;
     capacity = round_up(capacity, RF_STORE_ALIGN);
     if (!max_objects) {
         max_objects = capacity / 4096;
@@ -1058,6 +1185,9 @@ int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_di
     }
     if (spill_dir && spill_dir[0]) {
         if (mkdir(spill_dir, 0700) < 0 && errno != EEXIST) return RF_STORE_ESYS;
+    }
+    if (fallback_dir && fallback_dir[0]) {
+        if (mkdir(fallback_dir, 0700) < 0 && errno != EEXIST) return RF_STORE_ESYS;
     }
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return RF_STORE_ESYS;
@@ -1087,6 +1217,7 @@ int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_di
     h->max_holders = max_holders;
     h->data_off = data_off;
     if (spill_dir) snprintf(h->spill_dir, SPILL_DIR_MAX, "%s", spill_dir);
+    if (fallback_dir) snprintf(h->fallback_dir, SPILL_DIR_MAX, "%s", fallback_dir);
     pthread_mutexattr_t ma;
     pthread_mutexattr_init(&ma);
     pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
@@ -1120,7 +1251,7 @@ fail: {
 }
 
 int rf_store_create(const char *name, uint64_t capacity, const char *spill_dir, rf_store **out) {
-    return rf_store_create_ex(name, capacity, spill_dir, 0, out);
+    return rf_store_create_ex(name, capacity, spill_dir, NULL, 0, out);
 }
 
 int rf_store_attach(const char *name, rf_store **out) {
@@ -1170,6 +1301,8 @@ void rf_store_close(rf_store *s) {
     if (!s) return;
     if (s->base) munmap(s->base, s->size);
     if (s->fd >= 0) close(s->fd);
+    for (uint32_t i = 0; i < s->fb_n; i++) munmap(s->fb_maps[i].ptr, s->fb_maps[i].len);
+    free(s->fb_maps);
     free(s->prefaulted);
     free(s);
 }
@@ -1178,6 +1311,9 @@ int rf_store_unlink(rf_store *s) {
     if (!s) return RF_STORE_EINVAL;
     int rc = 0;
     if (store_lock(s) == 0) {
+        for (uint64_t i = 0; i < s->h->entries_hwm; i++)
+            if (s->entries[i].state != RF_OBJ_FREE && (s->entries[i].flags & EF_FALLBACK))
+                fallback_unlink(s, s->entries[i].oid);
         if (s->h->spill_dir[0]) {
             char path[SPILL_DIR_MAX + 64];
             for (uint64_t i = 0; i < s->h->max_entries; i++) {
@@ -1203,6 +1339,7 @@ int rf_store_unlink(rf_store *s) {
 const char *rf_store_name(const rf_store *s) { return s->name; }
 uint64_t rf_store_capacity(const rf_store *s) { return s->h->capacity; }
 const char *rf_store_spill_dir(const rf_store *s) { return s->h->spill_dir; }
+const char *rf_store_fallback_dir(const rf_store *s) { return s->h->fallback_dir; }
 uint64_t rf_store_max_object_size(const rf_store *s) { return s->h->capacity - RF_STORE_BLOCK_OVERHEAD; }
 
 /* Fault in (allocate, zero and map) bytes [from, to) of the data area.
@@ -1238,12 +1375,48 @@ uint64_t rf_store_heap_top(const rf_store *s) { return __atomic_load_n(&s->h->he
         if (_r) return _r;                                                                                         \
     } while (0)
 
+/* rf_store_create_object of an object larger than the data area, from the point
+ * where its CREATED entry is in the index: its file is made without the lock
+ * (getters wait for the seal meanwhile), and a failure aborts the object. Called
+ * with the lock held; returns with it released. */
+static int create_fallback(rf_store *s, uint32_t idx, uint32_t *idx_out, uint8_t **ptr_out) {
+    entry_t *e = &s->entries[idx];
+    uint8_t oid[RF_OID_SIZE], *ptr = NULL;
+    uint64_t n = e->data_size + e->meta_size;
+    memcpy(oid, e->oid, RF_OID_SIZE);
+    store_unlock(s);
+    int r = fallback_create(s, oid, n, &ptr);
+    int err = errno;
+    store_lock(s);
+    e = &s->entries[idx];
+    fb_map_t *m = r == 0 ? fb_add(s, idx, ptr, n) : NULL;
+    if (m) {
+        m->refs = 1; /* the writer's pin */
+        store_unlock(s);
+        *idx_out = idx;
+        *ptr_out = ptr;
+        return 0;
+    }
+    if (r == 0) {
+        munmap(ptr, n);
+        err = ENOMEM;
+        r = RF_STORE_ESYS;
+    }
+    e->pins--;
+    do_delete(s, idx);
+    wake_waiters(s);
+    store_unlock(s);
+    errno = err;
+    return r;
+}
+
 int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, uint64_t meta_size,
                            uint32_t *idx_out, uint8_t **ptr_out) {
     if (!s || !oid || !idx_out || !ptr_out) return RF_STORE_EINVAL;
     if (data_size > (1ull << 47) || meta_size > (1ull << 47)) return RF_STORE_FULL;
     uint64_t need = block_need(data_size + meta_size);
-    if (need > s->h->capacity) return RF_STORE_FULL;
+    int fallback = need > s->h->capacity; /* can never fit: a file of its own, if there is a directory */
+    if (fallback && !s->h->fallback_dir[0]) return RF_STORE_FULL;
     uint64_t hash = oid_hash(oid);
     LOCK_OR_RETURN(s);
     if (index_find(s, oid, hash, NULL) != NIL32) {
@@ -1265,9 +1438,10 @@ int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, 
     e->refcount = 1;
     e->pins = 1; /* the writer's pin, dropped by seal/abort */
     e->writer_pid = (int32_t)getpid();
-    e->flags = 0;
+    e->flags = fallback ? EF_FALLBACK : 0;
     e->lru_prev = e->lru_next = NIL32;
     index_insert(s, idx);
+    if (fallback) return create_fallback(s, idx, idx_out, ptr_out);
     uint64_t off;
     int r = alloc_room(s, need, &off);
     e = &s->entries[idx];
@@ -1300,16 +1474,19 @@ static int lookup_locked(rf_store *s, const uint8_t *oid, uint32_t *idx) {
 static int end_write(rf_store *s, const uint8_t *oid, int seal) {
     if (!s || !oid) return RF_STORE_EINVAL;
     uint32_t idx;
+    fb_map_t unmap = {0};
     LOCK_OR_RETURN(s);
     int r = lookup_locked(s, oid, &idx);
     if (r == 0) {
         entry_t *e = &s->entries[idx];
-        if (e->state != RF_OBJ_CREATED || (seal && e->block == NIL64)) r = RF_STORE_ESTATE;
+        int fallback = (e->flags & EF_FALLBACK) != 0;
+        if (e->state != RF_OBJ_CREATED || (seal && e->block == NIL64 && !fallback)) r = RF_STORE_ESTATE;
         else {
             e->pins--;
+            if (fallback) unmap = fb_unref(s, idx);
             if (seal) {
                 e->state = RF_OBJ_SEALED;
-                lru_push_front(s, idx);
+                if (!fallback) lru_push_front(s, idx); /* never evicted or spilled */
             }
             if (!seal || (e->flags & EF_DELETE_PENDING)) do_delete(s, idx);
             else maybe_free(s, idx);
@@ -1317,6 +1494,7 @@ static int end_write(rf_store *s, const uint8_t *oid, int seal) {
         }
     }
     store_unlock(s);
+    fb_unmap(unmap);
     return r;
 }
 
@@ -1405,10 +1583,22 @@ int rf_store_get(rf_store *s, const uint8_t *oid, int64_t timeout_ns, uint32_t *
             restored = 1; /* the restore already took the caller's pin */
         }
         if (e->state == RF_OBJ_SEALED) {
+            const uint8_t *p;
+            if (e->flags & EF_FALLBACK) {
+                int r = fb_ref(s, idx, &p);
+                if (r < 0) {
+                    int err = errno;
+                    store_unlock(s);
+                    errno = err;
+                    return r;
+                }
+            } else {
+                lru_touch(s, idx);
+                p = PAYLOAD(s, e->block);
+            }
             if (!restored) pin_for(s, idx, (int32_t)getpid());
-            lru_touch(s, idx);
             *idx_out = idx;
-            *ptr_out = PAYLOAD(s, e->block);
+            *ptr_out = p;
             if (data_size_out) *data_size_out = e->data_size;
             if (meta_size_out) *meta_size_out = e->meta_size;
             store_unlock(s);
@@ -1442,13 +1632,11 @@ int rf_store_pin(rf_store *s, uint32_t idx) {
     if (!s || idx >= s->h->max_entries) return RF_STORE_EINVAL;
     LOCK_OR_RETURN(s);
     entry_t *e = &s->entries[idx];
-    if (e->state == RF_OBJ_FREE) {
-        store_unlock(s);
-        return RF_STORE_NOTFOUND;
-    }
-    pin_for(s, idx, (int32_t)getpid());
+    int r = e->state == RF_OBJ_FREE ? RF_STORE_NOTFOUND : 0;
+    if (r == 0 && (e->flags & EF_FALLBACK)) r = fb_ref(s, idx, NULL);
+    if (r == 0) pin_for(s, idx, (int32_t)getpid());
     store_unlock(s);
-    return 0;
+    return r;
 }
 
 int rf_store_unpin(rf_store *s, uint32_t idx) {
@@ -1459,9 +1647,12 @@ int rf_store_unpin(rf_store *s, uint32_t idx) {
         store_unlock(s);
         return RF_STORE_ESTATE;
     }
+    fb_map_t unmap = {0};
+    if (e->flags & EF_FALLBACK) unmap = fb_unref(s, idx);
     unpin_for(s, idx, (int32_t)getpid(), 0);
     if (e->pins == 0) maybe_free(s, idx);
     store_unlock(s);
+    fb_unmap(unmap);
     return 0;
 }
 
@@ -1572,6 +1763,10 @@ int rf_store_stats_get(rf_store *s, rf_store_stats *o) {
         if (e->pins > 0) o->num_pinned++;
         if (e->state == RF_OBJ_SEALED || e->state == RF_OBJ_SPILLED || e->state == RF_OBJ_RESTORING) o->num_sealed++;
         if (e->state == RF_OBJ_SPILLED) o->num_spilled++;
+        if (e->flags & EF_FALLBACK) {
+            o->num_fallback++;
+            o->bytes_fallback += e->data_size + e->meta_size;
+        }
     }
     o->evictions = h->evictions;
     o->bytes_evicted = h->bytes_evicted;
@@ -1652,11 +1847,14 @@ int rf_store_check(rf_store *s) {
             entry_t *e = &s->entries[i];
             if (e->state == RF_OBJ_FREE) continue;
             if (e->block != NIL64) nblk++;
-            if ((e->state == RF_OBJ_SPILLED) != (e->block == NIL64 && e->state != RF_OBJ_CREATED &&
-                                                 e->state != RF_OBJ_RESTORING && e->state != RF_OBJ_DELETED))
+            int fallback = (e->flags & EF_FALLBACK) != 0;
+            if (fallback && (e->block != NIL64 || (e->flags & (EF_IN_LRU | EF_SPILL_FILE)))) BAD(29);
+            if (!fallback && (e->state == RF_OBJ_SPILLED) != (e->block == NIL64 && e->state != RF_OBJ_CREATED &&
+                                                              e->state != RF_OBJ_RESTORING &&
+                                                              e->state != RF_OBJ_DELETED))
                 if (e->state == RF_OBJ_SPILLED || e->state == RF_OBJ_SEALED) BAD(18);
             if (e->pins < 0 || e->refcount < 0) BAD(19);
-            if (e->state == RF_OBJ_SEALED && !(e->flags & EF_IN_LRU)) BAD(20);
+            if (e->state == RF_OBJ_SEALED && !fallback && !(e->flags & EF_IN_LRU)) BAD(20);
         }
         if (nblk != nalloc) BAD(21);
         uint64_t nl = 0;

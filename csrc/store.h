@@ -25,6 +25,14 @@
  * dead process it finds before it reports full. When space runs short,
  * unreferenced objects are evicted LRU, then referenced sealed unpinned objects
  * are spilled LRU to files in spill_dir and restored transparently by get().
+ *
+ * Fallback allocation (Ray's): an object larger than the data area can ever hold
+ * is kept in a file of its own in fallback_dir (<fallback_dir>/<store name>.<oid
+ * hex>), with an ordinary entry flagged as file-backed. Each process maps the file
+ * when it first pins the object (create, get, pin) and unmaps it when its last pin
+ * goes; freeing the object unlinks the file (mappings still alive keep their pages).
+ * Such an object is never evicted or spilled. seal/abort must come from the process
+ * that created the object (as every writer does), since they drop its pin.
  */
 #ifndef RAYFAST_STORE_H
 #define RAYFAST_STORE_H
@@ -82,6 +90,8 @@ typedef struct {
     uint64_t max_objects;
     uint64_t pins_reclaimed;     /* pins of dead processes given back */
     uint64_t objects_reclaimed;  /* unsealed objects of dead writers aborted */
+    uint64_t num_fallback;       /* objects in fallback files (larger than the data area) */
+    uint64_t bytes_fallback;     /* their sizes */
 } rf_store_stats;
 
 const char *rf_store_strerror(int code);
@@ -89,8 +99,10 @@ const char *rf_store_strerror(int code);
 /* Create a new segment (fails with RF_STORE_ESYS/EEXIST if the name exists). capacity is
  * the size of the data area (rounded up to 64). spill_dir may be NULL/"" (off). */
 int rf_store_create(const char *name, uint64_t capacity, const char *spill_dir, rf_store **out);
-/* Same, with an explicit maximum number of objects (0 = derived from capacity). */
-int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_dir,
+/* Same, with a directory for objects larger than the data area (NULL/"": such objects
+ * fail with RF_STORE_FULL) and an explicit maximum number of objects (0 = derived
+ * from capacity). */
+int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_dir, const char *fallback_dir,
                        uint64_t max_objects, rf_store **out);
 int rf_store_attach(const char *name, rf_store **out);
 void rf_store_close(rf_store *s);
@@ -100,7 +112,9 @@ int rf_store_unlink(rf_store *s);
 const char *rf_store_name(const rf_store *s);
 uint64_t rf_store_capacity(const rf_store *s);
 const char *rf_store_spill_dir(const rf_store *s);
-/* Largest object size that can ever fit (capacity minus one block header). */
+const char *rf_store_fallback_dir(const rf_store *s);
+/* Largest object size that can ever fit in the data area (capacity minus one block
+ * header); larger ones go to fallback files. */
 uint64_t rf_store_max_object_size(const rf_store *s);
 /* Fault in bytes [from, to) of the data area (see store.c). */
 int rf_store_warm(rf_store *s, uint64_t from, uint64_t to);
@@ -108,7 +122,8 @@ int rf_store_warm(rf_store *s, uint64_t from, uint64_t to);
 uint64_t rf_store_heap_top(const rf_store *s);
 
 /* Create an object of data_size + meta_size bytes; returns its entry index and a
- * writable pointer. The object has refcount 1 and the writer's pin. */
+ * writable pointer. The object has refcount 1 and the writer's pin. One larger than
+ * the data area gets a fallback file (RF_STORE_ESYS if it cannot be made: errno). */
 int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, uint64_t meta_size,
                            uint32_t *idx_out, uint8_t **ptr_out);
 int rf_store_seal(rf_store *s, const uint8_t *oid);

@@ -40,16 +40,19 @@ cdef extern from "store.h" nogil:
         uint64_t max_objects
         uint64_t pins_reclaimed
         uint64_t objects_reclaimed
+        uint64_t num_fallback
+        uint64_t bytes_fallback
 
     const char *rf_store_strerror(int code)
     int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_dir,
-                           uint64_t max_objects, rf_store **out)
+                           const char *fallback_dir, uint64_t max_objects, rf_store **out)
     int rf_store_attach(const char *name, rf_store **out)
     void rf_store_close(rf_store *s)
     int rf_store_unlink(rf_store *s)
     const char *rf_store_name(const rf_store *s)
     uint64_t rf_store_capacity(const rf_store *s)
     const char *rf_store_spill_dir(const rf_store *s)
+    const char *rf_store_fallback_dir(const rf_store *s)
     uint64_t rf_store_max_object_size(const rf_store *s)
     int rf_store_warm(rf_store *s, uint64_t start, uint64_t end)
     uint64_t rf_store_heap_top(const rf_store *s)
@@ -112,7 +115,8 @@ cdef class ObjectStore:
     @staticmethod
     cdef ObjectStore _wrap(rf_store *s)
     cdef rf_store *_s(self) except NULL
-    cdef int _raise(self, int r, object oid, uint64_t size=*) except -1
+    cdef int _raise(self, int r, object oid, object size=*) except -1
     cdef _Pin _pin(self, uint32_t idx, char *ptr, Py_ssize_t size, bint readonly)
     cdef _drop_writer(self, bytes oid)
+    cdef str _fallback_dir(self)
     cdef _apply(self, _id_op op, bytes oid, str wrong_state=*)

@@ -1,9 +1,10 @@
 # cython: language_level=3
 """The node's shared-memory object store (thin layer over csrc/store.c).
 
-``get`` returns a read-only memoryview straight into the shared segment; the
-view's exporter pins the object until it (and every view, slice or numpy array
-built on it) is garbage-collected.
+``get`` returns a read-only memoryview straight into the shared segment (or
+into the mapped fallback file of an object larger than the segment); the view's
+exporter pins the object until it (and every view, slice or numpy array built on
+it) is garbage-collected.
 """
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.errno cimport errno
@@ -13,6 +14,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from posix.unistd cimport getpid
 
+import errno as errno_mod
 import os
 import weakref
 
@@ -27,6 +29,8 @@ class ObjectExistsError(KeyError, FileExistsError):
 
 
 cdef int64_t _WAIT_SLICE_NS = 100_000_000  # wake up to check for signals (Ctrl-C)
+# csrc/store.c refuses larger objects; checked first so that a size converts to uint64_t
+_MAX_OBJECT_SIZE = 1 << 47
 
 
 cdef class _Mapping:
@@ -82,8 +86,11 @@ cdef class ObjectStore:
         return st
 
     @staticmethod
-    def create(str name, capacity, spill_dir=None, max_objects=0):
-        """Create the segment `name` ("/rayfast-<session>") with `capacity` bytes of object data."""
+    def create(str name, capacity, spill_dir=None, max_objects=0, fallback_dir=None):
+        """Create the segment `name` ("/rayfast-<session>") with `capacity` bytes of object data.
+
+        Objects larger than the segment can hold go to files of their own in
+        `fallback_dir` (None: they raise ObjectStoreFullError)."""
         cdef rf_store *s = NULL
         cdef int r
         cdef uint64_t cap, maxo = max_objects
@@ -95,14 +102,13 @@ cdef class ObjectStore:
         bname = os.fsencode(name)
         if not name.startswith("/") or "/" in name[1:]:
             raise ValueError(f"segment name must look like '/rayfast-<session>', got {name!r}")
-        bspill = b""
-        if spill_dir is not None:
-            spill_dir = os.path.abspath(os.fspath(spill_dir))
-            bspill = os.fsencode(spill_dir)
+        bspill = b"" if spill_dir is None else os.fsencode(os.path.abspath(os.fspath(spill_dir)))
+        bfallback = b"" if fallback_dir is None else os.fsencode(os.path.abspath(os.fspath(fallback_dir)))
         cdef const char *cname = bname
         cdef const char *cspill = bspill
+        cdef const char *cfallback = bfallback
         with nogil:
-            r = rf_store_create_ex(cname, cap, cspill, maxo, &s)
+            r = rf_store_create_ex(cname, cap, cspill, cfallback, maxo, &s)
         if r == 0:
             return ObjectStore._wrap(s)
         err = errno
@@ -146,7 +152,7 @@ cdef class ObjectStore:
             raise ValueError(f"object store {self._name!r} is closed")
         return self._m.s
 
-    cdef int _raise(self, int r, object oid, uint64_t size=0) except -1:
+    cdef int _raise(self, int r, object oid, object size=0) except -1:
         cdef rf_store_stats st
         err = errno
         h = _hex(oid)
@@ -167,7 +173,8 @@ cdef class ObjectStore:
                 raise ObjectStoreFullError(
                     f"object {h} of {size} bytes can never fit in object store {self._name} "
                     f"(capacity {self._capacity} bytes, largest possible object "
-                    f"{self._capacity - RF_STORE_BLOCK_OVERHEAD} bytes)")
+                    f"{self._capacity - RF_STORE_BLOCK_OVERHEAD} bytes)"
+                    + ("" if self._fallback_dir() else " and it has no directory for fallback files"))
             raise ObjectStoreFullError(
                 f"object store {self._name} is full: requested {size} bytes for object {h}, "
                 f"capacity {self._capacity} bytes, used {used} bytes, largest free block {lf} bytes, "
@@ -182,6 +189,13 @@ cdef class ObjectStore:
             raise ValueError(f"invalid argument for object {h}")
         if r == RF_STORE_ESTATE:
             raise ValueError(f"object {h} is in the wrong state for this operation")
+        if r == RF_STORE_ESYS and size + RF_STORE_BLOCK_OVERHEAD > self._capacity:
+            msg = (f"object {h} of {size} bytes is larger than object store {self._name} can hold "
+                   f"(largest possible object {self._capacity - RF_STORE_BLOCK_OVERHEAD} bytes) and its "
+                   f"fallback file in {self._fallback_dir()} could not be made: {os.strerror(err)}")
+            if err in (errno_mod.ENOSPC, errno_mod.EDQUOT):
+                raise ObjectStoreFullError(msg)
+            raise OSError(err, msg)
         if r == RF_STORE_ESYS:
             raise OSError(err, f"object store {self._name}, object {h}: {os.strerror(err)}")
         raise RuntimeError(f"object store error {r}: {rf_store_strerror(r).decode()}")
@@ -224,6 +238,15 @@ cdef class ObjectStore:
         d = rf_store_spill_dir(self._s()).decode()
         return d or None
 
+    cdef str _fallback_dir(self):
+        return rf_store_fallback_dir(self._m.s).decode() if self._m is not None else ""
+
+    @property
+    def fallback_dir(self):
+        """Where objects larger than the segment can hold are kept (None: they fail)."""
+        self._s()
+        return self._fallback_dir() or None
+
     @property
     def closed(self):
         return self._m is None
@@ -242,9 +265,8 @@ cdef class ObjectStore:
             raise TypeError(f"size must be an int, not {type(size).__name__}")
         if size < 0:
             raise ValueError(f"object size must be >= 0, got {size}")
-        if size > self._capacity:
-            n = self._capacity + 1
-            self._raise(RF_STORE_FULL, oid, n)
+        if size > _MAX_OBJECT_SIZE:
+            self._raise(RF_STORE_FULL, oid, size)
         n = size
         with nogil:
             r = rf_store_create_object(s, o, n, 0, &idx, &ptr)
@@ -286,8 +308,6 @@ cdef class ObjectStore:
             PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
         try:
             n = <uint64_t>buf.len
-            if n > self._capacity:
-                self._raise(RF_STORE_FULL, oid, n)
             with nogil:
                 r = rf_store_create_object(s, o, n, 0, &idx, &ptr)
                 if r == 0:
@@ -448,6 +468,8 @@ cdef class ObjectStore:
             "max_objects": st.max_objects,
             "pins_reclaimed": st.pins_reclaimed,
             "objects_reclaimed": st.objects_reclaimed,
+            "num_fallback": st.num_fallback,
+            "bytes_fallback": st.bytes_fallback,
         }
 
     def check(self):

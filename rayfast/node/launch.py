@@ -69,7 +69,9 @@ def run_node(args):
         resources[AFFINITY + node_id.hex()] = 1.0   # what tasks pinned to this node ask for (rayfast/scheduling.py)
         store_name = "/rayfast-" + os.path.basename(session_dir.rstrip("/"))
         try:
-            store = ObjectStore.create(store_name, args.object_store_memory, args.spill_dir or None)
+            # objects larger than the store live in files in the session dir (Ray's fallback allocation)
+            store = ObjectStore.create(store_name, args.object_store_memory, args.spill_dir or None,
+                                       fallback_dir=session_dir)
         except (ValueError, MemoryError) as e:
             tell_starter(f"invalid object_store_memory={args.object_store_memory}: {e}")   # the caller's value
             return 1

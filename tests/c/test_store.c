@@ -25,11 +25,12 @@ static void make_oid(uint8_t *oid, uint64_t a, uint64_t b) {
     oid[19] = 0x5a;
 }
 
-static rf_store *new_store(const char *tag, uint64_t cap, const char *spill, uint64_t max_objects) {
+static rf_store *new_store(const char *tag, uint64_t cap, const char *spill, const char *fallback,
+                           uint64_t max_objects) {
     snprintf(g_name, sizeof g_name, "/rayfast-test-%s-%d", tag, (int)getpid());
     shm_unlink(g_name);
     rf_store *s = NULL;
-    int r = rf_store_create_ex(g_name, cap, spill, max_objects, &s);
+    int r = rf_store_create_ex(g_name, cap, spill, fallback, max_objects, &s);
     if (r) fprintf(stderr, "create %s: %d %s errno=%d\n", g_name, r, rf_store_strerror(r), errno);
     REQUIRE(r == 0 && s);
     return s;
@@ -71,7 +72,7 @@ static rf_store_stats stats(rf_store *s) {
 /* ---------------------------------------------------------------- tests */
 
 static void test_basic(void) {
-    rf_store *s = new_store("basic", 1 << 20, NULL, 0);
+    rf_store *s = new_store("basic", 1 << 20, NULL, NULL, 0);
     uint8_t a[RF_OID_SIZE], b[RF_OID_SIZE];
     make_oid(a, 1, 1);
     make_oid(b, 2, 2);
@@ -118,7 +119,7 @@ static void test_basic(void) {
 static void test_allocator_random(void) {
     const uint64_t cap = 8 << 20;
     const int N = 512;
-    rf_store *s = new_store("alloc", cap, NULL, 4096);
+    rf_store *s = new_store("alloc", cap, NULL, NULL, 4096);
     uint8_t oid[RF_OID_SIZE];
     uint64_t sizes[512] = {0};
     int live[512] = {0};
@@ -178,7 +179,7 @@ static void test_allocator_random(void) {
 
 static void test_full_free_reuse_and_coalesce(void) {
     const uint64_t cap = 1 << 20;
-    rf_store *s = new_store("full", cap, NULL, 0);
+    rf_store *s = new_store("full", cap, NULL, NULL, 0);
     uint8_t oid[RF_OID_SIZE];
     int n = 0;
     for (;; n++) {
@@ -217,7 +218,7 @@ static void test_full_free_reuse_and_coalesce(void) {
 
 static void test_many_objects(void) {
     const int N = 20000;
-    rf_store *s = new_store("many", 64 << 20, NULL, N);
+    rf_store *s = new_store("many", 64 << 20, NULL, NULL, N);
     uint8_t oid[RF_OID_SIZE];
     for (int i = 0; i < N; i++) {
         make_oid(oid, (uint64_t)i * 2654435761u, (uint64_t)i);
@@ -269,7 +270,7 @@ static void test_spill(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "/tmp/rayfast-test-spill-%d", (int)getpid());
     const uint64_t cap = 4 << 20;
-    rf_store *s = new_store("spill", cap, dir, 0);
+    rf_store *s = new_store("spill", cap, dir, NULL, 0);
     uint8_t oid[RF_OID_SIZE];
     const int N = 10;
     const uint64_t n = 1 << 20; /* 10 MiB of live objects in 4 MiB */
@@ -323,7 +324,7 @@ static void test_spill(void) {
 
 /* Several processes create, seal and read (their own and each other's) at once. */
 static void test_multiprocess(void) {
-    rf_store *s = new_store("mp", 32 << 20, NULL, 0);
+    rf_store *s = new_store("mp", 32 << 20, NULL, NULL, 0);
     const int P = 4, N = 3000;
     pid_t pids[8];
     for (int p = 0; p < P; p++) {
@@ -378,7 +379,7 @@ static void test_multiprocess(void) {
 
 /* A get() in one process wakes up when another process seals. */
 static void test_wait_seal(void) {
-    rf_store *s = new_store("wait", 1 << 20, NULL, 0);
+    rf_store *s = new_store("wait", 1 << 20, NULL, NULL, 0);
     uint8_t oid[RF_OID_SIZE];
     make_oid(oid, 42, 42);
     uint32_t idx;
@@ -408,7 +409,7 @@ static void test_wait_seal(void) {
 
 /* A process SIGKILLed while holding the lock does not wedge the node. */
 static void test_lock_owner_dies(void) {
-    rf_store *s = new_store("robust", 4 << 20, NULL, 0);
+    rf_store *s = new_store("robust", 4 << 20, NULL, NULL, 0);
     uint8_t oid[RF_OID_SIZE];
     make_oid(oid, 1, 2);
     CHECK_EQ(put(s, oid, 1000, 4), 0);
@@ -447,7 +448,7 @@ static void test_lock_owner_dies(void) {
  * outside the lock). */
 static void test_kill_storm(void) {
     const uint64_t cap = 8 << 20;
-    rf_store *s = new_store("storm", cap, NULL, 0);
+    rf_store *s = new_store("storm", cap, NULL, NULL, 0);
     for (int round = 0; round < 30; round++) {
         pid_t pids[3];
         for (int p = 0; p < 3; p++) {
@@ -518,7 +519,7 @@ static pid_t crashing_holder(const uint8_t *pin, int pins, const uint8_t *unseal
  * them back (the pins only of that process) and the store fills again. */
 static void test_release_process(void) {
     const uint64_t cap = 8 << 20;
-    rf_store *s = new_store("release", cap, NULL, 0);
+    rf_store *s = new_store("release", cap, NULL, NULL, 0);
     uint8_t big[RF_OID_SIZE], mine[RF_OID_SIZE], half[RF_OID_SIZE], again[RF_OID_SIZE];
     make_oid(big, 1, 1);
     make_oid(mine, 2, 2);
@@ -561,7 +562,7 @@ static void test_release_process(void) {
 /* Holder records run out (2 per object slot): pins still work, untracked; the
  * tracked ones of a dead process are given back, the untracked ones stay. */
 static void test_holder_pool_exhausted(void) {
-    rf_store *s = new_store("holders", 1 << 20, NULL, 1);
+    rf_store *s = new_store("holders", 1 << 20, NULL, NULL, 1);
     uint8_t oid[RF_OID_SIZE];
     make_oid(oid, 5, 5);
     CHECK_EQ(put(s, oid, 100, 5), 0);
@@ -584,7 +585,7 @@ static void test_holder_pool_exhausted(void) {
 /* A process killed holding the lock: recovery gives back the pins of every dead
  * process it finds, not only the lock holder's. */
 static void test_recovery_drops_dead_pins(void) {
-    rf_store *s = new_store("recpins", 4 << 20, NULL, 0);
+    rf_store *s = new_store("recpins", 4 << 20, NULL, NULL, 0);
     uint8_t oid[RF_OID_SIZE];
     make_oid(oid, 6, 6);
     CHECK_EQ(put(s, oid, 1 << 20, 6), 0);
@@ -627,7 +628,7 @@ static int count_tmp_files(const char *dir) {
 static void test_spill_kill_storm(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "/tmp/rayfast-test-spillstorm-%d", (int)getpid());
-    rf_store *s = new_store("spillstorm", 4 << 20, dir, 0);
+    rf_store *s = new_store("spillstorm", 4 << 20, dir, NULL, 0);
     const int N = 16;
     const uint64_t n = 1 << 20;
     uint8_t oid[RF_OID_SIZE];
@@ -675,7 +676,7 @@ static void test_spill_kill_storm(void) {
 /* Nobody calls release_process (a process the node does not know): a full store
  * reclaims what dead processes hold before it reports full; live ones keep theirs. */
 static void test_full_store_reclaims_dead_processes(void) {
-    rf_store *s = new_store("reclaim", 8 << 20, NULL, 0);
+    rf_store *s = new_store("reclaim", 8 << 20, NULL, NULL, 0);
     uint8_t big[RF_OID_SIZE], half[RF_OID_SIZE], again[RF_OID_SIZE];
     make_oid(big, 1, 7);
     make_oid(half, 2, 7);
@@ -709,7 +710,7 @@ static void test_attach_errors(void) {
     CHECK_EQ(rf_store_attach("/rayfast-test-does-not-exist", &s), RF_STORE_ESYS);
     CHECK_EQ(rf_store_create("no-slash", 1 << 20, NULL, &s), RF_STORE_EINVAL);
     CHECK_EQ(rf_store_create("/rayfast-test-tiny", 100, NULL, &s), RF_STORE_EINVAL);
-    s = new_store("dup", 1 << 20, NULL, 0);
+    s = new_store("dup", 1 << 20, NULL, NULL, 0);
     rf_store *t = NULL;
     CHECK_EQ(rf_store_create(g_name, 1 << 20, NULL, &t), RF_STORE_ESYS);
     CHECK_EQ(errno, EEXIST);
@@ -717,6 +718,106 @@ static void test_attach_errors(void) {
     CHECK_EQ(rf_store_capacity(t), 1 << 20);
     rf_store_close(t);
     drop_store(s);
+}
+
+static int count_files(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));) n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Objects larger than the data area live in fallback files: written, read by
+ * this and other processes (a fork too), never evicted or spilled, the file
+ * removed when the object is freed, when its writer dies unsealed (by
+ * release_process or by lock recovery) and when the store is unlinked. */
+static void test_fallback(void) {
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/rayfast-test-fallback-%d", (int)getpid());
+    rf_store *s = new_store("fallback", 1 << 20, NULL, dir, 0);
+    const uint64_t n = (3 << 20) + 5;
+    uint8_t a[RF_OID_SIZE], b[RF_OID_SIZE], c[RF_OID_SIZE], d[RF_OID_SIZE];
+    make_oid(a, 1, 1);
+    make_oid(b, 2, 2);
+    make_oid(c, 3, 3);
+    make_oid(d, 4, 4);
+    CHECK_EQ(put(s, a, n, 7), 0);
+    CHECK_EQ(count_files(dir), 1);
+    rf_store_stats st = stats(s);
+    CHECK_EQ(st.num_fallback, 1);
+    CHECK_EQ(st.bytes_fallback, n);
+    CHECK_EQ(st.bytes_used, 0);
+    CHECK_EQ(rf_store_check(s), 0);
+    CHECK_EQ(verify(s, a, n, 7), 0);
+    CHECK_EQ(put(s, b, 600 << 10, 1), 0); /* the data area is still all there */
+    CHECK_EQ(rf_store_release(s, b), 0);
+    CHECK_EQ(put(s, c, 600 << 10, 2), 0); /* evicts b, never a */
+    CHECK_EQ(rf_store_contains(s, b), 0);
+    CHECK_EQ(verify(s, a, n, 7), 0);
+
+    /* a reader keeps its mapping after the object is released and deleted */
+    uint32_t idx;
+    const uint8_t *p;
+    uint64_t sz;
+    REQUIRE(rf_store_get(s, a, 0, &idx, &p, &sz, NULL) == 0);
+    CHECK_EQ(sz, n);
+    CHECK_EQ(rf_store_pin(s, idx), 0);
+    CHECK_EQ(rf_store_unpin(s, idx), 0);
+    pid_t pid = fork(); /* a fork of a process with the object mapped reads it on its own pins */
+    if (pid == 0) _exit(verify(s, a, n, 7) == 0 && p[n - 1] == 7 ? 0 : 1);
+    int wst;
+    waitpid(pid, &wst, 0);
+    CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    CHECK_EQ(rf_store_delete(s, a), 0);
+    CHECK_EQ(count_files(dir), 1);
+    CHECK_EQ(p[0] + p[n - 1], 14);
+    CHECK_EQ(rf_store_unpin(s, idx), 0);
+    CHECK_EQ(count_files(dir), 0);
+    CHECK_EQ(stats(s).num_fallback, 0);
+
+    /* another process reads it; a writer that dies unsealed leaves nothing */
+    CHECK_EQ(put(s, a, n, 9), 0);
+    pid = crashing_holder(a, 2, d, n);
+    CHECK_EQ(count_files(dir), 2);
+    CHECK_EQ(rf_store_release(s, a), 0); /* the dead reader's pins keep it */
+    CHECK_EQ(count_files(dir), 2);
+    uint64_t pins = 0, objects = 0;
+    CHECK_EQ(rf_store_release_process(s, pid, &pins, &objects), 0);
+    CHECK_EQ(pins, 2);
+    CHECK_EQ(objects, 1);
+    CHECK_EQ(count_files(dir), 0);
+    CHECK_EQ(rf_store_check(s), 0);
+
+    /* lock recovery drops the unsealed object of a writer that died holding the lock */
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    pid = fork();
+    if (pid == 0) {
+        rf_store *w = NULL;
+        uint8_t *wp;
+        if (rf_store_attach(g_name, &w) != 0 || rf_store_create_object(w, d, n, 0, &idx, &wp) != 0) _exit(2);
+        rf_store_debug_lock_forever(w);
+        char x = 1;
+        if (write(fds[1], &x, 1) != 1) _exit(3);
+        for (;;) pause();
+    }
+    char x;
+    REQUIRE(read(fds[0], &x, 1) == 1);
+    kill(pid, SIGKILL);
+    waitpid(pid, &wst, 0);
+    close(fds[0]);
+    close(fds[1]);
+    CHECK_EQ(count_files(dir), 1);
+    CHECK_EQ(rf_store_contains(s, d), 0); /* recovers */
+    CHECK_EQ(count_files(dir), 0);
+    CHECK_EQ(rf_store_check(s), 0);
+
+    CHECK_EQ(put(s, d, n, 3), 0);
+    drop_store(s);
+    CHECK_EQ(count_files(dir), 0);
+    CHECK_EQ(rmdir(dir), 0);
 }
 
 int main(void) {
@@ -735,5 +836,6 @@ int main(void) {
     test_spill_kill_storm();
     test_full_store_reclaims_dead_processes();
     test_attach_errors();
+    test_fallback();
     return check_done("test_store");
 }
