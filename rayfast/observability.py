@@ -282,8 +282,10 @@ def format_summary(s):
         cap = st.get("capacity", 0) or 0
         used = st.get("bytes_used", 0) or 0
         pct = f" ({used / cap:.1%})" if cap else ""
+        fallback = (f", {st['num_fallback']} larger than the store in files ({_b(st['bytes_fallback'])})"
+                    if st.get("num_fallback") else "")
         lines.append(f"  Object store: {_b(used)} / {_b(cap)} used{pct}, {st.get('num_objects', 0)} objects"
-                     f", {st.get('num_spilled', 0)} spilled, {st.get('evictions', 0)} evictions")
+                     f", {st.get('num_spilled', 0)} spilled, {st.get('evictions', 0)} evictions{fallback}")
     q = s["queues"]
     lines.append("")
     lines.append(f"Queues: {q['queued']} ready tasks queued, {q['waiting_for_arguments']} waiting for arguments, "

@@ -77,6 +77,7 @@ def test_put_get_is_a_read_only_view_of_a_file(small_store):
     assert len(_files(small_store)) == 1
     st = _store_stats()
     assert st["num_fallback"] == 1 and st["bytes_fallback"] >= a.nbytes and st["bytes_used"] < STORE
+    assert "1 larger than the store in files (96.0 MiB)" in str(rayfast.summary())
     b = rayfast.get(ref)
     assert not b.flags.writeable and not b.flags.owndata
     assert np.array_equal(a, b)
