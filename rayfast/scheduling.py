@@ -66,7 +66,6 @@ def captured_strategy(capture_pg):
 
 def placement_extras(options):
     """What of the scheduling options a task's spec carries (S_OPTIONS) for its worker."""
-    from rayfast import core_worker
     from rayfast.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     out = {}
     pg, _, capture = placement(options)

@@ -609,16 +609,15 @@ static void test_recovery_drops_dead_pins(void) {
     drop_store(s);
 }
 
-/* Half-written spill files (<oid>.tmp.<pid>) in dir. */
-static int count_tmp_files(const char *dir) {
-    int files = 0;
+/* Files in dir whose name holds part (NULL: every file); -1 if dir is missing. */
+static int count_files(const char *dir, const char *part) {
     DIR *d = opendir(dir);
-    REQUIRE(d);
-    struct dirent *de;
-    while ((de = readdir(d)))
-        if (strstr(de->d_name, ".tmp.")) files++;
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));)
+        n += de->d_name[0] != '.' && (!part || strstr(de->d_name, part));
     closedir(d);
-    return files;
+    return n;
 }
 
 /* Readers of a store that holds 4x its capacity (every read restores, every
@@ -667,7 +666,7 @@ static void test_spill_kill_storm(void) {
     fprintf(stderr, "spill kill storm: %llu restores, %llu spills, %llu pins reclaimed, %llu lock recoveries\n",
             (unsigned long long)st.restores, (unsigned long long)st.spills, (unsigned long long)st.pins_reclaimed,
             (unsigned long long)st.lock_recoveries);
-    CHECK_EQ(count_tmp_files(dir), 0);
+    CHECK_EQ(count_files(dir, ".tmp."), 0);
     CHECK_EQ(rf_store_check(s), 0);
     drop_store(s);
     rmdir(dir);
@@ -720,14 +719,6 @@ static void test_attach_errors(void) {
     drop_store(s);
 }
 
-static int count_files(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    for (struct dirent *de; (de = readdir(d));) n += de->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
 /* Objects larger than the data area live in fallback files: written, read by
  * this and other processes (a fork too), never evicted or spilled, the file
@@ -744,7 +735,7 @@ static void test_fallback(void) {
     make_oid(c, 3, 3);
     make_oid(d, 4, 4);
     CHECK_EQ(put(s, a, n, 7), 0);
-    CHECK_EQ(count_files(dir), 1);
+    CHECK_EQ(count_files(dir, NULL), 1);
     rf_store_stats st = stats(s);
     CHECK_EQ(st.num_fallback, 1);
     CHECK_EQ(st.bytes_fallback, n);
@@ -771,23 +762,23 @@ static void test_fallback(void) {
     waitpid(pid, &wst, 0);
     CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
     CHECK_EQ(rf_store_delete(s, a), 0);
-    CHECK_EQ(count_files(dir), 1);
+    CHECK_EQ(count_files(dir, NULL), 1);
     CHECK_EQ(p[0] + p[n - 1], 14);
     CHECK_EQ(rf_store_unpin(s, idx), 0);
-    CHECK_EQ(count_files(dir), 0);
+    CHECK_EQ(count_files(dir, NULL), 0);
     CHECK_EQ(stats(s).num_fallback, 0);
 
     /* another process reads it; a writer that dies unsealed leaves nothing */
     CHECK_EQ(put(s, a, n, 9), 0);
     pid = crashing_holder(a, 2, d, n);
-    CHECK_EQ(count_files(dir), 2);
+    CHECK_EQ(count_files(dir, NULL), 2);
     CHECK_EQ(rf_store_release(s, a), 0); /* the dead reader's pins keep it */
-    CHECK_EQ(count_files(dir), 2);
+    CHECK_EQ(count_files(dir, NULL), 2);
     uint64_t pins = 0, objects = 0;
     CHECK_EQ(rf_store_release_process(s, pid, &pins, &objects), 0);
     CHECK_EQ(pins, 2);
     CHECK_EQ(objects, 1);
-    CHECK_EQ(count_files(dir), 0);
+    CHECK_EQ(count_files(dir, NULL), 0);
     CHECK_EQ(rf_store_check(s), 0);
 
     /* lock recovery drops the unsealed object of a writer that died holding the lock */
@@ -809,14 +800,14 @@ static void test_fallback(void) {
     waitpid(pid, &wst, 0);
     close(fds[0]);
     close(fds[1]);
-    CHECK_EQ(count_files(dir), 1);
+    CHECK_EQ(count_files(dir, NULL), 1);
     CHECK_EQ(rf_store_contains(s, d), 0); /* recovers */
-    CHECK_EQ(count_files(dir), 0);
+    CHECK_EQ(count_files(dir, NULL), 0);
     CHECK_EQ(rf_store_check(s), 0);
 
     CHECK_EQ(put(s, d, n, 3), 0);
     drop_store(s);
-    CHECK_EQ(count_files(dir), 0);
+    CHECK_EQ(count_files(dir, NULL), 0);
     CHECK_EQ(rmdir(dir), 0);
 }
 
