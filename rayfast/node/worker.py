@@ -47,9 +47,10 @@ class TaskExecutor:
     def function(self, spec, pickled):
         fid = spec[P.S_FUNCTION_ID]
         if pickled is None and fid not in self.functions:
-            pickled = self.cw.spare_functions.pop(fid, None)
+            pickled = self.cw.spare_functions.get(fid)
         if pickled is not None:
             self.functions[fid] = serialization.loads_inline(pickled)
+            self.cw.spare_functions.pop(fid, None)   # (kept until loaded: see execute)
         return self.functions[fid]
 
     def resolve_args(self, spec, resolved):
@@ -116,6 +117,10 @@ class TaskExecutor:
         cw._task_counter = 0
         cw._put_counter = 0
         start = time.time()
+        if pickled is not None:
+            # This worker's only copy of the function: a cancel's SIGINT may interrupt the task
+            # before the copy is loaded, and the sender will not send it again.
+            cw._keep_function(msg)
         cw.in_task = True
         try:
             if cw.interrupted:
@@ -124,7 +129,6 @@ class TaskExecutor:
                 cw.interrupted = False
                 cw.poll()
             if spec[P.S_TASK_ID] in cw.cancelled:   # cancel() reached it before it started
-                cw._keep_function(msg)   # (its message may carry this worker's first copy)
                 raise KeyboardInterrupt("task cancelled")
             if spec[P.S_KIND] == P.TASK_NORMAL:
                 fn = self.function(spec, pickled)
