@@ -352,7 +352,7 @@ class ActorClass:
         if max_concurrency is None:
             max_concurrency = DEFAULT_ASYNC_CONCURRENCY if self._meta.is_async else 1
         groups = _check_groups(opts.get("concurrency_groups"))
-        detached = (opts.get("lifetime") or cw.default_actor_lifetime) == "detached"
+        detached = (opts.get("lifetime") or (cw.runtime_env or {}).get(runtime_env.LIFETIME_KEY)) == "detached"
         fid = self._export(cw)
         payload, arg_refs, borrowed = _encode(cw, args, kwargs)
         tb = cw.next_task_id().binary()

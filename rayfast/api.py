@@ -101,6 +101,9 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
             job_env = job_env if job_env is not None else job_config.runtime_env
             namespace = namespace if namespace is not None else job_config.ray_namespace
         job_env = runtime_env.validate(job_env, job_level=True)
+        if job_config is not None and job_config.default_actor_lifetime == "detached":
+            # with the job's runtime_env, every task and actor of the job knows it (actor.py)
+            job_env = dict(job_env or {}, **{runtime_env.LIFETIME_KEY: "detached"})
         logging_config = kwargs.get("logging_config")
         if logging_config is None and job_config is not None:
             logging_config = job_config.py_logging_config
@@ -166,8 +169,6 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
         # named actors of two such jobs never collide or see each other.
         cw.namespace = namespace if namespace is not None else str(uuid.uuid4())
         cw.runtime_env = job_env
-        if job_config is not None:
-            cw.default_actor_lifetime = job_config.default_actor_lifetime
         cw.request("job_namespace", cw.namespace)
         _state.update(node=node, cw=cw, namespace=cw.namespace)
         core_worker.set_current(cw)

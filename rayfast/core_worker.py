@@ -61,7 +61,6 @@ class CoreWorker:
         # Refs this process still held when this session began: they belong to an earlier one
         # (before shutdown()/init()), whose node and objects are gone. Waiting on one would never end.
         self.stale_keys = frozenset(held_ref_keys()) if mode == "driver" else frozenset()
-        self.default_actor_lifetime = "non_detached"   # a driver's JobConfig may say "detached"
         self._callbacks = {}                  # oid -> [fn(kind, data)]  for futures / asyncio
         self._inbox = deque()                 # TASK messages (workers)
         self._replies = {}

@@ -3,7 +3,8 @@
 rayfast runs Python only, so the cross-language settings (jvm_options,
 code_search_path) are refused rather than ignored; the rest apply as in Ray:
 runtime_env and ray_namespace are the job's unless init() gives its own,
-default_actor_lifetime is the lifetime of the driver's actors that name none,
+default_actor_lifetime is the lifetime of the job's actors that name none
+(it rides in the job's runtime_env, as the logging config does),
 and metadata is kept for the caller.
 """
 import json

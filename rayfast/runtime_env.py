@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 _ACCEPTED = {"env_vars", "working_dir", "py_modules", "config", "excludes"}
 LOGGING_KEY = "_logging_config"   # the job's LoggingConfig (not a user field: runtime_context hides it)
+LIFETIME_KEY = "_default_actor_lifetime"   # the job's JobConfig.default_actor_lifetime, likewise
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 

@@ -623,6 +623,13 @@ def test_job_config_gives_the_jobs_runtime_env_namespace_and_actor_lifetime():
     kept = rayfast.get_actor("kept")
     assert kept._detached and not short._detached and rayfast.get(kept.ping.remote())
     rayfast.kill(kept)
+
+    @rayfast.remote
+    def make_actor():   # the job's default holds in its tasks too, as in Ray
+        return Kept.options(name="from_task").remote()._detached, rayfast.get_runtime_context().runtime_env
+
+    assert rayfast.get(make_actor.remote()) == (True, {"env_vars": {"RF_JOB_CONFIG": "yes"}})
+    rayfast.kill(rayfast.get_actor("from_task"))
     rayfast.shutdown()
     # init's own arguments win over the config's, as in Ray
     rayfast.init(num_cpus=1, job_config=config, namespace="mine", runtime_env={"env_vars": {"RF_JOB_CONFIG": "own"}})
