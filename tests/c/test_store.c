@@ -407,18 +407,19 @@ static void test_wait_seal(void) {
     drop_store(s);
 }
 
-/* A process SIGKILLed while holding the lock does not wedge the node. */
-static void test_lock_owner_dies(void) {
-    rf_store *s = new_store("robust", 4 << 20, NULL, NULL, 0);
-    uint8_t oid[RF_OID_SIZE];
-    make_oid(oid, 1, 2);
-    CHECK_EQ(put(s, oid, 1000, 4), 0);
+/* A child attaches, creates `unsealed` (n bytes, left unsealed) if given, takes the
+ * store's lock and is SIGKILLed holding it; returns its pid, reaped. */
+static pid_t killed_holding_lock(const uint8_t *unsealed, uint64_t n) {
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     pid_t pid = fork();
+    REQUIRE(pid >= 0);
     if (pid == 0) {
         rf_store *c = NULL;
+        uint32_t idx;
+        uint8_t *w;
         if (rf_store_attach(g_name, &c) != 0) _exit(2);
+        if (unsealed && rf_store_create_object(c, unsealed, n, 0, &idx, &w) != 0) _exit(2);
         rf_store_debug_lock_forever(c);
         char x = 1;
         if (write(fds[1], &x, 1) != 1) _exit(3);
@@ -427,10 +428,19 @@ static void test_lock_owner_dies(void) {
     char x;
     REQUIRE(read(fds[0], &x, 1) == 1);
     kill(pid, SIGKILL);
-    int st;
-    waitpid(pid, &st, 0);
+    waitpid(pid, NULL, 0);
     close(fds[0]);
     close(fds[1]);
+    return pid;
+}
+
+/* A process SIGKILLed while holding the lock does not wedge the node. */
+static void test_lock_owner_dies(void) {
+    rf_store *s = new_store("robust", 4 << 20, NULL, NULL, 0);
+    uint8_t oid[RF_OID_SIZE];
+    make_oid(oid, 1, 2);
+    CHECK_EQ(put(s, oid, 1000, 4), 0);
+    killed_holding_lock(NULL, 0);
     CHECK_EQ(verify(s, oid, 1000, 4), 0); /* takes the lock: recovers */
     rf_store_stats sts = stats(s);
     CHECK_EQ(sts.lock_recoveries, 1);
@@ -592,14 +602,7 @@ static void test_recovery_drops_dead_pins(void) {
     crashing_holder(oid, 2, NULL, 0);
     CHECK_EQ(rf_store_release(s, oid), 0);
     CHECK_EQ(stats(s).num_objects, 1);
-    pid_t pid = fork();
-    if (pid == 0) {
-        rf_store *c = NULL;
-        if (rf_store_attach(g_name, &c) != 0) _exit(2);
-        rf_store_debug_lock_forever(c);
-        _exit(0);
-    }
-    waitpid(pid, NULL, 0);
+    killed_holding_lock(NULL, 0);
     rf_store_stats st = stats(s); /* takes the lock: recovers */
     CHECK_EQ(st.lock_recoveries, 1);
     CHECK_EQ(st.pins_reclaimed, 2);
@@ -782,24 +785,7 @@ static void test_fallback(void) {
     CHECK_EQ(rf_store_check(s), 0);
 
     /* lock recovery drops the unsealed object of a writer that died holding the lock */
-    int fds[2];
-    REQUIRE(pipe(fds) == 0);
-    pid = fork();
-    if (pid == 0) {
-        rf_store *w = NULL;
-        uint8_t *wp;
-        if (rf_store_attach(g_name, &w) != 0 || rf_store_create_object(w, d, n, 0, &idx, &wp) != 0) _exit(2);
-        rf_store_debug_lock_forever(w);
-        char x = 1;
-        if (write(fds[1], &x, 1) != 1) _exit(3);
-        for (;;) pause();
-    }
-    char x;
-    REQUIRE(read(fds[0], &x, 1) == 1);
-    kill(pid, SIGKILL);
-    waitpid(pid, &wst, 0);
-    close(fds[0]);
-    close(fds[1]);
+    killed_holding_lock(d, n);
     CHECK_EQ(count_files(dir, NULL), 1);
     CHECK_EQ(rf_store_contains(s, d), 0); /* recovers */
     CHECK_EQ(count_files(dir, NULL), 0);
