@@ -6,6 +6,7 @@ a node removed (gracefully, or killed as a crashed machine) leaving nothing behi
 One Cluster (a head and a node with the custom resource "special") serves the module; the
 tests that remove nodes add their own first.
 """
+import contextlib
 import glob
 import os
 import signal
@@ -31,21 +32,30 @@ def _gone(node, timeout=10):
                     timeout=timeout), (_processes_of(node.session_dir), session_leftovers(node.session_dir))
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextlib.contextmanager
+def connected_cluster(*added):
+    """A Cluster with a 2-CPU head and nodes of the given add_node() arguments, this process its
+    driver: (cluster, [added nodes]); at the end every node gone, nothing of them left."""
     if rayfast.is_initialized():
         rayfast.shutdown()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     try:
-        worker = c.add_node(num_cpus=1, resources={"special": 1}, labels={"zone": "b"})
-        c.wait_for_nodes()
+        nodes = [c.add_node(**args) for args in added]
+        if nodes:
+            c.wait_for_nodes()
         rayfast.init(address=c.address)
-        yield c, worker
+        yield c, nodes
     finally:
         nodes = c.list_all_nodes()
         c.shutdown()
         for n in nodes:
             _gone(n)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with connected_cluster(dict(num_cpus=1, resources={"special": 1}, labels={"zone": "b"})) as (c, added):
+        yield c, added[0]
 
 
 def here():

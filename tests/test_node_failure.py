@@ -14,27 +14,17 @@ import time
 import pytest
 
 import rayfast
-from rayfast.cluster_utils import Cluster
 from rayfast.exceptions import ActorDiedError, ActorUnavailableError, TaskUnschedulableError
 from rayfast.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from conftest import wait_for
-from test_cluster_utils import _gone, here
+from test_cluster_utils import _gone, connected_cluster, here
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    if rayfast.is_initialized():
-        rayfast.shutdown()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    try:
-        rayfast.init(address=c.address)
+    with connected_cluster() as (c, _):
         yield c
-    finally:
-        nodes = c.list_all_nodes()
-        c.shutdown()
-        for n in nodes:
-            _gone(n)
 
 
 def _on(node):
