@@ -1125,25 +1125,21 @@ class NodeManager:
 
     # --- requests ---------------------------------------------------------
     def _request(self, c, req_id, what, args):
+        if what in _CLUSTER_QUERIES and self.peers is not None:
+            # answered from a fresh copy of the GCS node table, read without waiting
+            self.peers.read_nodes(lambda: self._request_now(c, req_id, what, args))
+        else:
+            self._request_now(c, req_id, what, args)
+
+    def _request_now(self, c, req_id, what, args):
         try:
             if what == "actor_channel":   # may be answered later (rayfast/node/actors.py)
                 value = self.actors.answer(what, args, c, req_id)
                 if value is DEFERRED:
                     return
-            elif what in _CLUSTER_QUERIES and self.peers is not None:
-                # answered from a fresh copy of the GCS node table, read without waiting
-                self.peers.read_nodes(lambda: self._answer_later(c, req_id, what, args))
-                return
             else:
                 value = self.answer(what, args, c)
         except Exception as e:  # the caller re-raises it
-            value = e
-        self.send(c, (P.REPLY, req_id, value))
-
-    def _answer_later(self, c, req_id, what, args):
-        try:
-            value = self.answer(what, args, c)
-        except Exception as e:
             value = e
         self.send(c, (P.REPLY, req_id, value))
 
