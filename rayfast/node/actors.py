@@ -700,7 +700,7 @@ class ActorManager:
                                        f"detached actors outlive their creator"))
 
     def _dead(self, a, reason):
-        return dead_error_data(a.aid, a.class_name, a.pid, a.namespace or self.job_namespace, reason)
+        return dead_error_data(a.aid, a.class_name, a.pid, self.actor_namespace(a), reason)
 
     # --- messages and requests -------------------------------------------------------------
     def handle(self, c, m):
@@ -764,6 +764,10 @@ class ActorManager:
                 lease = nm.leases.get(w.worker_id)   # running a leased driver's task directly
                 c = lease[1] if lease is not None else None
         return self.job_namespace
+
+    def actor_namespace(self, a):
+        """a's namespace: its own (a named actor's), else its creator's job's."""
+        return a.namespace or self.namespace_of(a.create.owner)
 
     def _create_named(self, c, spec):
         ex = spec[P.S_OPTIONS]

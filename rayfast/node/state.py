@@ -64,7 +64,7 @@ def _actor_rows(nm):
             death = {"error_type": _error_text(a.dead_data)[0], "error_message": _error_text(a.dead_data)[1]}
         rows.append({"actor_id": a.aid.hex(), "class_name": a.class_name, "state": state, "job_id": JOB_ID,
                      "name": a.name or "", "node_id": node, "pid": a.pid,
-                     "ray_namespace": a.namespace or ax.namespace_of(a.create.owner),
+                     "ray_namespace": ax.actor_namespace(a),
                      "serialized_runtime_env": None, "required_resources": dict(a.hold), "death_cause": death,
                      "is_detached": a.detached, "placement_group_id": None,
                      "repr_name": "", "num_restarts": a.num_restarts, "call_site": None})
