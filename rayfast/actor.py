@@ -41,7 +41,7 @@ import cloudpickle
 
 from rayfast import core_worker
 from rayfast.actor_channel import channels_of
-from rayfast.direct import cancelled_results
+from rayfast.direct import cancelled_results, failed_results
 from rayfast import protocol as P
 from rayfast import runtime_env
 from rayfast import serialization
@@ -658,7 +658,7 @@ class ActorTaskExecutor(TaskExecutor):
             return super().execute(msg)
         if kind == P.TASK_ACTOR_METHOD:
             if self._ended is not None:
-                self._reply_now(msg, _failed(msg[2], self._ended))
+                self._reply_now(msg, failed_results(msg[2], self._ended))
                 return
             group = self._group_of(msg)
             if group is False:
@@ -697,7 +697,7 @@ class ActorTaskExecutor(TaskExecutor):
         _, handle, spec, resolved, pickled = msg[:5]
         cw = self.cw
         if not sequential and self._ended is not None:
-            self._reply_now(msg, _failed(spec, self._ended))
+            self._reply_now(msg, failed_results(spec, self._ended))
             return
         if sequential:
             cw.current_task_id = TaskID(spec[P.S_TASK_ID])
@@ -796,10 +796,10 @@ class ActorTaskExecutor(TaskExecutor):
             self._leave(e)
         self._ended = dead_error_data(self.actor_id, type(self.actor).__name__, os.getpid(), self.namespace,
                                       EXITED_BY_USER)
-        self._reply_now(msg, _failed(msg[2], self._ended))
+        self._reply_now(msg, failed_results(msg[2], self._ended))
         for call, m in list(self._calls.values()):
             if isinstance(call, concurrent.futures.Future) and call.cancel():   # queued in a pool
-                self._reply_now(m, _failed(m[2], self._ended))
+                self._reply_now(m, failed_results(m[2], self._ended))
         threading.Thread(target=self._leave_when_idle, args=(e,), name="rayfast-actor-exit", daemon=True).start()
 
     def _leave_when_idle(self, e):
@@ -858,7 +858,7 @@ class ActorTaskExecutor(TaskExecutor):
         try:
             async with sem:
                 if self._ended is not None:
-                    self._reply_now(msg, _failed(spec, self._ended))
+                    self._reply_now(msg, failed_results(spec, self._ended))
                     return
                 start = time.time()
                 try:
@@ -984,11 +984,6 @@ class ActorTaskExecutor(TaskExecutor):
             self.groups = {g: ThreadPoolExecutor(n, thread_name_prefix=f"rayfast-actor-{g}")
                            for g, n in groups.items()}
         return None
-
-
-def _failed(spec, data):
-    """The results of a call that fails with error data (pickled) without running."""
-    return tuple((oid, P.ERROR, data, ()) for oid in P.return_ids(spec[P.S_TASK_ID], max(spec[P.S_NUM_RETURNS], 1)))
 
 
 async def _pack_async_gen(executor, spec, agen):

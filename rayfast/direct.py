@@ -52,11 +52,14 @@ class Lease:
         self.cancelled = False    # cancel() was called on the task in flight
 
 
+def failed_results(spec, data):
+    """The results of a task that fails with data (a pickled error) for each return."""
+    return tuple((oid, P.ERROR, data, ()) for oid in P.return_ids(spec[P.S_TASK_ID], max(spec[P.S_NUM_RETURNS], 1)))
+
+
 def error_results(spec, exc):
     """The results of a task that failed with exc without running to its end: exc for each return."""
-    data, _ = serialization.dumps(exc)
-    return tuple((oid, P.ERROR, data, ())
-                 for oid in P.return_ids(spec[P.S_TASK_ID], max(spec[P.S_NUM_RETURNS], 1)))
+    return failed_results(spec, serialization.dumps(exc)[0])
 
 
 def cancelled_error(spec):

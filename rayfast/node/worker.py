@@ -17,7 +17,7 @@ from rayfast import runtime_env
 from rayfast import serialization
 from rayfast._core.ids import TaskID
 from rayfast.config import INLINE_THRESHOLD
-from rayfast.direct import WorkerChannels, worker_socket_path
+from rayfast.direct import WorkerChannels, failed_results, worker_socket_path
 from rayfast.node.worker_pool import kill_children
 from rayfast.core_worker import CoreWorker, decode_value, format_exception, set_current
 from rayfast.exceptions import PortableCause, RayTaskError, TaskCancelledError, TaskUnschedulableError
@@ -106,9 +106,7 @@ class TaskExecutor:
                 return
             for r in resolved:
                 if r[1] == P.ERROR:   # an argument failed: so does this task, as the node would fail it
-                    tid = spec[P.S_TASK_ID]
-                    results = tuple((oid, P.ERROR, r[2], ())
-                                    for oid in P.return_ids(tid, max(spec[P.S_NUM_RETURNS], 1)))
+                    results = failed_results(spec, r[2])
                     self.keep_recent(results)
                     self.send_done(handle, results, time.time(), time.time(), None)
                     return
