@@ -19,6 +19,14 @@ _nodes = [None, 0.0, {}]   # (core worker, when read, hex node id -> its resourc
 _spread = itertools.count()
 
 
+def fits_in(shape, have):
+    """Whether resources `have` (name -> amount) cover shape ((name, amount), ...)."""
+    for name, amount in shape:
+        if have.get(name, 0) < amount - 1e-9:
+            return False
+    return True
+
+
 def visible(resources):
     """resources without the node-id resources (Ray shows none)."""
     return {k: v for k, v in resources.items() if not k.startswith(AFFINITY)}
@@ -114,21 +122,20 @@ def pick_node(cw, shape, extras):
     the shape asks for the chosen node's node-id resource. Hard affinity to a node that is dead,
     unknown or lacks the resources makes it fail with TaskUnschedulableError (extras say so);
     soft affinity then leaves it free. SPREAD takes the live nodes that could run it in turn."""
-    from rayfast.node.manager import _fits_in
     affinity = extras.get("node_affinity")
     if affinity is not None:
         node_id, soft = affinity
         resources = _live_nodes(cw).get(node_id)
         if resources is None:
             resources = _live_nodes(cw, fresh=True).get(node_id)
-        if resources is None or not _fits_in(shape, resources):
+        if resources is None or not fits_in(shape, resources):
             if soft:
                 return shape, extras
             return shape, dict(extras, unschedulable=(
                 f"The node specified via NodeAffinitySchedulingStrategy ({node_id}) does not exist or is "
                 f"dead, or cannot run it (it asks for {dict(shape)}), and soft=False."))
     else:
-        fits = sorted(n for n, r in _live_nodes(cw).items() if _fits_in(shape, r))
+        fits = sorted(n for n, r in _live_nodes(cw).items() if fits_in(shape, r))
         if len(fits) < 2:
             return shape, extras
         node_id = fits[next(_spread) % len(fits)]

@@ -37,7 +37,7 @@ from rayfast.node.state import snapshot as state_rows, task_failed
 from rayfast.direct import cancelled_results, error_results, worker_socket_path
 from rayfast.node.worker_pool import BUSY, IDLE, LEASED, WorkerPool, kill_children
 from rayfast.node.stats import FunctionStats
-from rayfast.scheduling import visible
+from rayfast.scheduling import fits_in, visible
 
 _HDR = struct.Struct("<I")
 PIPELINE_DEPTH = P.PIPELINE_DEPTH   # tasks queued on one worker at most
@@ -108,14 +108,6 @@ def _one_at_a_time(rec):
         if name == "GPU":
             return True
     return False
-
-
-def _fits_in(shape, have):
-    """Whether resources `have` (name -> amount) cover shape ((name, amount), ...)."""
-    for name, amount in shape:
-        if have.get(name, 0) < amount - 1e-9:
-            return False
-    return True
 
 
 class NodeManager:
@@ -502,11 +494,11 @@ class NodeManager:
 
     # --- scheduling -------------------------------------------------------
     def _fits(self, shape):
-        return _fits_in(shape, self.avail)
+        return fits_in(shape, self.avail)
 
     def _fits_total(self, shape):
         """Whether the node could ever run shape (else it stays pending, as in Ray)."""
-        return _fits_in(shape, self.total)
+        return fits_in(shape, self.total)
 
     def _schedule(self):
         # placement groups first; one that waits for resources in use starves like a task
@@ -680,7 +672,7 @@ class NodeManager:
         free and a worker is starting or can be forked, or they are lent to a lease."""
         if self._fits(shape):
             return self.starting > 0 or self._may_grow()
-        return bool(self.leases) and _fits_in(shape, self.available())
+        return bool(self.leases) and fits_in(shape, self.available())
 
     def _may_grow(self):
         # Workers blocked in get() do not count: nesting deeper than the cap must not deadlock.

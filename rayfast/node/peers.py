@@ -48,10 +48,9 @@ from rayfast import protocol as P
 from rayfast.exceptions import NodeDiedError, ObjectLostError, TaskUnschedulableError
 from rayfast._core.objects import READY
 from rayfast.gcs.tables import NODE_TABLE_COMMANDS, dumps, parse_nodes
-from rayfast.node.manager import _fits_in
 from rayfast.node.object_transfer import Transfers
 from rayfast import serialization
-from rayfast.scheduling import pinned_to, unpinned, visible
+from rayfast.scheduling import fits_in, pinned_to, unpinned, visible
 
 REFRESH_EVERY = 1.0       # seconds a copy of the node table is used for spilling at most
 READ_GIVE_UP = 2.0        # seconds after which a node table read with no answer is given up (GCS gone)
@@ -182,7 +181,7 @@ class Peers:
     def link_for(self, shape):
         """A link to the live node with the fewest of our tasks that can run shape; None if no
         node can (the node table is read again)."""
-        live = [n for n in self._live() if _fits_in(shape, n["resources"])]
+        live = [n for n in self._live() if fits_in(shape, n["resources"])]
         if not live:
             self.read_nodes()
             return None
