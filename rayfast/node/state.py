@@ -61,7 +61,8 @@ def _actor_rows(nm):
             state = "DEPENDENCIES_UNREADY"
         death = None
         if a.state == "DEAD" and a.dead_data is not None:
-            death = {"error_type": _error_text(a.dead_data)[0], "error_message": _error_text(a.dead_data)[1]}
+            kind, message = _error_text(a.dead_data)
+            death = {"error_type": kind, "error_message": message}
         rows.append({"actor_id": a.aid.hex(), "class_name": a.class_name, "state": state, "job_id": JOB_ID,
                      "name": a.name or "", "node_id": node, "pid": a.pid,
                      "ray_namespace": ax.actor_namespace(a),
