@@ -32,6 +32,8 @@ import traceback
 
 import numpy as np
 
+from bench import micro
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB100 = 100_000_000          # "100 MB": 10**8 bytes (a float64 array of 12.5M elements)
 LCS_BLOCKS = (30, 60, 100, 150, 300)
@@ -60,6 +62,7 @@ ROWS = {
        for b in LCS_SERIAL_BLOCKS},
     "map_reduce_s": ("map-reduce word count", "s", "lower"),
     "parameter_server": ("parameter server", "updates/s", "higher"),
+    **{name: (label, unit, "higher") for name, (label, unit, _) in micro.CASES.items()},
 }
 
 ACTOR_WORKLOADS = ("actor_serial", "actor_batched", "parameter_server")
@@ -362,6 +365,13 @@ def _actor_workload(name):
     return run
 
 
+def _micro_workload(name):
+    def run(ray, cx):
+        return {name: micro.CASES[name][2](ray, cx.quick)}
+    run.__name__ = name
+    return run
+
+
 class Skipped(Exception):
     pass
 
@@ -382,23 +392,28 @@ WORKLOADS = {
     "lcs": lcs,
     "map_reduce": map_reduce,
     "parameter_server": _actor_workload("parameter_server"),
+    **{name: _micro_workload(name) for name in micro.CASES},
 }
 
 
 def select(only):
-    """Workload names from a comma-separated --only (a row name such as lcs_b30 selects its workload)."""
+    """Workload names from a comma-separated --only: a workload, a row name such as lcs_b30 (its
+    workload), or "micro" (every microbenchmark). Without it, the headline workloads."""
     if not only:
-        return list(WORKLOADS)
+        return [w for w in WORKLOADS if w not in micro.CASES]
     names = []
     for item in (s.strip() for s in only.split(",")):
         if not item:
             continue
-        hit = item if item in WORKLOADS else next(
-            (w for w in WORKLOADS if item.startswith(w) or w.startswith(item)), None)
-        if hit is None:
-            raise SystemExit(f"unknown workload {item!r}; known: {', '.join(WORKLOADS)}")
-        if hit not in names:
-            names.append(hit)
+        if item in WORKLOADS:
+            hits = [item]
+        elif item == "micro":
+            hits = list(micro.CASES)
+        else:
+            hits = [w for w in WORKLOADS if item.startswith(w) or w.startswith(item)][:1]
+        if not hits:
+            raise SystemExit(f"unknown workload {item!r}; known: micro, {', '.join(WORKLOADS)}")
+        names += [h for h in hits if h not in names]
     return [w for w in WORKLOADS if w in names]
 
 
@@ -406,7 +421,7 @@ def run(ray, names=None, quick=False, log=None):
     """Run workloads on an initialized `ray`; returns {"results": {...}, "errors": {...}, "skipped": {...}}."""
     cx = Context(ray, quick)
     results, errors, skipped, seconds = {}, {}, {}, {}
-    for name in names or list(WORKLOADS):
+    for name in names or select(""):
         t = time.perf_counter()
         try:
             results.update(WORKLOADS[name](ray, cx))

@@ -647,6 +647,7 @@ class ActorTaskExecutor(TaskExecutor):
         self._async_running = 0
         self._calls = {}           # task id -> (asyncio.Task running it, or the pool's Future; its message)
         self._handed = set()       # task ids handed to the event loop, not started yet
+        self._handoff = []         # (call, semaphore) for the event loop to start, in arrival order
         self._cancelled = set()    # of those, the ones cancel() reached first
         self._shut_down = False    # run_shutdown_hooks has run
         self._ended = None         # a threaded or async actor ending: the error of calls it will not run
@@ -667,7 +668,10 @@ class ActorTaskExecutor(TaskExecutor):
                 with self._running_lock:
                     self._async_running += 1
                     self._handed.add(msg[2][P.S_TASK_ID])
-                asyncio.run_coroutine_threadsafe(self._run_async(msg, group or self.sem), self.loop)
+                    self._handoff.append((msg, group or self.sem))
+                    wake = len(self._handoff) == 1
+                if wake:   # one wakeup of the loop for the calls a batch brings, not one a call
+                    self.loop.call_soon_threadsafe(self._start_handed)
                 return
             if self.pool is not None:
                 tid = msg[2][P.S_TASK_ID]
@@ -831,6 +835,14 @@ class ActorTaskExecutor(TaskExecutor):
         deadline = time.monotonic() + 30
         while self.loop is not None and self._async_running and time.monotonic() < deadline:
             time.sleep(0.001)
+
+    def _start_handed(self):
+        """In the event loop: start the calls handed over since the last wakeup, in their order."""
+        with self._running_lock:
+            calls, self._handoff = self._handoff, []
+        create_task = self.loop.create_task
+        for msg, sem in calls:
+            create_task(self._run_async(msg, sem))
 
     async def _run_async(self, msg, sem):
         tid = msg[2][P.S_TASK_ID]
