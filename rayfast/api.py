@@ -43,7 +43,8 @@ class RayContext(dict):
         return cls({"node_id": node_info["node_id"].hex(), "session_dir": node_info["session_dir"],
                     "gcs_address": gcs, "redis_address": gcs, "address": node_info["socket"],
                     "object_store_address": node_info["store_name"], "raylet_socket_name": node_info["socket"],
-                    "node_ip_address": "127.0.0.1", "webui_url": None, "metrics_export_port": -1,
+                    "node_ip_address": "127.0.0.1", "webui_url": None,
+                    "metrics_export_port": node_info.get("metrics_export_port", -1),
                     "dashboard_agent_listen_port": -1})
 
     def __enter__(self):
@@ -131,6 +132,11 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
                 raise ValueError(f"num_gpus must be a non-negative whole number, got {gpus!r}")
             if gpus:
                 res["GPU"] = float(gpus)
+        metrics_port = kwargs.get("_metrics_export_port")
+        if metrics_port is None:
+            metrics_port = 0   # a free port, in the context's metrics_export_port
+        elif not isinstance(metrics_port, numbers.Integral) or isinstance(metrics_port, bool) or not 0 <= metrics_port <= 65535:
+            raise ValueError(f"_metrics_export_port must be a port number (0: a free one), got {metrics_port!r}")
         if object_store_memory is None:
             object_store_memory = default_object_store_memory()
         elif (not isinstance(object_store_memory, numbers.Real) or isinstance(object_store_memory, bool)
@@ -154,7 +160,7 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
                 spill = False   # Ray's switch: a full store raises ObjectStoreFullError
             node = start_local_node(int(num_cpus), res, int(object_store_memory), spill,
                                     gcs_shards, kwargs.get("_temp_dir"), kwargs.get("log_to_driver", True),
-                                    labels)
+                                    labels, int(metrics_port))
             try:
                 conn, info = _hello(node.socket_path)
             except BaseException:

@@ -94,6 +94,7 @@ class CoreWorker:
         self._hot = None                      # the actor channel a get() waits on alone (recv_hot)
         self._hot_in = None                   # a worker's channel its last task came from
         self._hot_n = 0
+        self.metrics = None                   # this process's metric updates not yet sent (rayfast/util/metrics.py)
 
     # --- sending ----------------------------------------------------------
     def flush(self):
@@ -707,6 +708,8 @@ class CoreWorker:
                 self._pump_thread = None
 
     def close(self):
+        if self.metrics is not None:
+            self.metrics.close()   # its last updates go out while the connection is up
         self._closed = True
         if self._timer is not None:
             self._timer.stop()

@@ -38,6 +38,7 @@ LEASE_RETURN = 16  # (LEASE_RETURN, worker_id)
 DIRECT_DONE = 17   # (DIRECT_DONE, spec, results, start, end, worker_id, pid)  a task run on a lease
 PIN = 18           # (PIN, oids)  a leased worker's results contain these refs: hold them for the result
 RETURN = 14        # (RETURN, handles)  queued tasks a worker hands back unstarted (it blocked, or they were cancelled)
+METRICS = 19       # (METRICS, records)  application metric updates, summed per series since the last (rayfast/node/metrics_table.py)
 # --- node manager <-> node manager (rayfast/node/peers.py, rayfast/node/object_transfer.py) -------------
 # A link is a TCP connection framed as above, opened by the node that forwards tasks over it, which
 # says (HELLO, "peer", None, None, False, node_id, address) and then is a client of the other node:

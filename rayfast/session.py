@@ -70,7 +70,7 @@ def _remove_leftovers(session_dir):
 
 
 def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_shards, temp_dir=None,
-                     log_to_driver=True, labels=None):
+                     log_to_driver=True, labels=None, metrics_export_port=0):
     """spill_dir: None = inside the session dir; False = spilling off; a path =
     a directory of this session's own below it (only that is removed at the end).
     log_to_driver=False: the node's and its workers' output goes to <session_dir>/logs/, not
@@ -96,7 +96,7 @@ def start_local_node(num_cpus, resources, object_store_memory, spill_dir, gcs_sh
            "--num-cpus", str(num_cpus), "--resources", json.dumps(resources or {}),
            "--object-store-memory", str(object_store_memory), "--spill-dir", spill_dir,
            "--gcs-shards", str(gcs_shards), "--head", "--remove-session-dir", "--ready-fd", str(w),
-           "--labels", json.dumps(labels or {})]
+           "--labels", json.dumps(labels or {}), "--metrics-export-port", str(metrics_export_port)]
     env = dict(os.environ)
     # Workers unpickle functions by reference to the driver's modules: give them its path.
     path = [_package_root()] + [p or os.getcwd() for p in sys.path]

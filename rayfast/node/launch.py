@@ -91,12 +91,18 @@ def run_node(args):
             addresses = args.gcs_address.split(",")
         nm = NodeManager(os.path.join(session_dir, "node.sock"), node_id, resources, store,
                          addresses, session_dir, json.loads(args.labels))
+        host = os.environ.get("RAYFAST_NODE_IP", "127.0.0.1")
+        try:   # (before the workers: their copy of node_info has the port)
+            nm.serve_metrics(host, args.metrics_export_port)
+        except OSError as e:
+            tell_starter(f"error cannot serve metrics on {host}:{args.metrics_export_port}: {e}")
+            return 1
         nm.start_workers(max(args.num_cpus, 1))
         from rayfast.node.gcs_link import NodeGcs
         gcs = NodeGcs(addresses)
         nm.attach_gcs(gcs)
         from rayfast.node.peers import Peers
-        nm.peers = Peers(nm, os.environ.get("RAYFAST_NODE_IP", "127.0.0.1"))
+        nm.peers = Peers(nm, host)
         if shards:
             with open(os.path.join(session_dir, "gcs_addresses"), "w") as f:
                 json.dump({"unix": addresses, "tcp": [s.tcp_address for s in shards]}, f)

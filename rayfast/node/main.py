@@ -21,6 +21,7 @@ def parse_args(argv=None):
     p.add_argument("--gcs-shards", type=int, default=2)
     p.add_argument("--gcs-address", default=None, help="join an existing cluster's GCS")
     p.add_argument("--gcs-port", type=int, default=0)
+    p.add_argument("--metrics-export-port", type=int, default=0, help="Prometheus scrapes here (0: a free port)")
     p.add_argument("--head", action="store_true")
     p.add_argument("--remove-session-dir", action="store_true")
     p.add_argument("--ready-fd", type=int, default=-1, help="write one line here once serving")

@@ -32,6 +32,8 @@ from rayfast.config import MAX_WORKERS_PER_CPU
 from rayfast.exceptions import TaskCancelledWorkerCrashedError, WorkerCrashedError
 from rayfast.node.actors import DEFERRED
 from rayfast.node.gpus import GpuIds
+from rayfast.node.metrics_http import MetricsHttp
+from rayfast.node.metrics_table import MetricsTable
 from rayfast.node.placement_groups import PlacementGroups
 from rayfast.node.state import snapshot as state_rows, task_failed
 from rayfast.direct import cancelled_results, error_results, worker_socket_path
@@ -155,6 +157,10 @@ class NodeManager:
         self.gpus = GpuIds(resources.get("GPU", 0))
         self._exits = {}                   # pidfd -> pid of a disconnected process not yet exited
         self._cut_short = {}               # worker -> task whose dependents found its queue full
+        from rayfast import __version__   # (not at import: the package sets it after its own imports)
+        self.metrics = MetricsTable({"Component": "core_worker", "Version": __version__,
+                                     "SessionName": os.path.basename((session_dir or "").rstrip("/"))})
+        self.metrics_http = None           # the metrics export port (serve_metrics)
 
     # --- setup ------------------------------------------------------------
     def listen(self):
@@ -170,7 +176,15 @@ class NodeManager:
                 "store_name": self.store.name,
                 "store_capacity": self.store.capacity, "socket": self.socket_path,
                 "session_dir": self.session_dir,
-                "gcs_addresses": self.gcs_addresses}
+                "gcs_addresses": self.gcs_addresses, "metrics_export_port": self.metrics_port()}
+
+    def serve_metrics(self, host, port):
+        """Serve the application metrics over HTTP on host:port (0: a free port); OSError if it cannot."""
+        self.metrics_http = MetricsHttp(self.metrics, self.ep, host, port)
+        self.metrics.labels["NodeAddress"] = host
+
+    def metrics_port(self):
+        return self.metrics_http.port if self.metrics_http is not None else -1
 
     def start_workers(self, n):
         self.pool = WorkerPool(self.store.name, self.node_info())
@@ -187,6 +201,8 @@ class NodeManager:
             fds.extend(self.gcs.fds())
         if self.peers is not None:
             fds.extend(self.peers.fds())
+        if self.metrics_http is not None:
+            fds.extend(self.metrics_http.fds())
         return fds
 
     def _spawn_worker(self):
@@ -385,6 +401,8 @@ class NodeManager:
                 self.peers.welcome(c)
             elif t == P.PULL:
                 self.peers.serve_pull(c, m[1])
+            elif t == P.METRICS:
+                self.metrics.record(m[1])
             elif self.actors is not None and self.actors.handle(c, m):
                 pass
             else:
@@ -1181,7 +1199,7 @@ class NodeManager:
         return {"NodeID": self.node_id.hex(), "Alive": True, "NodeManagerAddress": host,
                 "NodeManagerHostname": socket.gethostname(), "Resources": visible(self.total), "Labels": self.labels,
                 "alive": True, "ObjectStoreSocketName": self.store.name,
-                "NodeManagerPort": 0, "MetricsExportPort": 0}
+                "NodeManagerPort": 0, "MetricsExportPort": self.metrics_port()}
 
     def statistics(self):
         queued = sum(len(q) for q in self.queues.values())
@@ -1194,6 +1212,8 @@ class NodeManager:
                 "store": self.store.statistics(), "functions": self.stats.summary(),
                 "store_warmer": self.warmer.statistics() if self.warmer is not None else {},
                 "peers": self.peers.statistics() if self.peers is not None else {},
+                "metrics": dict(self.metrics.statistics(),
+                                **(self.metrics_http.statistics() if self.metrics_http is not None else {})),
                 "gcs": self.gcs.statistics() if self.gcs is not None else {}}
 
     def _gcs_pending(self):
@@ -1212,6 +1232,8 @@ class NodeManager:
                 return
             if peers.transfers.on_event(fd, ev):
                 return
+        if self.metrics_http is not None and self.metrics_http.on_event(fd, ev):
+            return
         pid = self._exits.pop(fd, None)
         if pid is not None:                # a disconnected driver's process has exited
             self.ep.unregister(fd)
@@ -1299,6 +1321,8 @@ class NodeManager:
             c.sock.close()
         if self.peers is not None:
             self.peers.close()
+        if self.metrics_http is not None:
+            self.metrics_http.close()
         if self.listener is not None:
             self.listener.close()
             try:

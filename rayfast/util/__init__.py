@@ -1,5 +1,5 @@
 """`rayfast.util`: Ray's small utilities built on the public API (ActorPool, queue, named actors,
-placement groups)."""
+placement groups, metrics)."""
 from rayfast.util.actor_pool import ActorPool
 from rayfast.util.helpers import as_completed, map_unordered
 from rayfast.serialization import deregister_serializer, register_serializer
@@ -53,6 +53,9 @@ def __getattr__(name):
     if name == "scheduling_strategies":
         import importlib
         return importlib.import_module("rayfast.util.scheduling_strategies")
+    if name == "metrics":
+        import importlib
+        return importlib.import_module("rayfast.util.metrics")
     raise AttributeError(f"module 'rayfast.util' has no attribute {name!r}")
 
 
