@@ -293,6 +293,10 @@ def test_removing_a_placement_group_ends_its_tasks(cluster, tmp_path):
     left = [k for k in core_worker.current().request("available_resources") if "_group_" in k]
     assert not left, left
     assert ray.get(sleeper.remote(0), timeout=30) == 0
+    # one submitted into the removed group fails at once (Ray's would wait forever)
+    with pytest.raises(exceptions.TaskPlacementGroupRemovedError, match="was removed"):
+        ray.get(long.options(scheduling_strategy=strategy).remote(str(tmp_path / "late")), timeout=30)
+    assert not (tmp_path / "late").exists()
 
 
 def test_tasks_run_while_the_driver_does_something_else():

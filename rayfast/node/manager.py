@@ -439,6 +439,8 @@ class NodeManager:
         if spec[P.S_KIND] != P.TASK_NORMAL:
             self.actors.submit(rec)
             return
+        if spec[P.S_OPTIONS] and self.pgs.removed_for(rec):
+            return
         if not deps or self.deps.add_task(handle, deps) == 0:
             self._enqueue(rec)
         else:

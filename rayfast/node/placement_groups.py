@@ -10,7 +10,8 @@ after the group: `<R>_group_<pg>` (the whole group) and `<R>_group_<i>_<pg>`
 asks for those names instead of R (rayfast/util/placement_group.py), so it
 runs only inside the reservation. Removing the group gives the reservation
 back and takes the names away; as in Ray, its tasks end: those still waiting
-fail with TaskPlacementGroupRemovedError, running ones are killed (as by
+fail with TaskPlacementGroupRemovedError (as do tasks submitted into it later,
+where Ray's would wait forever), running ones are killed (as by
 cancel(force=True)), and what they held never comes back to the node.
 
 Lifetime, as Ray's: a group that is not `lifetime="detached"` is removed when
@@ -140,7 +141,20 @@ class PlacementGroups:
                     and r.spec[P.S_OPTIONS] and r.spec[P.S_OPTIONS].get("placement_group") == pg_hex]:
             if rec.worker is None:
                 nm.unqueue(rec)
-                nm.fail_task(rec, TaskPlacementGroupRemovedError(
-                    f"The placement group {pg_hex} of task {rec.spec[P.S_NAME]} was removed."))
+                nm.fail_task(rec, _removed_error(pg_hex, rec))
             else:
                 nm._cancel(rec.returns[0], True, False)
+
+    def removed_for(self, rec):
+        """Fail a task just submitted into a group removed already (True then). Ray's would wait
+        forever for the group's resources; a clear error is kinder than a hang."""
+        pg_hex = rec.spec[P.S_OPTIONS].get("placement_group")
+        row = self.groups.get(pg_hex) if pg_hex is not None else None
+        if row is None or row["state"] != "REMOVED":
+            return False
+        self.nm.fail_task(rec, _removed_error(pg_hex, rec))
+        return True
+
+
+def _removed_error(pg_hex, rec):
+    return TaskPlacementGroupRemovedError(f"The placement group {pg_hex} of task {rec.spec[P.S_NAME]} was removed.")
