@@ -652,8 +652,11 @@ class NodeManager:
     def _lineage_written(self, spec, n):
         """Record a task's lineage in the GCS for as long as any of its n returned objects
         lives (it is what would rebuild them). A long-running cluster keeps no lineage of
-        tasks long forgotten, and a brief task's is mostly never written at all."""
-        if self.gcs is not None and n:
+        tasks long forgotten, and a brief task's is mostly never written at all.
+        Only normal tasks: an actor call's result cannot be rebuilt by running the call again
+        (the actor's state has moved on, and a restart re-runs the constructor, replaying
+        nothing), so recording calls cost the node and the GCS per call for nothing."""
+        if self.gcs is not None and n and spec[P.S_KIND] == P.TASK_NORMAL:
             self.gcs.put_task_async(spec)
             self._lineage[spec[P.S_TASK_ID]] = n
 
