@@ -8,7 +8,9 @@ requested workloads of `bench/workloads.py` (the same code for both: it gets
 interpreter, Ray with `--ray-python` (default /opt/rayenv/bin/python, Ray's
 own virtual environment: Ray is never a dependency of rayfast). Rounds
 alternate rayfast, Ray, rayfast, Ray, ... and the table reports the median
-of the rounds for each figure. Only one system runs at a time.
+of the rounds for each figure. Only one system runs at a time, and each
+round starts once the machine is quiet (`settle`: the previous round's
+processes gone; Ray's take seconds to exit).
 
 Every figure printed is measured in this run; the only constants are the
 issues' targets (ratios, or absolute bounds where an issue sets one).
@@ -68,6 +70,29 @@ def find_ray_python(path, no_ray):
     if path:
         log(f"warning: {path} cannot import ray and numpy: Ray is skipped")
     return None
+
+
+def settle(max_wait=15.0, busy_below=0.1, window=0.5):
+    """Wait until the machine is quiet (CPU busy under busy_below over a window), at most
+    max_wait seconds: the previous round's processes (Ray's take seconds to exit) must not
+    run into the next one's timings. Returns the seconds waited."""
+    def ticks():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]   # total, idle + iowait
+    t0 = time.monotonic()
+    try:
+        total, idle = ticks()
+        while time.monotonic() - t0 < max_wait:
+            time.sleep(window)
+            total2, idle2 = ticks()
+            busy = 1 - (idle2 - idle) / max(1, total2 - total)
+            total, idle = total2, idle2
+            if busy < busy_below:
+                break
+    except OSError:   # no /proc/stat: nothing to wait for
+        pass
+    return time.monotonic() - t0
 
 
 def run_system(system, python, args):
@@ -242,7 +267,9 @@ def main(argv=None):
     t0 = time.perf_counter()
     for i in range(rounds):
         for system, python in systems:
-            log(f"round {i + 1}/{rounds}: {system} ...")
+            waited = settle()
+            log(f"round {i + 1}/{rounds}: {system} ..." + (f" (after {waited:.1f} s for the machine to settle)"
+                                                            if waited > 1 else ""))
             runs[system].append(run_system(system, python, args))
     wall = time.perf_counter() - t0
 
