@@ -24,8 +24,11 @@ class PlacementGroupSchedulingStrategy:
 class NodeAffinitySchedulingStrategy:
     def __init__(self, node_id, soft, _spill_on_unavailable=False, _fail_on_unavailable=False):
         if not isinstance(node_id, str):
-            raise TypeError(f"node_id must be a hex string (get_runtime_context().get_node_id()), "
-                            f"got {type(node_id).__name__}")
+            # as Ray: a NodeID (get_runtime_context().node_id, as Ray's docs pass it) stands for its hex
+            if not callable(getattr(node_id, "hex", None)):
+                raise TypeError(f"node_id must be a hex string (get_runtime_context().get_node_id()), "
+                                f"got {type(node_id).__name__}")
+            node_id = node_id.hex()
         self.node_id = node_id
         self.soft = bool(soft)
         self._spill_on_unavailable = _spill_on_unavailable
