@@ -42,6 +42,13 @@ def _bytes(text):
     return n
 
 
+def _port(text):
+    n = _positive_int(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r} (0-65535; 0: a free one)")
+    return n
+
+
 def _positive_int(text):
     try:
         n = int(text)
@@ -70,6 +77,8 @@ def build_parser():
                    help="bytes of shared memory for the object store (e.g. 2000000000 or 2G)")
     s.add_argument("--num-gpus", type=_positive_int, default=None, help="GPUs the node offers (default: none)")
     s.add_argument("--gcs-shards", type=_positive_int, default=None, help="number of GCS shards (head only)")
+    s.add_argument("--metrics-export-port", type=_port, default=0,
+                   help="port Prometheus scrapes the node's application metrics on (default: a free one)")
     s.add_argument("--block", action="store_true",
                    help="stay in the foreground until the node exits; Ctrl-C or SIGTERM stops it (as Ray's)")
 
@@ -114,7 +123,8 @@ def cmd_start(args):
     try:
         info = cluster.start_node(head=args.head, address=args.address, num_cpus=args.num_cpus,
                                   resources=resources, object_store_memory=args.object_store_memory,
-                                  port=args.port, gcs_shards=args.gcs_shards)
+                                  port=args.port, gcs_shards=args.gcs_shards,
+                                  metrics_export_port=args.metrics_export_port)
     except (RuntimeError, ConnectionError, ValueError, OSError) as e:
         print(f"rayfast start: {e}", file=sys.stderr)
         return 1

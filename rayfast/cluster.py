@@ -135,7 +135,8 @@ def parse_host_port(address):
 
 
 def start_node(*, head=True, address=None, num_cpus=None, resources=None, object_store_memory=None,
-               port=DEFAULT_PORT, gcs_shards=None, timeout=None, labels=None, root=None, sys_path=False):
+               port=DEFAULT_PORT, gcs_shards=None, timeout=None, labels=None, root=None, sys_path=False,
+               metrics_export_port=0):
     """Start a detached node manager; returns its session record (also written to disk, under
     root: the session root unless given; cluster_utils gives one of its own, so that its nodes
     are not what `init()` or `rayfast stop` find). sys_path: its workers import what this process
@@ -171,7 +172,8 @@ def start_node(*, head=True, address=None, num_cpus=None, resources=None, object
     cmd = [sys.executable, "-m", "rayfast.node.main", "--session-dir", session_dir,
            "--num-cpus", str(int(num_cpus)), "--resources", json.dumps(resources or {}),
            "--object-store-memory", str(int(object_store_memory)), "--spill-dir", spill_dir,
-           "--gcs-shards", str(gcs_shards), "--labels", json.dumps(labels or {}), "--remove-session-dir"]
+           "--gcs-shards", str(gcs_shards), "--labels", json.dumps(labels or {}), "--remove-session-dir",
+           "--metrics-export-port", str(int(metrics_export_port))]
     if head:
         cmd += ["--head", "--gcs-port", str(int(port or 0))]
     else:

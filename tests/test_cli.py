@@ -64,12 +64,14 @@ def _shm_segment(session_dir):
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     root = tmp_path_factory.mktemp("rf-root")
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     p = cli(root, "start", "--head", "--port", str(port), "--num-cpus", "2",
-            "--object-store-memory", "128M", "--resources", '{"foo": 3}')
+            "--object-store-memory", "128M", "--resources", '{"foo": 3}',
+            "--metrics-export-port", str(metrics_port))
     info = json.loads((root / "session_latest.json").read_text())
     info["root"] = root
     info["port"] = port
+    info["metrics_port"] = metrics_port
     info["start_output"] = p.stdout
     yield info
     # Whatever happened, leave nothing running.
@@ -150,6 +152,30 @@ def test_driver_host_port_then_another_driver(head):
     assert driver(head["root"], code.replace("rayfast.shutdown()", "pass").replace(
         "assert not rayfast.is_initialized()", "")).strip() == "500.0"
     assert node_alive(head)
+
+
+def test_metrics_on_the_port_start_was_given(head):
+    code = """
+        import urllib.request, time, rayfast
+        from rayfast.util.metrics import Counter
+        rayfast.init(address="auto")
+        port = rayfast.nodes()[0]["MetricsExportPort"]
+        Counter("cli_started_requests", description="from a driver of a started node").inc(3)
+        rayfast.shutdown()   # (sends what it recorded)
+        url = "http://127.0.0.1:%d/metrics" % port
+        deadline = time.monotonic() + 10
+        while "ray_cli_started_requests_total" not in (text := urllib.request.urlopen(url).read().decode()):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+        print(port, [l for l in text.splitlines() if l.startswith("ray_cli_started_requests_total")][0].split()[-1])
+    """
+    port, value = driver(head["root"], code).split()
+    assert int(port) == head["metrics_port"] and float(value) == 3.0
+
+
+def test_start_refuses_a_bad_metrics_port(tmp_path):
+    p = cli(tmp_path, "start", "--head", "--metrics-export-port", "70000", check=False)
+    assert p.returncode != 0 and "not a port number" in p.stderr
 
 
 def test_status(head):
