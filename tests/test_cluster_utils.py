@@ -79,6 +79,8 @@ def test_added_nodes_are_listed_with_their_resources(cluster):
     assert set(nodes) == {c.head_node.node_id, worker.node_id} and all(n["Alive"] for n in nodes.values())
     assert nodes[worker.node_id]["Resources"]["special"] == 1.0 and nodes[worker.node_id]["Resources"]["CPU"] == 1
     assert nodes[worker.node_id]["Labels"]["zone"] == "b"
+    ports = {n["MetricsExportPort"] for n in nodes.values()}   # each node serves its own metrics
+    assert len(ports) == 2 and all(p > 0 for p in ports), nodes
     assert wait_for(lambda: rayfast.available_resources().get("special") == 1.0, timeout=5)
 
 

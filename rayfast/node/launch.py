@@ -111,7 +111,8 @@ def run_node(args):
                                    json.dumps([s.tcp_address for s in shards]))
         gcs.register_node(node_id, {"resources": resources, "labels": nm.labels, "session_dir": session_dir,
                                     "pid": os.getpid(), "store": store_name, "head": bool(args.head),
-                                    "hostname": socket.gethostname(), "peer_address": nm.peers.address})
+                                    "hostname": socket.gethostname(), "peer_address": nm.peers.address,
+                                    "metrics_export_port": nm.metrics_port()})
         _attach_actor_manager(nm)
         nm.listen()
         nm.warmer = StoreWarmer(store, WARM_BYTES)

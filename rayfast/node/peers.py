@@ -442,7 +442,8 @@ class Peers:
             out.append({"NodeID": nid.hex(), "Alive": alive, "alive": alive, "NodeManagerAddress": host,
                         "NodeManagerHostname": n.get("hostname", ""), "Resources": visible(n.get("resources") or {}),
                         "Labels": dict(n.get("labels") or {}),
-                        "ObjectStoreSocketName": n.get("store"), "NodeManagerPort": 0, "MetricsExportPort": 0})
+                        "ObjectStoreSocketName": n.get("store"), "NodeManagerPort": 0,
+                        "MetricsExportPort": n.get("metrics_export_port", 0)})
         return out
 
     def add_totals(self, total):
