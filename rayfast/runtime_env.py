@@ -6,9 +6,12 @@ directory given to `init()`: tasks run with it as their current directory and
 first on sys.path; Ray uploads a copy, rayfast runs in place) and `py_modules`
 (local packages, modules or .zip/.whl files, or imported module objects,
 given to `init()`: importable in tasks by their own names, from where they
-are). `config` and `excludes` are accepted. Every other field (pip, conda, container, ...) would
-need rayfast to build environments, which it does not: it is refused at the
-call site rather than ignored.
+are). `worker_process_setup_hook` (a function, or a "module.function" path, given to
+`init()`) is called once in each worker process before the first of the job's
+tasks or actors runs there, as Ray's. `config` and `excludes` are accepted.
+Every other field (pip, conda, container, ...) would need rayfast to build
+environments, which it does not: it is refused at the call site rather than
+ignored.
 
 Inheritance follows Ray: a task or actor without a runtime_env of its own runs
 in its parent's (the job's for the driver's calls); one that has its own gets
@@ -22,9 +25,10 @@ import re
 import sys
 from contextlib import contextmanager
 
-_ACCEPTED = {"env_vars", "working_dir", "py_modules", "config", "excludes"}
+_ACCEPTED = {"env_vars", "working_dir", "py_modules", "config", "excludes", "worker_process_setup_hook"}
 LOGGING_KEY = "_logging_config"   # the job's LoggingConfig (not a user field: runtime_context hides it)
 LIFETIME_KEY = "_default_actor_lifetime"   # the job's JobConfig.default_actor_lifetime, likewise
+SETUP_HOOK_KEY = "_setup_hook"   # worker_process_setup_hook: its pickle, or its "module.function" path
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -61,6 +65,18 @@ def validate(env, job_level=False):
         paths = [_import_root(m, job_level) for m in modules]
         if paths:
             out["py_modules"] = list(dict.fromkeys(paths))
+    hook = env.get("worker_process_setup_hook")
+    if hook is not None:
+        if not job_level:   # as Ray: the job's workers run it as they start, so only init() takes it
+            raise ValueError("worker_process_setup_hook can only be given to init()'s runtime_env, "
+                             "not to a task's or an actor's")
+        if isinstance(hook, str):
+            out[SETUP_HOOK_KEY] = hook
+        elif callable(hook):
+            from rayfast import serialization
+            out[SETUP_HOOK_KEY] = serialization.dumps_function(hook)
+        else:
+            raise TypeError(f"worker_process_setup_hook must be a function, got {type(hook)}.")
     return out or None
 
 
@@ -137,25 +153,55 @@ def enter(env):
         sys.path.insert(0, wd)
     added = [p for p in env.get("py_modules", ()) if p not in sys.path]
     sys.path[:0] = added
-    return saved_vars, wd, cwd, added
+    state = saved_vars, wd, cwd, added
+    hook = env.get(SETUP_HOOK_KEY)
+    if hook is not None and hook not in _hooks_run:
+        try:   # last: a hook may import from the working_dir or py_modules
+            _run_setup_hook(hook)
+        except BaseException:
+            _restore(state)
+            raise
+        _hooks_run.add(hook)
+    return state
+
+
+_hooks_run = set()   # the setup hooks this process has run (a failed one runs again with the next task)
+
+
+def _run_setup_hook(hook):
+    if isinstance(hook, str):
+        import importlib
+        module, _, name = hook.rpartition(".")
+        if not module:
+            raise ValueError(f"worker_process_setup_hook {hook!r} must be a 'module.function' path")
+        fn = getattr(importlib.import_module(module), name)
+    else:
+        from rayfast import serialization
+        fn = serialization.loads_inline(hook)
+    fn()
+
+
+def _restore(state):
+    saved_vars, wd, cwd, added = state
+    if wd is not None:
+        os.chdir(cwd)
+    for p in added + ([wd] if wd is not None else []):
+        try:
+            sys.path.remove(p)
+        except ValueError:
+            pass
+    for k, v in saved_vars.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @contextmanager
 def applied(env):
     """Run the body in env (this process's environment, put back afterwards)."""
-    saved_vars, wd, cwd, added = enter(env)
+    state = enter(env)
     try:
         yield
     finally:
-        if wd is not None:
-            os.chdir(cwd)
-        for p in added + ([wd] if wd is not None else []):
-            try:
-                sys.path.remove(p)
-            except ValueError:
-                pass
-        for k, v in saved_vars.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _restore(state)

@@ -1,5 +1,7 @@
 """Behaviour that Ray's Ray Core documentation examples rely on, checked on rayfast (our own tests,
 written from what the docs say; the examples themselves are not part of this repository)."""
+import os
+
 import pytest
 
 import rayfast
@@ -24,3 +26,59 @@ def test_node_affinity_takes_a_node_id_object(cluster):
     assert rayfast.get(soft.remote()) == here
     with pytest.raises(TypeError):
         NodeAffinitySchedulingStrategy(node_id=42, soft=False)
+
+
+# --- tests that start clusters of their own (after the module's `cluster` ones) ---------------------
+_HOOK_LOG = "RF_TEST_HOOK_LOG"
+
+
+def _record_setup():
+    # the hook of the test below: notes the process it ran in, and leaves a mark tasks can read
+    with open(os.environ[_HOOK_LOG], "a") as f:
+        f.write(f"{os.getpid()}\n")
+    os.environ["RF_TEST_HOOK_RAN"] = "yes"
+
+
+@rayfast.remote
+def _hook_mark():
+    return os.getpid(), os.environ.get("RF_TEST_HOOK_RAN")
+
+
+@rayfast.remote
+class _HookActor:
+    def mark(self):
+        return os.getpid(), os.environ.get("RF_TEST_HOOK_RAN")
+
+
+def test_worker_process_setup_hook_runs_once_per_worker(fresh, tmp_path, monkeypatch):
+    # The logging guide sets up each worker's loggers with init(runtime_env={"worker_process_setup_hook":
+    # fn}): fn runs in every worker process before the job's tasks and actors, once per process.
+    log = tmp_path / "hook.log"
+    monkeypatch.setenv(_HOOK_LOG, str(log))
+    rayfast.init(num_cpus=2, runtime_env={"worker_process_setup_hook": _record_setup})
+    marks = rayfast.get([_hook_mark.remote() for _ in range(20)])
+    actor = _HookActor.remote()
+    marks.append(rayfast.get(actor.mark.remote()))
+    assert {m for _, m in marks} == {"yes"}
+    ran = log.read_text().split()
+    assert sorted(ran) == sorted(set(ran)), "the hook ran twice in one process"
+    assert {str(pid) for pid, _ in marks} <= set(ran)
+    assert "RF_TEST_HOOK_RAN" not in os.environ   # not the driver's
+    with pytest.raises(ValueError, match="init"):
+        _hook_mark.options(runtime_env={"worker_process_setup_hook": _record_setup}).remote()
+    rayfast.shutdown()
+    with pytest.raises(TypeError):
+        rayfast.init(num_cpus=1, runtime_env={"worker_process_setup_hook": 3})
+
+
+def test_worker_process_setup_hook_by_module_path(fresh, tmp_path):
+    # A "module.function" string names the hook; the module may come with the job's py_modules.
+    mod = tmp_path / "rf_hook_mod.py"
+    mod.write_text("import os\n\ndef setup():\n    os.environ['RF_TEST_HOOK_RAN'] = 'by path'\n")
+    rayfast.init(num_cpus=1, runtime_env={"py_modules": [str(mod)],
+                                          "worker_process_setup_hook": "rf_hook_mod.setup"})
+    assert rayfast.get(_hook_mark.remote())[1] == "by path"
+    rayfast.shutdown()
+    rayfast.init(num_cpus=1, runtime_env={"worker_process_setup_hook": "rf_no_such_module.setup"})
+    with pytest.raises(ModuleNotFoundError):   # a hook that fails fails the job's tasks
+        rayfast.get(_hook_mark.remote())
