@@ -28,6 +28,45 @@ def test_node_affinity_takes_a_node_id_object(cluster):
         NodeAffinitySchedulingStrategy(node_id=42, soft=False)
 
 
+@rayfast.remote
+class _Tally:
+    def __init__(self, start):
+        self.total = start
+
+    def add(self, x):
+        self.total += x
+
+    def read(self):
+        return self.total
+
+
+@rayfast.remote
+def _plus(a, b):
+    return a + b
+
+
+def test_dag_method_calls_on_a_class_node_run_in_bind_order(cluster):
+    # The DAG guide binds calls on an actor node whose results nothing uses: executing a later call
+    # on that node runs them first, in the order they were bound, on a new actor each execute().
+    first, second = _Tally.bind(10), _Tally.bind(10)
+    before = first.read.bind()
+    assert rayfast.get(before.execute()) == 10
+    first.add.bind(2)
+    first.add.bind(4)
+    second.add.bind(6)
+    dag = _plus.bind(first.read.bind(), second.read.bind())
+    assert rayfast.get(dag.execute()) == 32
+    assert rayfast.get(dag.execute()) == 32   # fresh actors again, not 54
+    assert rayfast.get(before.execute()) == 10   # a call bound earlier does not run later ones
+    long = _Tally.bind(0)
+    for _ in range(2000):   # a long chain is no recursion limit
+        long.add.bind(1)
+    assert rayfast.get(long.read.bind().execute()) == 2000
+    handle = _Tally.remote(0)
+    handle.add.bind(5)   # on an actor that exists, an unused bound call is never run (as Ray)
+    assert rayfast.get(handle.read.bind().execute()) == 0
+
+
 # --- tests that start clusters of their own (after the module's `cluster` ones) ---------------------
 _HOOK_LOG = "RF_TEST_HOOK_LOG"
 

@@ -7,7 +7,10 @@ may be the argument of another (also inside lists, tuples and dicts). An
 from the node it is called on and submits each node once, in dependency
 order, with `.remote()`: a function node gives an ObjectRef, a class node a
 new actor (one per `execute()`, as in Ray), a method node an ObjectRef, a
-`MultiOutputNode` the list of its nodes' results. Results pass between nodes as
+`MultiOutputNode` the list of its nodes' results. As in Ray, the method calls
+bound on one class node form a chain in bind order: executing a call submits
+the calls bound before it first, so `a.inc.bind(1); a.get.bind()` increments
+before it reads, though nothing passes the first call's result on. Results pass between nodes as
 refs, so nothing waits in the driver.
 
 `experimental_compile()` returns a graph with Ray's compiled-graph calls
@@ -105,6 +108,10 @@ class ClassNode(_CallNode):
     """`Actor.bind(...)` (or with `.options(...)`): an actor made by execute(); `node.method.bind(...)`
     calls it."""
 
+    def __init__(self, target, args, kwargs, options=None):
+        super().__init__(target, args, kwargs, options)
+        self._last_call = None   # the latest method call bound on it (ClassMethodNode._prev)
+
     def __getattr__(self, name):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
@@ -123,18 +130,28 @@ class _MethodBinder:
         return _MethodBinder(self._node, self._name, dict(self._options, **options))
 
     def bind(self, *args, **kwargs):
-        return ClassMethodNode(self._node, self._name, args, kwargs, self._options)
+        node = ClassMethodNode(self._node, self._name, args, kwargs, self._options, prev=self._node._last_call)
+        self._node._last_call = node
+        return node
 
 
 class ClassMethodNode(DAGNode):
     """A method call on a ClassNode's actor, or on an actor that exists (`handle.method.bind(...)`)."""
 
-    def __init__(self, actor, method_name, args, kwargs, options=None):
+    def __init__(self, actor, method_name, args, kwargs, options=None, prev=None):
         super().__init__(args, kwargs, options)
         self._actor = actor           # a ClassNode, or the ActorMethod of an actor that exists
         self._method_name = method_name
+        self._prev = prev             # the call bound before this one on the same ClassNode
 
     def _run(self, args, kwargs, cache, inputs):
+        # the calls bound before this one go first, oldest first (a loop: chains can be long)
+        earlier, prev = [], self._prev
+        while prev is not None and id(prev) not in cache:
+            earlier.append(prev)
+            prev = prev._prev
+        for prev in reversed(earlier):
+            prev._resolve(cache, inputs)
         if isinstance(self._actor, DAGNode):
             method = getattr(self._actor._resolve(cache, inputs), self._method_name)
             if self._bound_options:
