@@ -12,6 +12,11 @@ extern "C" {
  * and are shared with a helper thread of this process when one is free. */
 void rf_copy(void *dst, const void *src, uint64_t n);
 
+/* Map [p, p + n) of shared memory into this process ahead of writing it: one read
+ * per RF_FAULT_AROUND bytes (see memcopy.c). rf_copy does it for its destination. */
+#define RF_FAULT_AROUND (64u << 10)
+void rf_map_in(const void *p, uint64_t n);
+
 /* Whether copies of n bytes are shared with the helper thread (0 on one CPU). */
 int rf_copy_parallel(uint64_t n);
 

@@ -1,5 +1,6 @@
 /* rayfast node object store. See store.h for the design. */
 #include "store.h"
+#include "memcopy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -989,21 +990,8 @@ static int alloc_room(rf_store *s, uint64_t need, uint64_t *off) {
     return RF_STORE_FULL;
 }
 
-/* Map [p, p + n) into this process by reading one byte per 64 KiB: a read
- * fault on shared memory maps the 16 pages around it (the kernel's default
- * fault-around), so 100 MB of pages already in the segment map in about 4 ms,
- * against 10-17 ms for MADV_POPULATE_READ (one page-table walk per page) and
- * ~50 ms for the write faults a copy would take page by page. A page the
- * fault-around left out just takes its write fault later. */
-#define FAULT_AROUND (64u << 10)
-static void map_in(const uint8_t *p, uint64_t n) {
-    const volatile uint8_t *v = p;
-    for (uint64_t i = 0; i < n; i += FAULT_AROUND) (void)v[i];
-    (void)v[n - 1];
-}
-
 /* Map the pages of a large allocation into this process before it is written
- * (see map_in). Shared-memory pages stay mapped once faulted, so each process
+ * (rf_map_in). Shared-memory pages stay mapped once faulted, so each process
  * maps a 2 MiB chunk of the data area once and remembers it: mapping is not
  * free even when every page is there already. A page unmapped since (reclaim,
  * a forked child's empty page tables before the pid check) only costs an
@@ -1014,7 +1002,7 @@ static void prefault(rf_store *s, uint64_t off, uint64_t n) {
     if (n < PREFAULT_MIN) return;
     uint64_t *done = s->prefaulted, cap = s->h->capacity;
     if (!done) { /* no memory for the bitmap: map every time */
-        map_in(s->data + off, n);
+        rf_map_in(s->data + off, n);
         return;
     }
     pid_t self = getpid();
@@ -1031,7 +1019,7 @@ static void prefault(rf_store *s, uint64_t off, uint64_t n) {
             c++;
         if (c > from) {
             uint64_t end = c * PREFAULT_CHUNK < cap ? c * PREFAULT_CHUNK : cap;
-            map_in(s->data + from * PREFAULT_CHUNK, end - from * PREFAULT_CHUNK);
+            rf_map_in(s->data + from * PREFAULT_CHUNK, end - from * PREFAULT_CHUNK);
         }
         if (c == from) c++; /* already mapped */
     }
