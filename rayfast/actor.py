@@ -48,7 +48,8 @@ from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
 from rayfast.generator import ObjectRefGenerator
 from rayfast.id_types import BinaryID
-from rayfast.exceptions import ActorUnschedulableError, PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
+from rayfast.exceptions import (ActorUnschedulableError, PendingCallsLimitExceeded, RayActorError, RayTaskError,
+                                TaskCancelledError, _TypeOrValueError)
 from rayfast.node.actors import EXITED_BY_USER, dead_error_data
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, label_requirement, resource_shape, validate, warn_infeasible
@@ -867,12 +868,14 @@ class ActorTaskExecutor(TaskExecutor):
         _, handle, spec, resolved, pickled = msg[:5]
         current_call.set(spec)   # (this coroutine's own context: asyncio runs each in a copy)
         start = time.time()
+        started = False
         try:
             async with sem:
                 if self._ended is not None:
                     self._reply_now(msg, failed_results(spec, self._ended))
                     return
                 start = time.time()
+                started = True
                 try:
                     if spec[P.S_METHOD] in _BUILTIN_METHODS:
                         out = self.actor_call(spec, resolved, pickled)
@@ -885,6 +888,8 @@ class ActorTaskExecutor(TaskExecutor):
                     else:
                         if inspect.isawaitable(out):
                             out = await out
+                        if spec[P.S_TASK_ID] in self.cw.cancelled:   # it caught the CancelledError
+                            raise asyncio.CancelledError
                         results = self.pack_results(spec, out)
                 except asyncio.CancelledError:
                     raise
@@ -893,8 +898,15 @@ class ActorTaskExecutor(TaskExecutor):
                     return
                 except BaseException as e:
                     results = self.error_results(spec, e)
-        except asyncio.CancelledError:   # cancel() of this call (cancel_call)
-            results = cancelled_results(spec)
+        except asyncio.CancelledError as e:   # cancel() of this call (cancel_call)
+            if not started:
+                results = cancelled_results(spec)
+            else:   # as Ray, a call stopped while it ran fails with RayTaskError(TaskCancelledError)
+                results = self.error_results(spec, RayTaskError(
+                    spec[P.S_NAME], core_worker.format_exception(e), TaskCancelledError(spec[P.S_TASK_ID].hex()),
+                    os.getpid(), "127.0.0.1"))
+        finally:
+            self.cw.cancelled.pop(spec[P.S_TASK_ID], None)
         self._reply(msg, (P.DONE, handle, results, start, time.time()))
 
     def cancel_call(self, tid):
@@ -914,6 +926,7 @@ class ActorTaskExecutor(TaskExecutor):
             if call is None and tid in self._handed:
                 self._cancelled.add(tid)
         if isinstance(call, asyncio.Task):
+            self.cw.note_cancelled(tid)   # is_canceled(); and it fails as cancelled whatever it returns
             self.loop.call_soon_threadsafe(call.cancel)
         elif call is not None and call.cancel():   # still queued in the thread pool
             self._reply_now(msg, cancelled_results(msg[2]))

@@ -1,6 +1,8 @@
 """Behaviour that Ray's Ray Core documentation examples rely on, checked on rayfast (our own tests,
 written from what the docs say; the examples themselves are not part of this repository)."""
+import asyncio
 import os
+import time
 
 import pytest
 
@@ -65,6 +67,42 @@ def test_dag_method_calls_on_a_class_node_run_in_bind_order(cluster):
     handle = _Tally.remote(0)
     handle.add.bind(5)   # on an actor that exists, an unused bound call is never run (as Ray)
     assert rayfast.get(handle.read.bind().execute()) == 0
+
+
+@rayfast.remote
+class _Sleeper:
+    def __init__(self):
+        self.running = set()
+
+    async def nap(self, name, catch):
+        self.running.add(name)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            if not catch:
+                raise
+            return "caught it"
+        return "slept"
+
+    async def is_running(self, name):
+        return name in self.running
+
+
+def test_cancel_of_a_running_async_actor_call(cluster):
+    # The actor guide cancels a running async call and catches RayTaskError: as in Ray, the error is
+    # RayTaskError(TaskCancelledError), also when the method catches its CancelledError and returns.
+    actor = _Sleeper.remote()
+    for name, catch in (("raises", False), ("catches", True)):
+        ref = actor.nap.remote(name, catch)
+        deadline = time.monotonic() + 10
+        while not rayfast.get(actor.is_running.remote(name)):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        rayfast.cancel(ref)
+        with pytest.raises(rayfast.exceptions.RayTaskError) as info:
+            rayfast.get(ref, timeout=10)
+        assert isinstance(info.value, rayfast.exceptions.TaskCancelledError)
+    assert rayfast.get(actor.is_running.remote("raises"))   # the actor lives on
 
 
 # --- tests that start clusters of their own (after the module's `cluster` ones) ---------------------
