@@ -53,6 +53,10 @@ class RayContext(dict):
     def __exit__(self, *exc):
         shutdown()
 
+    def disconnect(self):
+        """Leave the cluster: shutdown() (Ray's namespaces guide ends a connection this way)."""
+        shutdown()
+
 
 def is_initialized():
     """True in a driver after init() and in every task and actor (a worker is connected from

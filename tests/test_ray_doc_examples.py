@@ -159,3 +159,14 @@ def test_worker_process_setup_hook_by_module_path(fresh, tmp_path):
     rayfast.init(num_cpus=1, runtime_env={"worker_process_setup_hook": "rf_no_such_module.setup"})
     with pytest.raises(ModuleNotFoundError):   # a hook that fails fails the job's tasks
         rayfast.get(_hook_mark.remote())
+
+
+def test_init_context_disconnect(fresh):
+    # The namespaces guide ends a connection with the context init() returned: disconnect()
+    ctx = rayfast.init(num_cpus=1, namespace="colors")
+    assert rayfast.get_runtime_context().namespace == "colors"
+    ctx.disconnect()
+    assert not rayfast.is_initialized()
+    with rayfast.init(num_cpus=1):   # and as a context manager, shut down on leaving
+        assert rayfast.is_initialized()
+    assert not rayfast.is_initialized()
