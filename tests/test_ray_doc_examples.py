@@ -105,6 +105,39 @@ def test_cancel_of_a_running_async_actor_call(cluster):
     assert rayfast.get(actor.is_running.remote("raises"))   # the actor lives on
 
 
+@rayfast.remote
+def _count_up(n):
+    for i in range(n):
+        yield i
+
+
+@rayfast.remote
+def _forty_two():
+    return 42
+
+
+def test_raylet_module_names(cluster):
+    # The streaming generator guide imports ObjectRefGenerator from ray._raylet to tell generators
+    # from refs while it waits on both.
+    from rayfast import _raylet
+    assert _raylet.ObjectRefGenerator is rayfast.ObjectRefGenerator
+    assert _raylet.StreamingObjectRefGenerator is rayfast.ObjectRefGenerator
+    assert _raylet.ObjectRef is rayfast.ObjectRef and _raylet.NodeID is rayfast.NodeID
+    pending, got = [_count_up.remote(3), _forty_two.remote()], []
+    while pending:
+        ready, pending = rayfast.wait(pending)
+        for r in ready:
+            if isinstance(r, _raylet.ObjectRefGenerator):
+                try:
+                    got.append(rayfast.get(next(r)))
+                except StopIteration:
+                    continue
+                pending.append(r)
+            else:
+                got.append(rayfast.get(r))
+    assert sorted(got) == [0, 1, 2, 42]
+
+
 # --- tests that start clusters of their own (after the module's `cluster` ones) ---------------------
 _HOOK_LOG = "RF_TEST_HOOK_LOG"
 
