@@ -1363,8 +1363,9 @@ uint64_t rf_store_heap_top(const rf_store *s) { return __atomic_load_n(&s->h->he
         if (_r) return _r;                                                                                         \
     } while (0)
 
-/* rf_store_create_object of an object larger than the data area, from the point
- * where its CREATED entry is in the index: its file is made without the lock
+/* rf_store_create_object of an object with a file of its own (larger than the data
+ * area, or RF_STORE_FALLBACK_IF_FULL and no room), from the point where its CREATED
+ * entry is in the index: its file is made without the lock
  * (getters wait for the seal meanwhile), and a failure aborts the object. Called
  * with the lock held; returns with it released. */
 static int create_fallback(rf_store *s, uint32_t idx, uint32_t *idx_out, uint8_t **ptr_out) {
@@ -1400,6 +1401,11 @@ static int create_fallback(rf_store *s, uint32_t idx, uint32_t *idx_out, uint8_t
 
 int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, uint64_t meta_size,
                            uint32_t *idx_out, uint8_t **ptr_out) {
+    return rf_store_create_object_ex(s, oid, data_size, meta_size, 0, idx_out, ptr_out);
+}
+
+int rf_store_create_object_ex(rf_store *s, const uint8_t *oid, uint64_t data_size, uint64_t meta_size, int flags,
+                              uint32_t *idx_out, uint8_t **ptr_out) {
     if (!s || !oid || !idx_out || !ptr_out) return RF_STORE_EINVAL;
     if (data_size > (1ull << 47) || meta_size > (1ull << 47)) return RF_STORE_FULL;
     uint64_t need = block_need(data_size + meta_size);
@@ -1433,6 +1439,10 @@ int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, 
     uint64_t off;
     int r = alloc_room(s, need, &off);
     e = &s->entries[idx];
+    if (r == RF_STORE_FULL && (flags & RF_STORE_FALLBACK_IF_FULL) && s->h->fallback_dir[0]) {
+        e->flags |= EF_FALLBACK; /* what fills the store is all in use: a file of its own */
+        return create_fallback(s, idx, idx_out, ptr_out);
+    }
     if (r < 0) {
         int err = errno;
         free_entry(s, idx);
@@ -1492,6 +1502,71 @@ int rf_store_abort(rf_store *s, const uint8_t *oid) { return end_write(s, oid, 0
 
 /* Restore a SPILLED object (lock held). On success the object is SEALED and pinned
  * once for the caller. */
+/* Back to SPILLED after a restore that failed (its pin dropped, waiters woken). */
+static void restore_failed(rf_store *s, uint32_t idx) {
+    entry_t *e = &s->entries[idx];
+    e->state = RF_OBJ_SPILLED;
+    unpin_for(s, idx, (int32_t)getpid(), 0);
+    wake_waiters(s);
+    if (e->flags & EF_DELETE_PENDING) do_delete(s, idx);
+    else maybe_free(s, idx);
+}
+
+/* restore_locked when the data area has no room (what fills it is all in use):
+ * into a fallback file of its own instead, as Ray's fallback allocation, rather
+ * than failing a get of an object that exists. Lock held, released around the
+ * file work; on success the caller's pin holds this process's mapping. */
+static int restore_to_file(rf_store *s, uint32_t idx) {
+    entry_t *e = &s->entries[idx];
+    uint64_t n = e->data_size + e->meta_size;
+    uint8_t oid[RF_OID_SIZE], *ptr = NULL;
+    memcpy(oid, e->oid, RF_OID_SIZE);
+    store_unlock(s);
+    int r = fallback_create(s, oid, n, &ptr);
+    if (r == 0 && spill_read(s->h->spill_dir, oid, ptr, n) < 0) {
+        int err = errno;
+        munmap(ptr, n);
+        fallback_unlink(s, oid);
+        errno = err;
+        r = RF_STORE_ESYS;
+    }
+    int err = errno;
+    store_lock(s);
+    fb_map_t *m = r == 0 ? fb_add(s, idx, ptr, n) : NULL;
+    if (!m) {
+        if (r == 0) {
+            munmap(ptr, n);
+            fallback_unlink(s, oid);
+            err = ENOMEM;
+            r = RF_STORE_ESYS;
+        }
+        restore_failed(s, idx);
+        errno = err;
+        return r;
+    }
+    m->refs = 1; /* the caller's pin */
+    e = &s->entries[idx];
+    if (e->flags & EF_SPILL_FILE) { /* its data lives in its fallback file now */
+        char path[SPILL_DIR_MAX + 64];
+        spill_path(s->h->spill_dir, oid, path, sizeof path);
+        unlink(path);
+        e->flags &= ~EF_SPILL_FILE;
+    }
+    e->flags |= EF_FALLBACK;
+    e->state = RF_OBJ_SEALED;
+    s->h->restores++;
+    s->h->bytes_restored += n;
+    wake_waiters(s);
+    if (e->flags & EF_DELETE_PENDING) {
+        fb_map_t gone = fb_unref(s, idx);
+        unpin_for(s, idx, (int32_t)getpid(), 0);
+        do_delete(s, idx);
+        fb_unmap(gone);
+        return RF_STORE_NOTFOUND;
+    }
+    return 0;
+}
+
 static int restore_locked(rf_store *s, uint32_t idx) {
     entry_t *e = &s->entries[idx];
     int32_t self = (int32_t)getpid();
@@ -1501,13 +1576,10 @@ static int restore_locked(rf_store *s, uint32_t idx) {
     uint64_t n = e->data_size + e->meta_size, off;
     int r = alloc_room(s, block_need(n), &off);
     e = &s->entries[idx];
+    if (r == RF_STORE_FULL && s->h->fallback_dir[0]) return restore_to_file(s, idx);
     if (r < 0) {
         int err = errno;
-        e->state = RF_OBJ_SPILLED;
-        unpin_for(s, idx, self, 0);
-        wake_waiters(s);
-        if (e->flags & EF_DELETE_PENDING) do_delete(s, idx);
-        else maybe_free(s, idx);
+        restore_failed(s, idx);
         errno = err;
         return r;
     }
@@ -1524,11 +1596,7 @@ static int restore_locked(rf_store *s, uint32_t idx) {
     if (r < 0) {
         heap_free(s, e->block);
         e->block = NIL64;
-        e->state = RF_OBJ_SPILLED;
-        unpin_for(s, idx, self, 0);
-        wake_waiters(s);
-        if (e->flags & EF_DELETE_PENDING) do_delete(s, idx);
-        else maybe_free(s, idx);
+        restore_failed(s, idx);
         errno = err;
         return RF_STORE_ESYS;
     }
@@ -1572,7 +1640,9 @@ int rf_store_get(rf_store *s, const uint8_t *oid, int64_t timeout_ns, uint32_t *
         }
         if (e->state == RF_OBJ_SEALED) {
             const uint8_t *p;
-            if (e->flags & EF_FALLBACK) {
+            if (e->flags & EF_FALLBACK && restored) {
+                p = fb_find(s, idx)->ptr; /* restore_to_file mapped it for the caller's pin */
+            } else if (e->flags & EF_FALLBACK) {
                 int r = fb_ref(s, idx, &p);
                 if (r < 0) {
                     int err = errno;

@@ -126,6 +126,12 @@ uint64_t rf_store_heap_top(const rf_store *s);
  * the data area gets a fallback file (RF_STORE_ESYS if it cannot be made: errno). */
 int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, uint64_t meta_size,
                            uint32_t *idx_out, uint8_t **ptr_out);
+/* The same with flags: RF_STORE_FALLBACK_IF_FULL makes an object that finds no room
+ * (nothing left to evict or spill: all in use) a fallback file too, as Ray's fallback
+ * allocation, instead of RF_STORE_FULL (still that without a fallback directory). */
+#define RF_STORE_FALLBACK_IF_FULL 1
+int rf_store_create_object_ex(rf_store *s, const uint8_t *oid, uint64_t data_size, uint64_t meta_size, int flags,
+                              uint32_t *idx_out, uint8_t **ptr_out);
 int rf_store_seal(rf_store *s, const uint8_t *oid);
 int rf_store_abort(rf_store *s, const uint8_t *oid);
 

@@ -477,12 +477,13 @@ class CoreWorker:
         """create_object, retried while the node frees what was just released.
 
         Refs dropped here reach the node with the next message, and other
-        processes free theirs a little later: a full store is only reported
-        once the releases are through and a short wait has not helped."""
+        processes free theirs a little later: only once the releases are
+        through and a short wait has not helped does the object go to a file
+        of its own (Ray's fallback allocation), or fail if that cannot be made."""
         delay = 0.01
         for attempt in range(6):
             try:
-                return self.store.create_object(key, size)
+                return self.store.create_object(key, size, fallback_if_full=attempt == 5)
             except ObjectStoreFullError:
                 if attempt == 5:
                     raise

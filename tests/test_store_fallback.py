@@ -136,6 +136,22 @@ def test_a_writer_that_dies_leaves_no_file(small_store):
     assert _gone(small_store)
 
 
+def test_a_store_full_of_objects_in_use(small_store):
+    """Held views of more than the store: what is spilled and read back while the rest is in
+    use, and new results with no room left, go to files of their own (Ray's fallback
+    allocation) instead of ObjectStoreFullError; all freed when the refs go."""
+    part = STORE // 4 // 8   # float64 elements: a quarter of the store each
+    refs = [rayfast.put(np.full(part, float(i))) for i in range(8)]    # twice the store: spills
+    views = [rayfast.get(r) for r in refs]                              # all held at once
+    assert [v[0] + v[-1] for v in views] == [2.0 * i for i in range(8)]
+    made = [make.remote(part, 100.0 + i) for i in range(3)]             # no room: files too
+    assert [float(x[-1]) for x in rayfast.get(made)] == [100.0, 101.0, 102.0]
+    assert rayfast.get(total.remote(refs[0])) == 0.0
+    assert _store_stats()["num_fallback"] >= 3
+    del refs, views, made
+    assert _gone(small_store)
+
+
 def test_spilling_off_and_shutdown_leaves_nothing():
     if rayfast.is_initialized():
         rayfast.shutdown()

@@ -58,6 +58,9 @@ cdef extern from "store.h" nogil:
     uint64_t rf_store_heap_top(const rf_store *s)
     int rf_store_create_object(rf_store *s, const uint8_t *oid, uint64_t data_size, uint64_t meta_size,
                                uint32_t *idx_out, uint8_t **ptr_out)
+    int RF_STORE_FALLBACK_IF_FULL
+    int rf_store_create_object_ex(rf_store *s, const uint8_t *oid, uint64_t data_size, uint64_t meta_size,
+                                  int flags, uint32_t *idx_out, uint8_t **ptr_out)
     int rf_store_seal(rf_store *s, const uint8_t *oid)
     int rf_store_abort(rf_store *s, const uint8_t *oid)
     int rf_store_get(rf_store *s, const uint8_t *oid, int64_t timeout_ns, uint32_t *idx_out,

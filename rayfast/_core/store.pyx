@@ -253,14 +253,17 @@ cdef class ObjectStore:
 
     # --------------------------------------------------------------- operations
 
-    def create_object(self, bytes oid, size):
-        """A writable memoryview of exactly `size` bytes for a new object (refcount 1, unsealed)."""
+    def create_object(self, bytes oid, size, fallback_if_full=False):
+        """A writable memoryview of exactly `size` bytes for a new object (refcount 1, unsealed).
+        fallback_if_full: when nothing can be evicted or spilled to make room, the object gets
+        a file of its own in the fallback directory instead of ObjectStoreFullError."""
         cdef rf_store *s = self._s()
         cdef const uint8_t *o = _oid_ptr(oid)
         cdef uint32_t idx
         cdef uint8_t *ptr
         cdef int r
         cdef uint64_t n
+        cdef int flags = RF_STORE_FALLBACK_IF_FULL if fallback_if_full else 0
         if not isinstance(size, int) or isinstance(size, bool):
             raise TypeError(f"size must be an int, not {type(size).__name__}")
         if size < 0:
@@ -269,7 +272,7 @@ cdef class ObjectStore:
             self._raise(RF_STORE_FULL, oid, size)
         n = size
         with nogil:
-            r = rf_store_create_object(s, o, n, 0, &idx, &ptr)
+            r = rf_store_create_object_ex(s, o, n, 0, flags, &idx, &ptr)
         if r < 0:
             self._raise(r, oid, n)
         # the writable view pins the object too, so that it stays valid while it lives;

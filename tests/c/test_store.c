@@ -797,6 +797,63 @@ static void test_fallback(void) {
     CHECK_EQ(rmdir(dir), 0);
 }
 
+/* A store whose data area is all pinned: a new object asked with
+ * RF_STORE_FALLBACK_IF_FULL and a spilled object being read go to fallback
+ * files instead of RF_STORE_FULL; both read back intact, and every file goes
+ * when the objects are freed. Without the flag a create still fails. */
+static void test_fallback_when_full(void) {
+    char spill[64], fb[64];
+    snprintf(spill, sizeof spill, "/tmp/rayfast-test-fbfull-spill-%d", (int)getpid());
+    snprintf(fb, sizeof fb, "/tmp/rayfast-test-fbfull-fb-%d", (int)getpid());
+    rf_store *s = new_store("fbfull", 4 << 20, spill, fb, 0);
+    const uint64_t n = 1 << 20;
+    const int N = 6;
+    uint8_t oid[RF_OID_SIZE];
+    for (int i = 0; i < N; i++) {
+        make_oid(oid, (uint64_t)i, 9);
+        CHECK_EQ(put(s, oid, n, (uint8_t)(i + 1)), 0);
+    }
+    uint32_t pinned[3], idx;
+    const uint8_t *p;
+    uint64_t sz;
+    for (int i = 0; i < 3; i++) { /* the last three written are in memory: pin them */
+        make_oid(oid, (uint64_t)(N - 1 - i), 9);
+        CHECK_EQ(rf_store_get(s, oid, 0, &pinned[i], &p, &sz, NULL), 0);
+    }
+    make_oid(oid, 100, 9);
+    CHECK_EQ(put(s, oid, n, 1), RF_STORE_FULL);
+    uint8_t *w;
+    CHECK_EQ(rf_store_create_object_ex(s, oid, n, 0, RF_STORE_FALLBACK_IF_FULL, &idx, &w), 0);
+    memset(w, 42, n);
+    CHECK_EQ(rf_store_seal(s, oid), 0);
+    CHECK_EQ(count_files(fb, NULL), 1);
+    CHECK_EQ(verify(s, oid, n, 42), 0);
+    make_oid(oid, 0, 9); /* spilled, and no room to restore it into */
+    CHECK_EQ(rf_store_get(s, oid, 0, &idx, &p, &sz, NULL), 0);
+    CHECK_EQ(sz, n);
+    CHECK(p[0] == 1 && p[n - 1] == 1);
+    CHECK_EQ(count_files(fb, NULL), 2);
+    CHECK_EQ(stats(s).num_fallback, 2);
+    CHECK_EQ(rf_store_check(s), 0);
+    CHECK_EQ(rf_store_unpin(s, idx), 0);
+    CHECK_EQ(verify(s, oid, n, 1), 0); /* read again through its file */
+    for (int i = 0; i < 3; i++) CHECK_EQ(rf_store_unpin(s, pinned[i]), 0);
+    for (int i = 0; i < N; i++) {
+        make_oid(oid, (uint64_t)i, 9);
+        CHECK_EQ(verify(s, oid, n, (uint8_t)(i + 1)), 0);
+        CHECK_EQ(rf_store_release(s, oid), 0);
+    }
+    make_oid(oid, 100, 9);
+    CHECK_EQ(rf_store_release(s, oid), 0);
+    CHECK_EQ(count_files(fb, NULL), 0);
+    CHECK_EQ(count_files(spill, NULL), 0);
+    CHECK_EQ(stats(s).bytes_used, 0);
+    CHECK_EQ(rf_store_check(s), 0);
+    drop_store(s);
+    rmdir(spill);
+    rmdir(fb);
+}
+
 int main(void) {
     test_basic();
     test_allocator_random();
@@ -814,5 +871,6 @@ int main(void) {
     test_full_store_reclaims_dead_processes();
     test_attach_errors();
     test_fallback();
+    test_fallback_when_full();
     return check_done("test_store");
 }
