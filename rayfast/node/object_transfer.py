@@ -135,7 +135,8 @@ class Transfers:
                 self.store.incref(oid)     # one more reference, the caller's
                 callback(True)
                 return
-            buf = self.store.create_object(oid, size)
+            # (no room here for it while what is here is in use: a file of its own, as a put's)
+            buf = self.store.create_object(oid, size, fallback_if_full=True)
         except Exception:
             callback(False)
             return
