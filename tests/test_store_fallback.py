@@ -9,6 +9,7 @@ freed (file removed) when no longer referenced, and nothing is left at shutdown.
 """
 import glob
 import os
+import subprocess
 import time
 
 import numpy as np
@@ -222,3 +223,40 @@ def test_store_level_fallback_and_its_errors(tmp_path):
     finally:
         s.unlink()
         s.close()
+
+
+def test_a_full_disk_is_out_of_disk_error(tmp_path):
+    """No room in the store (all in use) nor on the disk for a fallback file: Ray's
+    OutOfDiskError, for a new object and for a spilled one read back."""
+    from rayfast._core.store import ObjectStore
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here to fill")
+    name = f"/rayfast-test-oodisk-{os.getpid()}"
+    try:
+        s = ObjectStore.create(name, 4 << 20, spill_dir=str(disk / "spill"), fallback_dir=str(disk / "fb"))
+        try:
+            for i in range(4):                      # 4 MiB in the store, 1 spilled to the disk
+                s.put_bytes(bytes([i + 1]) * 20, bytes(1 << 20))
+            held = [s.get(bytes([i + 1]) * 20) for i in range(1, 4)]   # what is in memory, held
+            st = os.statvfs(disk)
+            with open(disk / "filler", "wb") as f:   # the disk is full now
+                f.write(bytes(st.f_bavail * st.f_frsize))
+            with pytest.raises(rayfast.exceptions.OutOfDiskError, match="no room"):
+                s.create_object(b"\x09" * 20, 1 << 20, fallback_if_full=True)
+            with pytest.raises(rayfast.exceptions.OutOfDiskError, match="no room"):
+                s.put_bytes(b"\x0a" * 20, bytes(8 << 20))                # larger than the store
+            with pytest.raises(rayfast.exceptions.OutOfDiskError, match="no room"):
+                s.get(b"\x01" * 20)                                     # spilled, nowhere to restore
+            assert s.statistics()["num_fallback"] == 0
+            os.unlink(disk / "filler")
+            assert bytes(s.get(b"\x01" * 20)) == bytes(1 << 20)         # room on the disk again
+            del held
+            s.check()
+        finally:
+            s.unlink()
+            s.close()
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

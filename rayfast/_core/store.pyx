@@ -18,7 +18,7 @@ import errno as errno_mod
 import os
 import weakref
 
-from rayfast.exceptions import ObjectStoreFullError, GetTimeoutError
+from rayfast.exceptions import ObjectStoreFullError, GetTimeoutError, OutOfDiskError
 
 
 class ObjectExistsError(KeyError, FileExistsError):
@@ -189,13 +189,17 @@ cdef class ObjectStore:
             raise ValueError(f"invalid argument for object {h}")
         if r == RF_STORE_ESTATE:
             raise ValueError(f"object {h} is in the wrong state for this operation")
+        if r == RF_STORE_ESYS and err in (errno_mod.ENOSPC, errno_mod.EDQUOT):
+            # as Ray's: the store had no room (what fills it is in use) and the disk none for a
+            # spill or a fallback file either
+            raise OutOfDiskError(
+                f"object {h}" + (f" of {size} bytes" if size else "") + f": object store {self._name} "
+                f"has no room and the disk none for spilling or a fallback file "
+                f"(in {self._fallback_dir() or '-'}): {os.strerror(err)}")
         if r == RF_STORE_ESYS and size + RF_STORE_BLOCK_OVERHEAD > self._capacity:
-            msg = (f"object {h} of {size} bytes is larger than object store {self._name} can hold "
-                   f"(largest possible object {self._capacity - RF_STORE_BLOCK_OVERHEAD} bytes) and its "
-                   f"fallback file in {self._fallback_dir()} could not be made: {os.strerror(err)}")
-            if err in (errno_mod.ENOSPC, errno_mod.EDQUOT):
-                raise ObjectStoreFullError(msg)
-            raise OSError(err, msg)
+            raise OSError(err, f"object {h} of {size} bytes is larger than object store {self._name} can hold "
+                               f"(largest possible object {self._capacity - RF_STORE_BLOCK_OVERHEAD} bytes) and "
+                               f"its fallback file in {self._fallback_dir()} could not be made: {os.strerror(err)}")
         if r == RF_STORE_ESYS:
             raise OSError(err, f"object store {self._name}, object {h}: {os.strerror(err)}")
         raise RuntimeError(f"object store error {r}: {rf_store_strerror(r).decode()}")
