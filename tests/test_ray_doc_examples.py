@@ -138,6 +138,36 @@ def test_raylet_module_names(cluster):
     assert sorted(got) == [0, 1, 2, 42]
 
 
+@rayfast.remote
+def _walk_with_a_bar(n):
+    from rayfast.experimental.tqdm_ray import tqdm
+    bar = tqdm(range(n), desc="walk")
+    for _ in bar:
+        pass
+    return bar.n, bar.total
+
+
+def test_tqdm_ray_counts_and_reports(cluster, capsys):
+    # Ray's progress bars for tasks (ray.experimental.tqdm_ray): iterating or update() counts, and
+    # here each report is a line on stderr.
+    from rayfast.experimental.tqdm_ray import safe_print, tqdm
+    assert rayfast.get(_walk_with_a_bar.remote(5)) == (5, 5)
+    bar = tqdm(desc="load", total=4, unit="file", flush_interval_s=0)
+    bar.update(1)
+    bar.update(3)
+    bar.set_description("loaded")
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["load: 1/4 file (25%)", "load: 4/4 file (100%)", "loaded: 4/4 file (100%)"]
+    quiet = tqdm(iter([1, 2, 3]))   # no length: counts without a total; reports at most each second
+    assert list(quiet) == [1, 2, 3] and quiet.n == 3 and quiet.total is None
+    assert capsys.readouterr().err.splitlines() == ["1 it", "3 it"]
+    with pytest.raises(ValueError):
+        list(tqdm(total=3))
+    safe_print("plain")
+    assert capsys.readouterr().out == "plain\n"
+
+
 # --- tests that start clusters of their own (after the module's `cluster` ones) ---------------------
 _HOOK_LOG = "RF_TEST_HOOK_LOG"
 

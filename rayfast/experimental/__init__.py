@@ -1,0 +1,1 @@
+"""Ray's ray.experimental names that Ray Core's docs use (tqdm_ray)."""
