@@ -163,7 +163,7 @@ def _meta_from_blob(blob):
 
 def _class_meta(cls):
     methods = {}
-    any_async = False
+    any_async = inspect.iscoroutinefunction(cls.__init__)   # as Ray's: an async constructor counts
     for name, member in inspect.getmembers(cls):
         if not callable(member) or inspect.isclass(member):
             continue
@@ -956,6 +956,18 @@ class ActorTaskExecutor(TaskExecutor):
         args, kwargs = self.resolve_args(spec, resolved)
         return fn(*args, **kwargs)
 
+    def _start_loop(self):
+        """Run the actor's event loop on a thread of its own, from now on."""
+        ready = threading.Event()
+
+        def run_loop():
+            asyncio.set_event_loop(self.loop)
+            self.loop.call_soon(ready.set)
+            self.loop.run_forever()
+
+        threading.Thread(target=run_loop, name="rayfast-actor-loop", daemon=True).start()
+        ready.wait()
+
     def _create(self, spec, resolved, pickled):
         extras = spec[P.S_OPTIONS]
         if "unschedulable" in extras:
@@ -986,21 +998,22 @@ class ActorTaskExecutor(TaskExecutor):
             # (asyncio.get_event_loop().create_task(...)) run once the loop does.
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
-        self.actor = cls(*args, **kwargs)
         mc = extras.get("max_concurrency") or 1
         groups = extras.get("concurrency_groups") or {}
         if extras.get("is_async"):
             self.sem = asyncio.Semaphore(mc)
             self.groups = {g: asyncio.Semaphore(n) for g, n in groups.items()}
-            ready = threading.Event()
-
-            def run_loop():
-                asyncio.set_event_loop(self.loop)
-                self.loop.call_soon(ready.set)
-                self.loop.run_forever()
-
-            threading.Thread(target=run_loop, name="rayfast-actor-loop", daemon=True).start()
-            ready.wait()
+        if inspect.iscoroutinefunction(cls.__init__):
+            # as Ray: an async constructor runs on the actor's loop, running already, so that it
+            # can await and the tasks it starts run alongside it and after it
+            self._start_loop()
+            new = cls.__new__
+            self.actor = new(cls) if new is object.__new__ else new(cls, *args, **kwargs)
+            asyncio.run_coroutine_threadsafe(cls.__init__(self.actor, *args, **kwargs), self.loop).result()
+            return None
+        self.actor = cls(*args, **kwargs)
+        if extras.get("is_async"):
+            self._start_loop()
         elif mc > 1 or groups:
             # A sync actor with groups is threaded: each group runs on a pool of its own size
             # (the default group's is max_concurrency, 1 by default: its calls stay in order).

@@ -2,6 +2,7 @@
 written from what the docs say; the examples themselves are not part of this repository)."""
 import asyncio
 import os
+import socket
 import time
 
 import pytest
@@ -166,6 +167,46 @@ def test_tqdm_ray_counts_and_reports(cluster, capsys):
         list(tqdm(total=3))
     safe_print("plain")
     assert capsys.readouterr().out == "plain\n"
+
+
+@rayfast.remote
+class _CountServer:
+    async def __init__(self, start):
+        # an async constructor may await, and what it starts on the loop serves on after it returns
+        self.count = start
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+
+    async def serve(self, reader, writer):
+        writer.write(str(self.count).encode())
+        await writer.drain()
+        writer.close()
+
+    async def bump(self):
+        self.count += 1
+
+    def port(self):
+        return self.server.sockets[0].getsockname()[1]
+
+
+@rayfast.remote
+class _FailsToStart:
+    async def __init__(self):
+        await asyncio.sleep(0)
+        raise ValueError("no start")
+
+    def ping(self):
+        return "pong"
+
+
+def test_async_actor_constructor(cluster):
+    # The actor guide's HTTP server actor starts its server from an `async def __init__`: as in Ray,
+    # the constructor runs on the actor's event loop.
+    actor = _CountServer.remote(10)
+    rayfast.get([actor.bump.remote() for _ in range(3)])
+    with socket.create_connection(("127.0.0.1", rayfast.get(actor.port.remote())), timeout=10) as conn:
+        assert conn.recv(16) == b"13"
+    with pytest.raises(rayfast.exceptions.ActorDiedError, match="no start"):
+        rayfast.get(_FailsToStart.remote().ping.remote(), timeout=30)
 
 
 # --- tests that start clusters of their own (after the module's `cluster` ones) ---------------------
