@@ -143,7 +143,8 @@ class DynamicObjectRefGenerator:
         return len(self._refs)
 
     def __repr__(self):
-        return f"DynamicObjectRefGenerator({self._refs!r})"
+        # its size, not its refs: Ray's docs print one, and it may hold thousands
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"
 
 
 def _generator_finished(_refs):

@@ -209,6 +209,19 @@ def test_async_actor_constructor(cluster):
         rayfast.get(_FailsToStart.remote().ping.remote(), timeout=30)
 
 
+@rayfast.remote(num_returns="dynamic")
+def _chunks(n):
+    for i in range(n):
+        yield i
+
+
+def test_dynamic_generator_repr_is_short(cluster):
+    # The generators guide prints the DynamicObjectRefGenerator it gets: one line, however many refs
+    gen = rayfast.get(_chunks.remote(3000))
+    assert repr(gen) == "DynamicObjectRefGenerator(3000 refs)"
+    assert len(list(gen)) == 3000
+
+
 # --- tests that start clusters of their own (after the module's `cluster` ones) ---------------------
 _HOOK_LOG = "RF_TEST_HOOK_LOG"
 
