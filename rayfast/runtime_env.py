@@ -11,7 +11,8 @@ are). `worker_process_setup_hook` (a function, or a "module.function" path, give
 tasks or actors runs there, as Ray's. `config` and `excludes` are accepted.
 Every other field (pip, conda, container, ...) would need rayfast to build
 environments, which it does not: it is refused at the call site rather than
-ignored.
+ignored. `RuntimeEnv` and `RuntimeEnvConfig` are Ray's typed forms of the dict
+and of its `config`.
 
 Inheritance follows Ray: a task or actor without a runtime_env of its own runs
 in its parent's (the job's for the driver's calls); one that has its own gets
@@ -30,6 +31,42 @@ LOGGING_KEY = "_logging_config"   # the job's LoggingConfig (not a user field: r
 LIFETIME_KEY = "_default_actor_lifetime"   # the job's JobConfig.default_actor_lifetime, likewise
 SETUP_HOOK_KEY = "_setup_hook"   # worker_process_setup_hook: its pickle, or its "module.function" path
 _VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+class RuntimeEnv(dict):
+    """Ray's typed runtime_env (`from ray.runtime_env import RuntimeEnv`): the dict of the fields
+    given, None ones left out; checked where it is used, as a plain dict is."""
+
+    def __init__(self, *, py_modules=None, working_dir=None, pip=None, conda=None, container=None,
+                 env_vars=None, worker_process_setup_hook=None, config=None, **kwargs):
+        super().__init__(kwargs)
+        fields = (("py_modules", py_modules), ("working_dir", working_dir), ("pip", pip), ("conda", conda),
+                  ("container", container), ("env_vars", env_vars),
+                  ("worker_process_setup_hook", worker_process_setup_hook), ("config", config))
+        self.update((k, v) for k, v in fields if v is not None)
+
+    def to_dict(self):
+        return dict(self)
+
+
+class RuntimeEnvConfig(dict):
+    """Ray's runtime_env `config` (setup_timeout_seconds, eager_install, log_files): checked as
+    Ray checks it, then accepted; rayfast builds no environments for it to time."""
+
+    def __init__(self, setup_timeout_seconds=600, eager_install=True, log_files=None):
+        super().__init__()
+        if not isinstance(setup_timeout_seconds, int):
+            raise TypeError(f"setup_timeout_seconds must be of type int, got: {type(setup_timeout_seconds)}")
+        if setup_timeout_seconds <= 0 and setup_timeout_seconds != -1:
+            raise ValueError(f"setup_timeout_seconds must be greater than zero or equals to -1, got: "
+                             f"{setup_timeout_seconds}")
+        if not isinstance(eager_install, bool):
+            raise TypeError(f"eager_install must be a boolean. got {type(eager_install)}")
+        if log_files is not None and (not isinstance(log_files, list)
+                                      or not all(isinstance(f, str) for f in log_files)):
+            raise TypeError(f"log_files must be a list of strings or None, got {log_files!r}")
+        self.update(setup_timeout_seconds=setup_timeout_seconds, eager_install=eager_install,
+                    log_files=log_files or [])
 
 
 def validate(env, job_level=False):

@@ -287,3 +287,27 @@ def test_init_context_disconnect(fresh):
     with rayfast.init(num_cpus=1):   # and as a context manager, shut down on leaving
         assert rayfast.is_initialized()
     assert not rayfast.is_initialized()
+
+
+@rayfast.remote
+def _env_var(name):
+    return os.environ.get(name)
+
+
+def test_typed_runtime_env(fresh):
+    # The runtime env guide builds runtime_envs with the typed RuntimeEnv (and RuntimeEnvConfig) as
+    # well as with dicts: a RuntimeEnv is the dict of the fields given, used wherever a dict is.
+    from rayfast.runtime_env import RuntimeEnv, RuntimeEnvConfig
+    config = RuntimeEnvConfig(setup_timeout_seconds=60)
+    env = RuntimeEnv(env_vars={"RF_TYPED": "job"}, config=config)
+    assert env == {"env_vars": {"RF_TYPED": "job"}, "config": config} and env.to_dict() == dict(env)
+    rayfast.init(num_cpus=1, runtime_env=env)
+    assert rayfast.get(_env_var.remote("RF_TYPED")) == "job"
+    own = _env_var.options(runtime_env=RuntimeEnv(env_vars={"RF_TYPED": "task"}))
+    assert rayfast.get(own.remote("RF_TYPED")) == "task"
+    with pytest.raises(NotImplementedError):   # what rayfast cannot build is refused where it is used
+        _env_var.options(runtime_env=RuntimeEnv(pip=["requests"])).remote("RF_TYPED")
+    with pytest.raises(ValueError):
+        RuntimeEnvConfig(setup_timeout_seconds=0)
+    with pytest.raises(TypeError):
+        RuntimeEnvConfig(eager_install="yes")
