@@ -145,6 +145,15 @@ def test_objects_cross_nodes(cluster):
     assert rayfast.get(total.remote(made), timeout=60) == (c.head_node.node_id, 1_000_000.0)   # and by a task here
 
 
+def test_work_the_drivers_node_has_no_room_for_goes_to_a_node_with_room(cluster):
+    """Bottom-up scheduling: tasks run where they are submitted while there is room; those that
+    find this node full go to a node whose reported free resources hold them, not wait here."""
+    c, worker = cluster
+    assert wait_for(lambda: rayfast.available_resources().get("CPU") == 3.0, timeout=10)
+    nodes = rayfast.get([where.remote(1.0) for _ in range(9)], timeout=60)
+    assert worker.node_id in nodes and c.head_node.node_id in nodes, nodes
+
+
 def test_removing_the_drivers_node_is_refused(cluster):
     c, _ = cluster
     with pytest.raises(ValueError, match="connected"):

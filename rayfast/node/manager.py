@@ -561,6 +561,10 @@ class NodeManager:
                             if self.peers is not None:
                                 self.peers.spill(shape, q)
                             break
+                        if self.peers is not None and not self._fits(shape):
+                            self.peers.spill_busy(shape, q)   # no room here now: to a node with some
+                            if not len(q):
+                                break
                         waiting = True
                         if not idle and self._fits(shape) and self.starting == 0 and self._may_grow():
                             self._spawn_worker()

@@ -104,6 +104,7 @@ class Peers:
         self._after_read = []
         self._load = None
         self._load_at = 0.0
+        self._sent = {}             # node id -> [its node table record, tasks sent it by spill_busy since]
 
     # --- the node table ---------------------------------------------------------------
     def read_nodes(self, then=None):
@@ -177,6 +178,44 @@ class Peers:
                     f"(it asks for {dict(shape)}); generator tasks do not cross nodes yet."))
                 continue
             self.forward(rec, link)
+
+    def spill_busy(self, shape, q):
+        """Bottom-up scheduling's other half: ready tasks of a shape this node can run but has
+        no room for now go to live peers whose last reported free resources hold them, as many
+        as those hold (less what we sent them since that report). Plain tasks only, in queue
+        order: one with options (placement group, affinity, a generator...) or forwarded to us
+        stops it. The node table (with each node's free resources, written every LOAD_EVERY)
+        is read again at most every REFRESH_EVERY while tasks wait."""
+        self.read_nodes()
+        if not self.nodes:
+            return
+        tasks = self.nm.tasks
+        for n in self._live():
+            room = self._room(n, shape)
+            while room > 0 and len(q):
+                rec = tasks.get(q.peek())
+                if rec is None or rec.done:
+                    q.pop()
+                    continue
+                if rec.spec[P.S_OPTIONS] or rec.spec[P.S_KIND] != P.TASK_NORMAL or rec.owner.kind == "peer":
+                    return
+                q.pop()
+                self.forward(rec, self._link_to(n))
+                self._sent[n["node_id"]][1] += 1
+                room -= 1
+
+    def _room(self, node, shape):
+        """How many tasks of shape the node's last reported free resources hold, less those we
+        sent it since that report (a new read of the node table is a new report)."""
+        free = (node.get("load") or {}).get("available")
+        if not free:
+            return 0
+        fits = min((int(free.get(name, 0.0) / amount) if amount > 0 else 1 << 30) for name, amount in shape) \
+            if shape else 0
+        sent = self._sent.get(node["node_id"])
+        if sent is None or sent[0] is not node:
+            sent = self._sent[node["node_id"]] = [node, 0]
+        return fits - sent[1]
 
     def link_for(self, shape):
         """A link to the live node with the fewest of our tasks that can run shape; None if no
