@@ -77,6 +77,10 @@ def init(address=None, *, num_cpus=None, resources=None, object_store_memory=Non
     unknown = set(kwargs) - _INIT_KWARGS
     if unknown:
         raise RuntimeError(f"Unknown keyword argument(s): {', '.join(sorted(unknown))}")   # as Ray
+    if isinstance(address, str) and address.startswith("ray://"):
+        # Ray's docs connect with ray:// (Ray Client); a rayfast driver joins the cluster itself
+        raise ValueError(f"{address!r}: rayfast has no Ray Client (ray:// addresses). Connect as a driver: "
+                         f"init(address='HOST:PORT') with the head's address, or 'auto' on its machine.")
     from rayfast.session import default_object_store_memory, start_local_node
 
     with _lock:

@@ -287,6 +287,9 @@ def test_init_context_disconnect(fresh):
     with rayfast.init(num_cpus=1):   # and as a context manager, shut down on leaving
         assert rayfast.is_initialized()
     assert not rayfast.is_initialized()
+    with pytest.raises(ValueError, match="Ray Client"):   # the guide's ray:// addresses: refused, clearly
+        rayfast.init("ray://localhost:10001", namespace="colors")
+    assert not rayfast.is_initialized()
 
 
 @rayfast.remote
