@@ -809,6 +809,10 @@ def test_store_warmer_keeps_a_margin_above_what_is_used(stores):
     s = stores.new(64 * MiB)
     w = StoreWarmer(s, ahead=8 * MiB)
     try:
+        time.sleep(0.1)
+        assert w.statistics()["warmed_bytes"] == 0   # nothing before the store is used
+        s.put_bytes(oid(100), b"\1" * MiB)
+        w.used()
         assert wait_for(lambda: w.statistics()["warmed_bytes"] >= 8 * MiB, timeout=10)
         for i in range(12):                   # 12 MiB in use: the margin moves up with it
             s.put_bytes(oid(i), b"\1" * MiB)
