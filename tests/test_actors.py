@@ -207,7 +207,9 @@ def test_named_actors():
 
 
 def test_named_actor_from_a_task():
-    Counter.options(name="shared").remote(7)  # the name keeps nothing alive: hold a handle
+    # The name keeps nothing alive: hold the handle creation gives. (Dropped at once, its release
+    # could free the actor before get_actor() held it, which then ended it: seen under load.)
+    made = Counter.options(name="shared").remote(7)
     keep = rayfast.get_actor("shared")
 
     @rayfast.remote
@@ -215,7 +217,7 @@ def test_named_actor_from_a_task():
         return rayfast.get(rayfast.get_actor("shared").add.remote(1))
 
     assert rayfast.get(use.remote()) == 8
-    del keep
+    del keep, made
 
 
 def test_detached_actor_outlives_handles():

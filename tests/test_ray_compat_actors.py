@@ -123,9 +123,11 @@ def test_get_actor_missing_is_value_error():
 
 
 def test_duplicate_name_is_value_error():
-    Counter.options(name="compat_dup").remote()
+    # held: a non-detached actor whose handles are all gone ends, and frees its name
+    first = Counter.options(name="compat_dup").remote()
     with pytest.raises(ValueError):
         Counter.options(name="compat_dup").remote()
+    del first
 
 
 def test_get_if_exists():
@@ -136,17 +138,20 @@ def test_get_if_exists():
 
 
 def test_namespaces():
-    Counter.options(name="compat_ns", namespace="colors").remote()
+    # held: with its only handle dropped at once, the actor could end before get_actor() finds it
+    held = Counter.options(name="compat_ns", namespace="colors").remote()
     assert ray.get(ray.get_actor("compat_ns", namespace="colors").increment.remote()) == 1
     with pytest.raises(ValueError):
         ray.get_actor("compat_ns")
+    del held
 
 
 def test_list_named_actors():
-    Counter.options(name="compat_listed").remote()
+    held = Counter.options(name="compat_listed").remote()   # (dropped, it could end before the listing)
     assert "compat_listed" in ray.util.list_named_actors()
     entries = ray.util.list_named_actors(all_namespaces=True)
     assert {"name": "compat_listed", "namespace": ray.get_runtime_context().namespace} in entries
+    del held
 
 
 def test_detached_actor_outlives_its_handle():
