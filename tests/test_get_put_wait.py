@@ -132,7 +132,17 @@ def test_timeout_zero_sees_tasks_that_finished():
     # Values come to a process once it asks for them: a zero timeout must still ask and
     # look, as Ray's get/wait(timeout=0) see a task that finished long ago.
     refs = [identity.remote(i) for i in range(20)]
-    time.sleep(0.5)
+    # Wait until they have all finished without the driver asking for any value: nothing left
+    # at the node (queued, waiting, running) nor on the driver's leased worker.
+    from rayfast import core_worker
+    cw = core_worker.current()
+
+    def all_done():
+        st = cw.request("statistics")
+        lease = cw.direct.lease if cw.direct is not None else None
+        return (st["tasks_in_flight"] == 0 and st["tasks_queued"] == 0 and st["tasks_waiting_for_args"] == 0
+                and (lease is None or lease.inflight is None))
+    assert wait_for(all_done, timeout=30)
     assert rayfast.get(refs[0], timeout=0) == 0
     ready, not_ready = rayfast.wait(refs, num_returns=len(refs), timeout=0)
     assert ready == refs and not_ready == []

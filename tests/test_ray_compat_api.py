@@ -500,20 +500,27 @@ def test_streaming_generator_retried_after_a_crash_gives_every_item(tmp_path):
     assert big == [0, 1, 2, 3]
 
 
-def test_available_resources_count_a_running_lone_task():
+def test_available_resources_count_a_running_lone_task(tmp_path):
+    import os
     import time
 
+    from conftest import wait_for
+
     @ray.remote
-    def hold(t):
-        time.sleep(t)
+    def hold(path):
+        deadline = time.monotonic() + 60
+        while path and not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     for _ in range(5):   # lone calls: the driver runs them over a leased worker
-        ray.get(hold.remote(0))
-    ref = hold.remote(1.0)
-    time.sleep(0.3)
-    assert ray.available_resources()["CPU"] == 1.0
-    ray.get(ref)
-    assert ray.available_resources()["CPU"] == 2.0
+        ray.get(hold.remote(None))
+    release = str(tmp_path / "release")
+    ref = hold.remote(release)    # runs until the test says so: no window to catch it in
+    assert wait_for(lambda: ray.available_resources()["CPU"] == 1.0, timeout=30), ray.available_resources()
+    open(release, "w").close()
+    ray.get(ref, timeout=60)
+    # released by the end of the task (a deadline, not a sleep, for a loaded machine)
+    assert wait_for(lambda: ray.available_resources()["CPU"] == 2.0, timeout=30), ray.available_resources()
 
 
 def test_nodes_and_init_context_have_rays_keys(cluster):

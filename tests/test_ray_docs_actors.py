@@ -405,7 +405,7 @@ def test_async_actor_constructor_sees_the_actor_event_loop(cluster):
 
 # --- generators from actor methods -------------------------------------------------------
 
-def test_async_generator_method_streams_items_as_yielded(cluster):
+def test_async_generator_method_streams_items_as_yielded(cluster, tmp_path):
     # Ray generators in async actors: each item is ready as soon as it is yielded.
     import asyncio
 
@@ -414,10 +414,13 @@ def test_async_generator_method_streams_items_as_yielded(cluster):
         def __init__(self):
             self.steps = 0
 
-        async def items(self, n, fail=False):
+        async def items(self, n, fail=False, gate=None):
             for i in range(n):
                 yield i
                 self.steps += 1
+                deadline = time.monotonic() + 30
+                while i == 0 and gate is not None and not os.path.exists(gate) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
                 await asyncio.sleep(0.5)
             if fail:
                 raise ValueError("bad")
@@ -429,10 +432,13 @@ def test_async_generator_method_streams_items_as_yielded(cluster):
             return self.steps
 
     s = Streamer.remote()
-    ray.get(s.count.remote())   # up and running: the time below is the stream's alone
-    t = time.monotonic()
-    gen = s.items.remote(3, True)
-    assert ray.get(next(gen)) == 0 and time.monotonic() - t < 0.45   # before the first 0.5 s sleep ends
+    gate = str(tmp_path / "gate")
+    gen = s.items.remote(3, True, gate)
+    # The first item comes while the generator still waits (for the gate) after it, not at its
+    # end (a stream that came whole would come after 30 s, with steps at 3): no clock involved.
+    assert ray.get(next(gen)) == 0
+    assert ray.get(s.count.remote()) == 1
+    open(gate, "w").close()
     assert ray.get(next(gen)) == 1
     rest = list(gen)
     assert ray.get(rest[0]) == 2 and len(rest) == 2
@@ -447,7 +453,13 @@ def test_async_generator_method_streams_items_as_yielded(cluster):
     gen = s.items.remote(100)
     ray.get(next(gen))
     ray.cancel(gen)
-    time.sleep(0.7)
+    # Running, it steps every 0.5 s: stopped once two counts 0.6 s apart agree (the cancel may
+    # take a while to land on a loaded machine), and it stays stopped.
+    def still():
+        steps = ray.get(s.count.remote())
+        time.sleep(0.6)
+        return ray.get(s.count.remote()) == steps
+    assert wait_for(still, timeout=30), "the cancelled generator went on"
     steps = ray.get(s.count.remote())
     time.sleep(0.6)
     assert ray.get(s.count.remote()) == steps

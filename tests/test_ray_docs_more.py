@@ -8,6 +8,7 @@ from multiprocessing import TimeoutError
 import pytest
 
 import rayfast
+from conftest import wait_for
 from rayfast.util.multiprocessing import Pool
 
 
@@ -171,18 +172,21 @@ def test_is_canceled_outside_tasks(cluster):
 
 def test_is_canceled_in_task(cluster, tmp_path):
     out = str(tmp_path / "seen")
+    started = str(tmp_path / "started")
 
     @rayfast.remote
-    def task(path):
+    def task(path, started):
         try:
+            open(started, "w").close()
             while True:
                 time.sleep(0.01)
         except KeyboardInterrupt:
             with open(path, "w") as f:
                 f.write(repr(rayfast.get_runtime_context().is_canceled()))
 
-    ref = task.remote(out)
-    time.sleep(0.5)
+    ref = task.remote(out, started)
+    # cancel once it runs: cancelled before it starts, it never gets to write what it saw
+    assert wait_for(lambda: os.path.exists(started), timeout=30)
     rayfast.cancel(ref)
     with pytest.raises(rayfast.exceptions.TaskCancelledError):
         rayfast.get(ref, timeout=10)
