@@ -399,9 +399,12 @@ def test_cancel_actor_calls_follows_ray(direct, monkeypatch, tmp_path):
     # Ray: a queued call is cancelled, a running call of a sync actor runs on, force=True is refused
     @ray.remote
     class Sleeper:
-        def sleep(self, x, marker=None):
+        def sleep(self, x, marker=None, gate=None):
             if marker:
                 open(marker, "w").close()
+            deadline = time.monotonic() + 30
+            while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.005)
             time.sleep(x)
             return x
 
@@ -412,9 +415,12 @@ def test_cancel_actor_calls_follows_ray(direct, monkeypatch, tmp_path):
         import rayfast.actor_channel as ach
         monkeypatch.setattr(ach, "ENABLED", False)
     assert ray.get(s.sleep.remote(0)) == 0
-    running, queued = s.sleep.remote(0.6), s.sleep.remote(0.01)
+    # the running call waits at a gate until queued is cancelled: queued cannot have run by then
+    gate = str(tmp_path / "gate")
+    running, queued = s.sleep.remote(0.6, None, gate), s.sleep.remote(0.01)
     time.sleep(0.2)
     ray.cancel(queued)
+    open(gate, "w").close()
     with pytest.raises(ray.exceptions.TaskCancelledError):
         ray.get(queued, timeout=10)
     assert ray.get(running, timeout=10) == 0.6
@@ -431,18 +437,23 @@ def test_cancel_actor_calls_follows_ray(direct, monkeypatch, tmp_path):
     assert ray.get(s.sleep.remote(0)) == 0
 
 
-def test_cancel_queued_call_of_threaded_actor():
+def test_cancel_queued_call_of_threaded_actor(tmp_path):
     @ray.remote(max_concurrency=2)
     class Threaded:
-        def sleep(self, x):
+        def sleep(self, x, gate=None):
+            deadline = time.monotonic() + 30
+            while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.005)
             time.sleep(x)
             return x
 
     t = Threaded.remote()
     ray.get(t.sleep.remote(0))
-    refs = [t.sleep.remote(0.5) for _ in range(3)]
+    gate = str(tmp_path / "gate")   # the first two wait there until the third is cancelled
+    refs = [t.sleep.remote(0.5, gate) for _ in range(3)]
     time.sleep(0.2)
     ray.cancel(refs[2])   # the pool's two threads run the first two; the third waits
+    open(gate, "w").close()
     assert ray.get(refs[:2], timeout=10) == [0.5, 0.5]
     with pytest.raises(ray.exceptions.TaskCancelledError):
         ray.get(refs[2], timeout=10)
