@@ -14,12 +14,15 @@ import rayfast
 from rayfast import core_worker
 from rayfast.exceptions import TaskCancelledError, WorkerCrashedError
 
+from conftest import wait_for
+
 
 
 
 def _lease():
     cw = core_worker.current()
-    for _ in range(200):   # the first calls ask for the lease; it comes with a later reply
+    deadline = time.monotonic() + 30   # a deadline, not a count of tries: a loaded node grants late
+    while time.monotonic() < deadline:   # the first calls ask for the lease; it comes with a later reply
         if cw.direct.lease is not None:
             return cw.direct.lease
         rayfast.get(ident.remote(0))
@@ -62,6 +65,13 @@ def die():
 
 @rayfast.remote
 def sleep(s):
+    time.sleep(s)
+    return s
+
+
+@rayfast.remote
+def sleep_marked(path, s):
+    open(path, "w").close()
     time.sleep(s)
     return s
 
@@ -157,10 +167,11 @@ def test_direct_objects_are_freed(cluster):
     before = cw.request("statistics")["objects"]["objects"]
     for i in range(300):
         rayfast.get(ident.remote(i))
-    time.sleep(0.05)
-    rayfast.get(ident.remote(0))
-    after = cw.request("statistics")["objects"]["objects"]
-    assert after <= before + 5
+
+    def count():
+        rayfast.get(ident.remote(0))   # carries the releases still on their way
+        return cw.request("statistics")["objects"]["objects"]
+    assert wait_for(lambda: count() <= before + 5, timeout=20), (before, count())
 
 
 def test_timeline_and_summary_count_direct_tasks(cluster):
@@ -171,16 +182,18 @@ def test_timeline_and_summary_count_direct_tasks(cluster):
     assert sum(1 for n in names if n.endswith(".pid")) >= 20
 
 
-def test_force_cancel_is_both_cancelled_and_crashed(cluster):
+def test_force_cancel_is_both_cancelled_and_crashed(cluster, tmp_path):
     # Ray documents WorkerCrashedError after cancel(force=True) of a running task,
     # and TaskCancelledError for cancelled tasks: code written for either must work.
     for via_lease in (True, False):
+        marker = str(tmp_path / f"running-{via_lease}")
         if via_lease:
             _lease()
-            r = sleep.remote(30)
+            r = sleep_marked.remote(marker, 30)
         else:
-            r = sleep.options(num_cpus=2).remote(30)   # not the lease's shape: through the node
-        time.sleep(0.3)
+            r = sleep_marked.options(num_cpus=2).remote(marker, 30)   # not the lease's shape: through the node
+        # once it runs: a task force-cancelled before it started is only cancelled (no worker crashed)
+        assert wait_for(lambda: os.path.exists(marker), timeout=30)
         rayfast.cancel(r, force=True)
         with pytest.raises(WorkerCrashedError) as info:
             rayfast.get(r, timeout=30)
