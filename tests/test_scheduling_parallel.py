@@ -17,10 +17,20 @@ from rayfast import core_worker, exceptions
 
 
 @rayfast.remote
-def nap(seconds):
+def nap(seconds, me=None, other=None):
+    """Sleep; given two marker paths, first mark that this one runs and wait (up to 30 s) for
+    the other to: whether they met says they ran side by side, however slow a loaded machine
+    is to start them."""
     start = time.time()
+    met = None
+    if me is not None:
+        open(me, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(other) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        met = os.path.exists(other)
     time.sleep(seconds)
-    return os.getpid(), start, time.time()
+    return os.getpid(), start, time.time(), met
 
 
 def _learn_brief():
@@ -31,23 +41,34 @@ def _learn_brief():
     assert row["mean_run_s"] < 0.001, row
 
 
+def _pair(tmp_path, seconds):
+    """Two naps that wait for each other to start (see nap)."""
+    ma, mb = str(tmp_path / "a"), str(tmp_path / "b")
+    for m in (ma, mb):
+        if os.path.exists(m):
+            os.unlink(m)
+    return (lambda: nap.remote(seconds, ma, mb)), (lambda: nap.remote(seconds, mb, ma))
+
+
 def _assert_overlap(a, b):
-    (pid_a, start_a, end_a), (pid_b, start_b, end_b) = rayfast.get([a, b], timeout=60)
-    # both started before either ended: they ran side by side (so on two workers)
-    assert start_a < end_b and start_b < end_a, (end_a - start_a, start_b - start_a)
+    (pid_a, start_a, end_a, met_a), (pid_b, start_b, end_b, met_b) = rayfast.get([a, b], timeout=90)
+    # each saw the other start while it waited: they ran side by side (so on two workers);
+    # one queued behind the other would have waited its 30 s in vain
+    assert met_a and met_b, (met_a, met_b, end_a - start_a, start_b - start_a)
     assert pid_a != pid_b
 
 
-def test_lease_granted_between_submissions_does_not_serialise(cluster):
+def test_lease_granted_between_submissions_does_not_serialise(cluster, tmp_path):
     for _ in range(3):
         _learn_brief()   # (a burst: the driver holds no lease afterwards)
-        a = nap.remote(1.0)    # a lone call: the driver asks for a lease, which the node grants
+        first, second = _pair(tmp_path, 1.0)
+        a = first()            # a lone call: the driver asks for a lease, which the node grants
         time.sleep(0.05)       # ... while the driver reads nothing
-        b = nap.remote(1.0)    # through the node: the other CPU is lent to that lease
+        b = second()           # through the node: the other CPU is lent to that lease
         _assert_overlap(a, b)
 
 
-def test_worker_being_replaced_does_not_serialise(cluster):
+def test_worker_being_replaced_does_not_serialise(cluster, tmp_path):
     for _ in range(3):
         _learn_brief()
         doomed = [nap.remote(30), nap.remote(30)]
@@ -57,7 +78,8 @@ def test_worker_being_replaced_does_not_serialise(cluster):
         for ref in doomed:
             with pytest.raises(exceptions.TaskCancelledError):
                 rayfast.get(ref, timeout=30)
-        _assert_overlap(nap.remote(1.0), nap.remote(1.0))
+        first, second = _pair(tmp_path, 1.0)
+        _assert_overlap(first(), second())
 
 
 @rayfast.remote
