@@ -173,18 +173,24 @@ def test_tasks_run_in_other_processes():
     assert os.getpid() not in pids
 
 
-def test_parallelism_two_cpus():
+def test_parallelism_two_cpus(tmp_path):
     import time
 
     @rayfast.remote
-    def sleepy():
+    def sleepy(me, other):
+        # mark that this one runs, then wait (up to 30 s) for the other to: they meet only if
+        # they run at the same time, however slow a loaded machine is to start them
+        open(me, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(other) and time.monotonic() < deadline:
+            time.sleep(0.005)
         time.sleep(0.5)
-        return os.getpid()
+        return os.getpid(), os.path.exists(other)
 
-    t = time.time()
-    pids = rayfast.get([sleepy.remote(), sleepy.remote()])
-    assert time.time() - t < 0.95
-    assert len(set(pids)) == 2
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    out = rayfast.get([sleepy.remote(a, b), sleepy.remote(b, a)], timeout=90)
+    assert len({pid for pid, _ in out}) == 2
+    assert all(met for _, met in out), out
 
 
 def test_num_cpus_limits_concurrency():
