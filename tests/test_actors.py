@@ -173,8 +173,8 @@ def test_actor_ends_when_last_handle_dropped():
     pid = rayfast.get(c.pid.remote())
     assert alive(pid)
     del c
-    assert wait_for(lambda: not alive(pid), timeout=2.0), \
-        "the actor process did not end within 2 s of its last handle"
+    assert wait_for(lambda: not alive(pid), timeout=10.0), \
+        "the actor process did not end within 10 s of its last handle"   # (2 s was short for a loaded machine)
 
 
 def test_pending_calls_finish_before_out_of_scope_exit():

@@ -106,7 +106,7 @@ def test_task_runs_on_the_other_node(two_nodes):
     nodes = rayfast.nodes()
     assert {n["NodeID"] for n in nodes if n["Alive"]} == {here, there}
     assert rayfast.cluster_resources()["CPU"] == 2 and rayfast.cluster_resources()["peer"] == 1
-    assert wait_for(lambda: rayfast.available_resources().get("peer") == 1, timeout=3)
+    assert wait_for(lambda: rayfast.available_resources().get("peer") == 1, timeout=15)
     # A task the head can run stays on the head.
     assert rayfast.get(local_double.remote(1), timeout=30) == (here, 2)
 
