@@ -836,7 +836,7 @@ set_ref_hooks(_future_of, _awaitable_of)
 def decode_value(store, key, kind, data):
     """The value of an object from what the node manager sent; raises it if it is an error."""
     if kind == P.INLINE:
-        return serialization.loads_readonly(data)   # as from the store, and as in Ray: arrays read-only
+        return serialization.loads_inline(data)   # (arrays read-only, as from the store and as in Ray)
     if kind == P.STORE:
         try:
             view = store.get(key, 10.0)

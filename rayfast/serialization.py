@@ -10,7 +10,7 @@ Two encodings:
       ARRAY:   1 | 16 | dtype.str padded with NULs to 16 bytes in all | the bytes of a 1-D
                array of plain numbers (the padding keeps them aligned in a bytes object)
       ARGS:    2 | pickle of (args, kwargs, spots): a call's arguments with each such
-               array swapped for a bytearray of its bytes; spots: ((position, ARRAY header), ...)
+               array swapped for the bytes of its data; spots: ((position, ARRAY header), ...)
       INT:     3 | int64, little-endian          (an int that fits)
       FLOAT:   4 | float64, little-endian
 * store — the layout written into the shared-memory store for large values:
@@ -23,6 +23,12 @@ Two encodings:
   memoryview slices of the segment, so `get` of a large array is a view of
   shared memory, not a copy. A lone contiguous ndarray (kind 1) is stored
   as (dtype, shape, order) plus its bytes and rebuilt with np.frombuffer.
+
+Numpy arrays come back read-only from every encoding, values and a call's
+arguments alike, as Ray's do (its serialization guide: a task that writes
+into an argument array fails with "assignment destination is read-only",
+and is to copy it first): over the store they are views of shared memory,
+inline they are rebuilt over their pickled bytes (no copy there either).
 
 ObjectRefs inside a value are pickled through persistent_id: the pickler
 records every ref it meets (the node manager counts them as held by the
@@ -66,9 +72,12 @@ class _Pickler(cloudpickle.Pickler):
     # a class attribute: the C pickler reads it when the instance is created
     dispatch_table = collections.ChainMap(_DISPATCH, cloudpickle.Pickler.dispatch_table)
 
-    def __init__(self, file, buffer_callback=None):
+    def __init__(self, file, buffer_callback=None, readonly_arrays=False):
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self.contained = []
+        # a value's arrays, pickled in band: rebuilt read-only (module docstring); a function's
+        # closure keeps numpy's own (writable) reduce, as Ray's cloudpickled functions do
+        self._readonly_arrays = readonly_arrays and buffer_callback is None
 
     def persistent_id(self, obj):
         if type(obj) is ObjectRef:
@@ -78,6 +87,8 @@ class _Pickler(cloudpickle.Pickler):
         return None
 
     def reducer_override(self, obj):
+        if self._readonly_arrays and type(obj) is np.ndarray:
+            return _reduce_array(obj)
         hook = getattr(type(obj), "__rayfast_reduce__", None)
         if hook is not None:
             return hook(obj, self)
@@ -217,12 +228,10 @@ def _array_dtype(head):
     return dtype
 
 
-def _load_array(data, writable):
-    """An array from its ARRAY form: a read-only view of data, or a writable copy."""
+def _load_array(data):
+    """An array from its ARRAY form: a read-only view of data."""
     n = data[1]
     dtype = _array_dtype(bytes(data[:n]))
-    if writable:
-        return np.frombuffer(bytearray(memoryview(data)[n:]), dtype)
     # (np.ndarray over bytes at an offset costs half of np.frombuffer's)
     a = np.ndarray(((len(data) - n) // dtype.itemsize,), dtype, data, n)
     if not a.flags.aligned:   # (data a slice at an odd place: numpy is slow on, and some code refuses, such views)
@@ -234,7 +243,7 @@ def _load_array(data, writable):
 def dumps_args(args, kwargs):
     """The payload of a call: args (a list) and kwargs with top-level refs taken out; None if
     some value needs dumps() (cloudpickle, refs inside). Small 1-D numeric arrays travel as
-    bytearrays beside their dtypes (ARGS) and come back writable, as numpy's own pickle gives."""
+    the bytes of their data beside their dtypes (ARGS) and come back read-only views of them."""
     spots = []
     plain = _plain_items(enumerate(args), spots)
     if plain and kwargs:
@@ -247,7 +256,7 @@ def dumps_args(args, kwargs):
     args = list(args)
     kwargs = dict(kwargs) if kwargs else kwargs
     for i, (pos, a, head) in enumerate(spots):
-        (args if type(pos) is int else kwargs)[pos] = bytearray(a)
+        (args if type(pos) is int else kwargs)[pos] = a.tobytes()
         spots[i] = (pos, head)
     return b"\x02" + _dumps((args, kwargs, tuple(spots)), 5)
 
@@ -264,12 +273,20 @@ def _load_args(data):
 
 
 def _reduce_array(a):
-    """A 1-D array of plain numbers rebuilds with np.frombuffer: numpy's own reduce (its dtype
-    pickled by a Python reducer, rebuilt by a Python _frombuffer) takes ~2x as long to pickle and
-    ~3x to unpickle, and tasks pass small arrays by the thousand. A bytearray keeps it writable."""
+    """An array pickled in band rebuilds read-only over the bytes of its data (module docstring).
+    A 1-D array of plain numbers with np.frombuffer: numpy's own reduce (its dtype pickled by a
+    Python reducer, rebuilt by a Python _frombuffer) takes ~2x as long to pickle and ~3x to
+    unpickle, and tasks pass small arrays by the thousand. Arrays of objects keep numpy's."""
     if a.ndim == 1 and a.dtype.kind in "biufc" and a.flags.c_contiguous:
-        return np.frombuffer, (bytearray(a), a.dtype.str)
-    return a.__reduce_ex__(5)
+        return np.frombuffer, (a.tobytes(), a.dtype.str)
+    if a.dtype.hasobject:
+        return a.__reduce_ex__(5)
+    order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+    return _array_over, (a.tobytes(order), a.dtype.str if a.dtype.names is None else a.dtype, a.shape, order)
+
+
+def _array_over(data, dtype, shape, order):
+    return np.ndarray(shape, dtype, data, order=order)
 
 
 class _ArrayPickler(pickle.Pickler):
@@ -292,18 +309,18 @@ def dumps(value, buffer_callback=None):
         if plain:
             return dumps_plain(value, plain), ()
     f = io.BytesIO()
-    p = _Pickler(f, buffer_callback)
+    p = _Pickler(f, buffer_callback, readonly_arrays=True)
     p.dump(value)
     return f.getvalue(), tuple(p.contained)
 
 
 def loads_inline(data):
-    """A value from its inline bytes (arrays in it writable)."""
+    """A value from its inline bytes (arrays in it read-only, module docstring)."""
     tag = data[0]
     if tag == _INT:
         return _int_form.unpack(data)[1]
     if tag == _ARRAY:
-        return _load_array(data, True)
+        return _load_array(data)
     if tag == _ARGS:
         return _load_args(data)
     if tag == _FLOAT:
@@ -313,17 +330,6 @@ def loads_inline(data):
         return _loads(data)
     except pickle.UnpicklingError:
         return _Unpickler(io.BytesIO(data)).load()
-
-
-def loads_readonly(data):
-    """loads_inline, but an array value comes read-only (a view of data when it can), as get()
-    gives values: like those read from the store, and as in Ray."""
-    if data[0] == _ARRAY:
-        return _load_array(data, False)
-    v = loads_inline(data)
-    if type(v) is np.ndarray:
-        v.flags.writeable = False
-    return v
 
 
 def serialize(value, inline_threshold):

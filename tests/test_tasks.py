@@ -143,6 +143,36 @@ def test_numpy_argument_and_result_large():
     assert list(small) == [1.0, 1.0, 1.0]
 
 
+def test_argument_arrays_are_read_only_as_in_ray():
+    """Ray's serialization guide: writing into an argument array fails ("assignment destination
+    is read-only"); copying it first works. Small or large, nested or not, for actors too."""
+    @rayfast.remote
+    def write(arr):
+        arr[0] = 1
+        return arr
+
+    @rayfast.remote
+    def write_copy(arr):
+        arr = arr.copy()
+        arr[0] = 1
+        return arr
+
+    @rayfast.remote
+    class Keeper:
+        def __init__(self, a):
+            self.writable = a.flags.writeable
+
+        def flags(self, d):
+            return self.writable, d["x"].flags.writeable, d["y"][0].flags.writeable
+
+    for arr in (np.zeros(100), np.zeros((300, 300))):   # inline, and through the store
+        with pytest.raises(ValueError, match="read-only"):
+            rayfast.get(write.remote(arr))
+        assert rayfast.get(write_copy.remote(arr)).flat[0] == 1
+    k = Keeper.remote(np.zeros(3))
+    assert rayfast.get(k.flags.remote({"x": np.zeros(2), "y": [np.ones((2, 2))]})) == (False, False, False)
+
+
 @rayfast.remote
 def _describe(a, b=None):
     return a, b, (a.dtype.str, a.shape, a.flags.writeable)
@@ -156,7 +186,7 @@ def test_small_arrays_roundtrip_through_task():
              np.array(["2020-01-01"], dtype="datetime64[D]")]
     for a in cases:
         x, y, (dt, shape, writeable) = rayfast.get(_describe.remote(a, b=[a, 1]))
-        assert (dt, shape, writeable) == (a.dtype.str, a.shape, True)   # writable, as numpy's own pickle gives
+        assert (dt, shape, writeable) == (a.dtype.str, a.shape, False)   # read-only, as Ray's arguments
         assert x.dtype == a.dtype and np.array_equal(x, a) and np.array_equal(y[0], a) and y[1] == 1
         r = rayfast.put(a)
         x, _, _ = rayfast.get(_describe.remote(r))   # a ref to it: resolved before the call
