@@ -437,7 +437,7 @@ def test_async_generator_method_streams_items_as_yielded(cluster, tmp_path):
     # The first item comes while the generator still waits (for the gate) after it, not at its
     # end (a stream that came whole would come after 30 s, with steps at 3): no clock involved.
     assert ray.get(next(gen)) == 0
-    assert ray.get(s.count.remote()) == 1
+    assert ray.get(s.count.remote()) <= 1   # (0: it has not been resumed after its yield yet)
     open(gate, "w").close()
     assert ray.get(next(gen)) == 1
     rest = list(gen)
