@@ -292,15 +292,19 @@ def test_actor_retry_exceptions_options_and_limits():
 def test_async_actor_runs_concurrently():
     @ray.remote
     class AsyncActor:
-        async def run_concurrent(self):
-            await asyncio.sleep(0.5)
+        def __init__(self):
+            self.arrived = 0
+
+        async def run_concurrent(self, n):
+            self.arrived += 1
+            deadline = time.monotonic() + 30
+            while self.arrived < n:   # only calls running at once get past this together
+                assert time.monotonic() < deadline, "the calls did not run concurrently"
+                await asyncio.sleep(0.01)
             return 1
 
     actor = AsyncActor.remote()
-    ray.get(actor.run_concurrent.remote())
-    t = time.monotonic()
-    assert ray.get([actor.run_concurrent.remote() for _ in range(4)]) == [1] * 4
-    assert time.monotonic() - t < 1.5
+    assert ray.get([actor.run_concurrent.remote(4) for _ in range(4)], timeout=60) == [1] * 4
 
 
 def test_async_actor_max_concurrency_1_serializes():

@@ -224,11 +224,11 @@ def test_get_timeout_on_unsealed(store):
     t = time.monotonic()
     with pytest.raises(TimeoutError):
         store.get(o, timeout=0)
-    assert time.monotonic() - t < 0.15   # at once (not the 0.2 s wait below), with room for a loaded machine
+    assert time.monotonic() - t < 0.5    # at once (not the 2 s wait below), with room for a loaded machine
     t = time.monotonic()
     with pytest.raises(GetTimeoutError):
-        store.get(o, timeout=0.2)
-    assert 0.19 < time.monotonic() - t < 1.0
+        store.get(o, timeout=2.0)
+    assert 1.99 < time.monotonic() - t < 10
     with pytest.raises(KeyError):
         store.get(oid(31), timeout=1)  # unknown: no wait
 
