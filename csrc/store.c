@@ -1363,35 +1363,52 @@ uint64_t rf_store_heap_top(const rf_store *s) { return __atomic_load_n(&s->h->he
         if (_r) return _r;                                                                                         \
     } while (0)
 
-/* rf_store_create_object of an object with a file of its own (larger than the data
- * area, or RF_STORE_FALLBACK_IF_FULL and no room), from the point where its CREATED
- * entry is in the index: its file is made without the lock
- * (getters wait for the seal meanwhile), and a failure aborts the object. Called
- * with the lock held; returns with it released. */
-static int create_fallback(rf_store *s, uint32_t idx, uint32_t *idx_out, uint8_t **ptr_out) {
+/* Make, outside the lock, the file of fallback object idx (its data read from its
+ * spill file when from_spill) and this process's writable mapping of it, held for one
+ * pin. Called and returns with the lock held; on failure nothing of the file is
+ * left and errno says why. */
+static int fallback_map_new(rf_store *s, uint32_t idx, int from_spill, uint8_t **ptr_out) {
     entry_t *e = &s->entries[idx];
-    uint8_t oid[RF_OID_SIZE], *ptr = NULL;
     uint64_t n = e->data_size + e->meta_size;
+    uint8_t oid[RF_OID_SIZE], *ptr = NULL;
     memcpy(oid, e->oid, RF_OID_SIZE);
     store_unlock(s);
     int r = fallback_create(s, oid, n, &ptr);
+    if (r == 0 && from_spill && spill_read(s->h->spill_dir, oid, ptr, n) < 0) r = RF_STORE_ESYS;
     int err = errno;
     store_lock(s);
-    e = &s->entries[idx];
     fb_map_t *m = r == 0 ? fb_add(s, idx, ptr, n) : NULL;
     if (m) {
-        m->refs = 1; /* the writer's pin */
-        store_unlock(s);
-        *idx_out = idx;
+        m->refs = 1;
         *ptr_out = ptr;
         return 0;
     }
     if (r == 0) {
-        munmap(ptr, n);
         err = ENOMEM;
         r = RF_STORE_ESYS;
     }
-    e->pins--;
+    if (ptr) {
+        munmap(ptr, n);
+        fallback_unlink(s, oid);
+    }
+    errno = err;
+    return r;
+}
+
+/* rf_store_create_object of an object with a file of its own (larger than the data
+ * area, or RF_STORE_FALLBACK_IF_FULL and no room), from the point where its CREATED
+ * entry is in the index: its file is made without the lock (getters wait for the
+ * seal meanwhile), and a failure aborts the object. Called with the lock held;
+ * returns with it released. */
+static int create_fallback(rf_store *s, uint32_t idx, uint32_t *idx_out, uint8_t **ptr_out) {
+    int r = fallback_map_new(s, idx, 0, ptr_out); /* the mapping's pin: the writer's */
+    if (r == 0) {
+        store_unlock(s);
+        *idx_out = idx;
+        return 0;
+    }
+    int err = errno;
+    s->entries[idx].pins--;
     do_delete(s, idx);
     wake_waiters(s);
     store_unlock(s);
@@ -1500,8 +1517,6 @@ int rf_store_seal(rf_store *s, const uint8_t *oid) { return end_write(s, oid, 1)
 
 int rf_store_abort(rf_store *s, const uint8_t *oid) { return end_write(s, oid, 0); }
 
-/* Restore a SPILLED object (lock held). On success the object is SEALED and pinned
- * once for the caller. */
 /* Back to SPILLED after a restore that failed (its pin dropped, waiters woken). */
 static void restore_failed(rf_store *s, uint32_t idx) {
     entry_t *e = &s->entries[idx];
@@ -1517,45 +1532,25 @@ static void restore_failed(rf_store *s, uint32_t idx) {
  * than failing a get of an object that exists. Lock held, released around the
  * file work; on success the caller's pin holds this process's mapping. */
 static int restore_to_file(rf_store *s, uint32_t idx) {
-    entry_t *e = &s->entries[idx];
-    uint64_t n = e->data_size + e->meta_size;
-    uint8_t oid[RF_OID_SIZE], *ptr = NULL;
-    memcpy(oid, e->oid, RF_OID_SIZE);
-    store_unlock(s);
-    int r = fallback_create(s, oid, n, &ptr);
-    if (r == 0 && spill_read(s->h->spill_dir, oid, ptr, n) < 0) {
+    uint8_t *ptr;
+    int r = fallback_map_new(s, idx, 1, &ptr);
+    if (r < 0) {
         int err = errno;
-        munmap(ptr, n);
-        fallback_unlink(s, oid);
-        errno = err;
-        r = RF_STORE_ESYS;
-    }
-    int err = errno;
-    store_lock(s);
-    fb_map_t *m = r == 0 ? fb_add(s, idx, ptr, n) : NULL;
-    if (!m) {
-        if (r == 0) {
-            munmap(ptr, n);
-            fallback_unlink(s, oid);
-            err = ENOMEM;
-            r = RF_STORE_ESYS;
-        }
         restore_failed(s, idx);
         errno = err;
         return r;
     }
-    m->refs = 1; /* the caller's pin */
-    e = &s->entries[idx];
+    entry_t *e = &s->entries[idx];
     if (e->flags & EF_SPILL_FILE) { /* its data lives in its fallback file now */
         char path[SPILL_DIR_MAX + 64];
-        spill_path(s->h->spill_dir, oid, path, sizeof path);
+        spill_path(s->h->spill_dir, e->oid, path, sizeof path);
         unlink(path);
         e->flags &= ~EF_SPILL_FILE;
     }
     e->flags |= EF_FALLBACK;
     e->state = RF_OBJ_SEALED;
     s->h->restores++;
-    s->h->bytes_restored += n;
+    s->h->bytes_restored += e->data_size + e->meta_size;
     wake_waiters(s);
     if (e->flags & EF_DELETE_PENDING) {
         fb_map_t gone = fb_unref(s, idx);
@@ -1567,6 +1562,8 @@ static int restore_to_file(rf_store *s, uint32_t idx) {
     return 0;
 }
 
+/* Restore a SPILLED object (lock held). On success the object is SEALED and pinned
+ * once for the caller. */
 static int restore_locked(rf_store *s, uint32_t idx) {
     entry_t *e = &s->entries[idx];
     int32_t self = (int32_t)getpid();

@@ -26,8 +26,10 @@
  * unreferenced objects are evicted LRU, then referenced sealed unpinned objects
  * are spilled LRU to files in spill_dir and restored transparently by get().
  *
- * Fallback allocation (Ray's): an object larger than the data area can ever hold
- * is kept in a file of its own in fallback_dir (<fallback_dir>/<store name>.<oid
+ * Fallback allocation (Ray's): an object larger than the data area can ever hold,
+ * one created with RF_STORE_FALLBACK_IF_FULL that finds the data area full of
+ * objects in use, and a spilled object read back when there is no room for it, is
+ * kept in a file of its own in fallback_dir (<fallback_dir>/<store name>.<oid
  * hex>), with an ordinary entry flagged as file-backed. Each process maps the file
  * when it first pins the object (create, get, pin) and unmaps it when its last pin
  * goes; freeing the object unlinks the file (mappings still alive keep their pages).
@@ -90,7 +92,7 @@ typedef struct {
     uint64_t max_objects;
     uint64_t pins_reclaimed;     /* pins of dead processes given back */
     uint64_t objects_reclaimed;  /* unsealed objects of dead writers aborted */
-    uint64_t num_fallback;       /* objects in fallback files (larger than the data area) */
+    uint64_t num_fallback;       /* objects in fallback files */
     uint64_t bytes_fallback;     /* their sizes */
 } rf_store_stats;
 
@@ -99,8 +101,8 @@ const char *rf_store_strerror(int code);
 /* Create a new segment (fails with RF_STORE_ESYS/EEXIST if the name exists). capacity is
  * the size of the data area (rounded up to 64). spill_dir may be NULL/"" (off). */
 int rf_store_create(const char *name, uint64_t capacity, const char *spill_dir, rf_store **out);
-/* Same, with a directory for objects larger than the data area (NULL/"": such objects
- * fail with RF_STORE_FULL) and an explicit maximum number of objects (0 = derived
+/* Same, with a directory for fallback files (NULL/"": objects larger than the data
+ * area fail with RF_STORE_FULL, as do those that find it full) and an explicit maximum number of objects (0 = derived
  * from capacity). */
 int rf_store_create_ex(const char *name, uint64_t capacity, const char *spill_dir, const char *fallback_dir,
                        uint64_t max_objects, rf_store **out);

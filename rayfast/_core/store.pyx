@@ -2,7 +2,7 @@
 """The node's shared-memory object store (thin layer over csrc/store.c).
 
 ``get`` returns a read-only memoryview straight into the shared segment (or
-into the mapped fallback file of an object larger than the segment); the view's
+into the mapped fallback file of an object kept outside it); the view's
 exporter pins the object until it (and every view, slice or numpy array built on
 it) is garbage-collected.
 """
@@ -89,8 +89,9 @@ cdef class ObjectStore:
     def create(str name, capacity, spill_dir=None, max_objects=0, fallback_dir=None):
         """Create the segment `name` ("/rayfast-<session>") with `capacity` bytes of object data.
 
-        Objects larger than the segment can hold go to files of their own in
-        `fallback_dir` (None: they raise ObjectStoreFullError)."""
+        Objects larger than the segment can hold, and those that find it full of objects
+        in use (create_object(fallback_if_full=True), a spilled object read back), go to
+        files of their own in `fallback_dir` (None: they raise ObjectStoreFullError)."""
         cdef rf_store *s = NULL
         cdef int r
         cdef uint64_t cap, maxo = max_objects
@@ -247,7 +248,7 @@ cdef class ObjectStore:
 
     @property
     def fallback_dir(self):
-        """Where objects larger than the segment can hold are kept (None: they fail)."""
+        """Where objects kept outside the segment go (None: there are none; they fail)."""
         self._s()
         return self._fallback_dir() or None
 
