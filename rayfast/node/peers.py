@@ -197,7 +197,7 @@ class Peers:
                 if rec is None or rec.done:
                     q.pop()
                     continue
-                if rec.spec[P.S_OPTIONS] or rec.spec[P.S_KIND] != P.TASK_NORMAL or rec.owner.kind == "peer":
+                if rec.spec[P.S_OPTIONS] or rec.owner.kind == "peer":   # (queues hold normal tasks only)
                     return
                 q.pop()
                 self.forward(rec, self._link_to(n))
