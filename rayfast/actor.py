@@ -48,8 +48,7 @@ from rayfast import serialization
 from rayfast._core.ids import ObjectRef, TaskID, local_ref_count
 from rayfast.generator import ObjectRefGenerator
 from rayfast.id_types import BinaryID
-from rayfast.exceptions import (ActorUnschedulableError, PendingCallsLimitExceeded, RayActorError, RayTaskError,
-                                TaskCancelledError, _TypeOrValueError)
+from rayfast.exceptions import ActorUnschedulableError, PendingCallsLimitExceeded, RayActorError, _TypeOrValueError
 from rayfast.node.actors import EXITED_BY_USER, dead_error_data
 from rayfast.node.worker import TaskExecutor
 from rayfast.options import ACTOR_OPTIONS, METHOD_OPTIONS, label_requirement, resource_shape, validate, warn_infeasible
@@ -901,10 +900,8 @@ class ActorTaskExecutor(TaskExecutor):
         except asyncio.CancelledError as e:   # cancel() of this call (cancel_call)
             if not started:
                 results = cancelled_results(spec)
-            else:   # as Ray, a call stopped while it ran fails with RayTaskError(TaskCancelledError)
-                results = self.error_results(spec, RayTaskError(
-                    spec[P.S_NAME], core_worker.format_exception(e), TaskCancelledError(spec[P.S_TASK_ID].hex()),
-                    os.getpid(), "127.0.0.1"))
+            else:   # stopped while it ran: RayTaskError(TaskCancelledError), as Ray
+                results = self.error_results(spec, e, cancelled=True)
         finally:
             self.cw.cancelled.pop(spec[P.S_TASK_ID], None)
         self._reply(msg, (P.DONE, handle, results, start, time.time()))

@@ -327,19 +327,22 @@ class TaskExecutor:
             gen.close()
         return tuple(results)
 
-    def error_results(self, spec, exc):
-        data = self.error_data(spec, exc)
+    def error_results(self, spec, exc, cancelled=False):
+        data = self.error_data(spec, exc, cancelled)
         tid = spec[P.S_TASK_ID]
         n = max(spec[P.S_NUM_RETURNS], 1) if spec[P.S_KIND] != P.TASK_ACTOR_CREATE else 1
         return tuple((oid, P.ERROR, data, ()) for oid in P.return_ids(tid, n))
 
-    def error_data(self, spec, exc):
-        """exc as the pickled RayTaskError that get() raises."""
+    def error_data(self, spec, exc, cancelled=False):
+        """exc as the pickled RayTaskError that get() raises (cancelled: exc is how cancel()
+        stopped the run)."""
         # A RayTaskError from a nested get travels on unchanged: its cause is the original error.
         err = exc if isinstance(exc, RayTaskError) else None
         if err is None:
             tb = format_exception(exc)
-            if isinstance(exc, KeyboardInterrupt):   # how cancel() reaches a running task: as Ray
+            # how cancel() reaches a running task (SIGINT), or what an async actor's call stopped
+            # by it raised: as Ray, the call fails with RayTaskError(TaskCancelledError)
+            if cancelled or isinstance(exc, KeyboardInterrupt):
                 exc = TaskCancelledError(spec[P.S_TASK_ID].hex())
             err = RayTaskError(spec[P.S_NAME], tb, exc, os.getpid(), "127.0.0.1")
         try:
