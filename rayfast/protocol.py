@@ -196,6 +196,17 @@ class Connection:
             pass
 
 
+def recv_ready(sock, n):
+    """What a non-blocking socket that polled readable has for us: up to n bytes, b"" once it
+    closed or broke, or None when nothing is there after all (EAGAIN, EINTR)."""
+    try:
+        return sock.recv(n)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 def connect(path):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)

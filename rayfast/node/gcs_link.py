@@ -19,7 +19,7 @@ import socket
 import hiredis
 
 from rayfast.gcs.client import parse_address, shard_for
-from rayfast.protocol import RECV_SIZE, S_TASK_ID
+from rayfast.protocol import RECV_SIZE, S_TASK_ID, recv_ready
 from rayfast.gcs.tables import Gcs
 
 logger = logging.getLogger(__name__)
@@ -240,13 +240,8 @@ class NodeGcs:
         return blocked
 
     def on_readable(self, sh):
-        try:
-            data = sh.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
+        data = recv_ready(sh.sock, RECV_SIZE)
+        if not data:   # (None: nothing after all; b"": closed)
             return
         sh.reader.feed(data)
         while True:

@@ -288,12 +288,9 @@ class NodeManager:
             self._add_client(sock)
 
     def _read(self, c):
-        try:
-            chunk = c.sock.recv(P.RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+        chunk = P.recv_ready(c.sock, P.RECV_SIZE)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         if not chunk:
             self._disconnect(c)
             return

@@ -10,6 +10,8 @@ bounded: past MAX_OPEN the oldest is closed.
 import select
 import socket
 
+from rayfast.protocol import recv_ready
+
 MAX_REQUEST = 16 << 10      # bytes of request head read at most
 MAX_OPEN = 32               # connections served at once
 _EPOLLIN = select.EPOLLIN
@@ -75,12 +77,9 @@ class MetricsHttp:
             self.ep.register(sock.fileno(), _EPOLLIN)
 
     def _read(self, c):
-        try:
-            chunk = c.sock.recv(MAX_REQUEST)
-        except (BlockingIOError, InterruptedError):
+        chunk = recv_ready(c.sock, MAX_REQUEST)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         if not chunk:
             self._close(c)
             return
